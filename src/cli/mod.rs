@@ -1,0 +1,83 @@
+//! Command definitions (clap) and dispatch.
+
+mod demo;
+mod inspect;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use knowlens::fetch;
+use knowlens::model::Precision;
+use knowlens::Model;
+
+#[derive(Parser)]
+#[command(name = "knowlens", version, about = "Find, measure and steer what a language model knows it knows")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A known model name (fetched on first use) or a path to a GGUF file or a Hugging Face
+    /// model directory.
+    #[arg(long, default_value = fetch::DEFAULT_MODEL)]
+    pub model: String,
+    /// f32: dequantize to float32 (exact, matches transformers); quantized: GGUF blocks as stored.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Model> {
+        let path = fetch::resolve_model(&self.model)?;
+        Model::load(&path, self.precision)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main demonstration: what the model predicts after a few entity prompts, and how the
+    /// residual stream at the entity's last token grows through the layers.
+    Demo(demo::DemoArgs),
+    /// Token ids of a text.
+    Tokenize(inspect::TokenizeArgs),
+    /// Top next-token logits at the last position of a prompt.
+    Logits(inspect::LogitsArgs),
+    /// Capture activations at hook points and save them as safetensors.
+    Cache(inspect::CacheArgs),
+    /// Continue a prompt (greedy or sampled).
+    Generate(inspect::GenerateArgs),
+    /// Fetch a known model into the cache (done automatically on first use).
+    Fetch {
+        #[arg(long, default_value = fetch::DEFAULT_MODEL)]
+        model: String,
+    },
+    /// List the known models and where they are cached.
+    Models,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Tokenize(a) => inspect::tokenize(a),
+        Command::Logits(a) => inspect::logits(a),
+        Command::Cache(a) => inspect::cache(a),
+        Command::Generate(a) => inspect::generate(a),
+        Command::Fetch { model } => {
+            let path = fetch::resolve_model(&model)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Models => {
+            let home = fetch::home()?;
+            for p in fetch::PRESETS {
+                let path: PathBuf = home.join("models").join(p.name).join(p.file_name);
+                let state = if path.exists() { path.display().to_string() } else { "not fetched".into() };
+                println!("{:<24} {}\n{:<24} {}", p.name, p.description, "", state);
+            }
+            Ok(())
+        }
+    }
+}

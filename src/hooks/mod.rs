@@ -1,0 +1,12 @@
+//! Hooks: named places in the forward pass (`point`), what a run asks of them (`spec`), how a
+//! run applies that request (`runtime`) and what it returns (`cache`).
+
+mod cache;
+mod point;
+mod runtime;
+mod spec;
+
+pub use cache::ActivationCache;
+pub use point::{HookPoint, BLOCK_HOOKS};
+pub use runtime::HookRuntime;
+pub use spec::{Edit, HookSpec, Intervention, LogitsAt, Positions};

@@ -1,0 +1,129 @@
+//! The shape and conventions of a decoder-only transformer, independent of the file it came from.
+//! Each architecture file (`gemma3.rs`, `gemma2.rs`, `llama.rs`) fills one of these from GGUF
+//! metadata or a Hugging Face `config.json`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Arch {
+    Gemma3,
+    Gemma2,
+    Llama,
+}
+
+impl Arch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Gemma3 => "gemma3",
+            Arch::Gemma2 => "gemma2",
+            Arch::Llama => "llama",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Activation {
+    /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// SiLU (Llama).
+    Silu,
+}
+
+/// How rotary embeddings pair dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RopeLayout {
+    /// Pairs (i, i + d/2): Hugging Face's `rotate_half`, and llama.cpp's NEOX mode (Gemma).
+    Halves,
+    /// Pairs (2i, 2i + 1): llama.cpp's normal mode; its converter permutes Llama's q/k weights
+    /// so that this layout reproduces Hugging Face's results.
+    Interleaved,
+}
+
+/// Per-layer attention settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerAttention {
+    /// Keys further back than this many positions are masked (local layers); `None` is global.
+    pub sliding_window: Option<usize>,
+    /// RoPE inverse frequencies for this layer (base, scaling and per-dimension factors applied).
+    pub rope_inv_freq: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub d_ff: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub norm_eps: f64,
+    /// Multiplier of q·k (1/sqrt(query_pre_attn_scalar) for Gemma, 1/sqrt(head_dim) otherwise).
+    pub attn_scale: f64,
+    /// Embeddings are multiplied by this (sqrt(d_model) for Gemma).
+    pub embed_scale: Option<f64>,
+    /// Gemma 2: attention scores become `c * tanh(s / c)`.
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2: logits become `c * tanh(l / c)`.
+    pub final_softcap: Option<f64>,
+    pub activation: Activation,
+    pub rope_layout: RopeLayout,
+    /// Gemma 3 normalises q and k per head before RoPE.
+    pub qk_norm: bool,
+    /// Gemma 2/3 normalise the attention and MLP outputs before adding them to the residual.
+    pub post_norms: bool,
+    pub layers: Vec<LayerAttention>,
+}
+
+/// RoPE inverse frequencies `1 / base^(2i/d)`, computed in f32 as Hugging Face does.
+pub fn rope_inv_freq(head_dim: usize, base: f64) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
+/// Llama 3's frequency-dependent RoPE scaling (`rope_type: llama3`).
+pub fn llama3_scale(
+    inv_freq: &mut [f32],
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_context: f64,
+) {
+    let low_wavelen = original_context / low_freq_factor;
+    let high_wavelen = original_context / high_freq_factor;
+    for f in inv_freq.iter_mut() {
+        let freq = *f as f64;
+        let wavelen = 2.0 * std::f64::consts::PI / freq;
+        let scaled = if wavelen < high_wavelen {
+            freq
+        } else if wavelen > low_wavelen {
+            freq / factor
+        } else {
+            let smooth =
+                (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            (1.0 - smooth) * freq / factor + smooth * freq
+        };
+        *f = scaled as f32;
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let ok = self.n_layers > 0
+            && self.d_model > 0
+            && self.n_heads > 0
+            && self.n_kv_heads > 0
+            && self.n_heads % self.n_kv_heads == 0
+            && self.head_dim > 0
+            && self.head_dim % 2 == 0
+            && self.vocab_size > 0
+            && self.layers.len() == self.n_layers;
+        if !ok {
+            anyhow::bail!("inconsistent model dimensions: {self:?}");
+        }
+        Ok(())
+    }
+}

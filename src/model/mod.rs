@@ -1,0 +1,205 @@
+//! Language models: loading (GGUF file or Hugging Face directory), the hooked forward pass and
+//! generation.
+
+pub mod config;
+mod gemma2;
+mod gemma3;
+pub mod generate;
+mod llama;
+mod meta;
+pub mod transformer;
+pub mod weights;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::Tensor;
+
+use crate::batch::Batch;
+use crate::hooks::{ActivationCache, HookRuntime, HookSpec, LogitsAt};
+use crate::tokenizer::Tokenizer;
+pub use config::{Arch, ModelConfig};
+use meta::{GgufMeta, HfConfig};
+pub use transformer::Transformer;
+use transformer::Chunk;
+pub use weights::Precision;
+
+/// A model ready to run: weights, configuration and tokenizer.
+pub struct Model {
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    /// Where it was loaded from.
+    pub source: PathBuf,
+    pub precision: Precision,
+}
+
+/// What one forward pass returns.
+pub struct ForwardOutput {
+    /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`.
+    pub logits: Option<Tensor>,
+    pub cache: ActivationCache,
+}
+
+impl Model {
+    /// Loads a GGUF file or a Hugging Face model directory (config.json, *.safetensors,
+    /// tokenizer.json). Safetensors weights always run in float32.
+    pub fn load(path: &Path, precision: Precision) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_hf_dir(path)
+        } else if path.is_file() {
+            Self::load_gguf(path, precision)
+        } else {
+            bail!("{}: no such model file or directory", path.display())
+        }
+    }
+
+    fn load_gguf(path: &Path, precision: Precision) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut reader = BufReader::new(file);
+        let content = read_gguf_header(&mut reader, path)?;
+        let meta = GgufMeta::new(&content, path)?;
+        let cfg = match meta.arch.as_str() {
+            "gemma3" => gemma3::from_gguf(&meta)?,
+            "gemma2" => gemma2::from_gguf(&meta)?,
+            "llama" => llama::from_gguf(&meta)?,
+            other => bail!(
+                "{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)",
+                path.display()
+            ),
+        };
+        let tokenizer = Tokenizer::from_gguf(&content, path)?;
+        let mut source = weights::WeightSource::gguf(path, content, reader);
+        let mut cfg = cfg;
+        if source.has("rope_freqs.weight") {
+            // Llama 3.1+: per-dimension RoPE frequency divisors.
+            let f = source.f32("rope_freqs.weight", &[cfg.head_dim / 2])?.to_vec1::<f32>()?;
+            for layer in cfg.layers.iter_mut() {
+                layer.rope_inv_freq.iter_mut().zip(&f).for_each(|(x, d)| *x /= d);
+            }
+        }
+        let transformer = Transformer::load(cfg, &mut source, precision)?;
+        Ok(Self { transformer, tokenizer, source: path.to_path_buf(), precision })
+    }
+
+    fn load_hf_dir(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("{}: cannot read (a Hugging Face model directory needs config.json)", cfg_path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
+        let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let text_cfg = json.get("text_config").filter(|_| model_type == "gemma3").unwrap_or(&json);
+        let hf = HfConfig { json: text_cfg, path: &cfg_path };
+        let (cfg, arch) = match model_type {
+            "gemma3_text" => (gemma3::from_hf(&hf)?, Arch::Gemma3),
+            "gemma3" => bail!("{}: multimodal Gemma 3 checkpoints are not supported; use the text-only model", cfg_path.display()),
+            "gemma2" => (gemma2::from_hf(&hf)?, Arch::Gemma2),
+            "llama" => (llama::from_hf(&hf)?, Arch::Llama),
+            other => bail!(
+                "{}: unsupported model_type '{other}' (supported: gemma3_text, gemma2, llama)",
+                cfg_path.display()
+            ),
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("{}: no *.safetensors files", dir.display());
+        }
+        let mut source = weights::WeightSource::safetensors(dir, arch, &files)?;
+        let transformer = Transformer::load(cfg, &mut source, Precision::F32)?;
+        let tokenizer = Tokenizer::from_hf_dir(dir)?;
+        Ok(Self { transformer, tokenizer, source: dir.to_path_buf(), precision: Precision::F32 })
+    }
+
+    pub fn cfg(&self) -> &ModelConfig {
+        &self.transformer.cfg
+    }
+
+    /// Tokenizes prompts (with the model's BOS default) and left-pads them into a batch.
+    pub fn batch(&self, prompts: &[&str], parse_special: bool) -> Result<Batch> {
+        let rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.is_empty() {
+                    bail!("prompt {i} is empty");
+                }
+                self.tokenizer.encode_prompt(p, parse_special)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch_from_ids(&rows)
+    }
+
+    pub fn batch_from_ids(&self, rows: &[Vec<u32>]) -> Result<Batch> {
+        let cfg = self.cfg();
+        for (i, r) in rows.iter().enumerate() {
+            if r.len() > cfg.context_length {
+                bail!("prompt {i} has {} tokens, longer than the model's context of {}", r.len(), cfg.context_length);
+            }
+            if let Some(&bad) = r.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                bail!("prompt {i} holds token id {bad}, outside the vocabulary of {}", cfg.vocab_size);
+            }
+        }
+        Batch::new(rows, self.tokenizer.pad)
+    }
+
+    /// One hooked forward pass over a batch.
+    pub fn run(&self, batch: &Batch, spec: &HookSpec) -> Result<ForwardOutput> {
+        let t = &self.transformer;
+        let n_layers = t.cfg.n_layers;
+        spec.check(n_layers)?;
+        let ids = batch.ids_tensor(t.device())?;
+        let positions = batch.position_ids();
+        let key_valid = batch.key_valid();
+        let chunk = Chunk { ids: &ids, positions: &positions, key_valid: &key_valid };
+        let mut hooks = HookRuntime::new(spec, batch, t.device())?;
+        let x = t.blocks_forward(&chunk, spec.blocks_needed(n_layers), None, &mut hooks)?;
+        let logits = if spec.needs_final_norm() {
+            let y = t.final_norm(&x, &mut hooks)?;
+            match spec.logits {
+                LogitsAt::None => None,
+                LogitsAt::Last => Some(t.unembed(&y.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?)?),
+                LogitsAt::All => Some(t.unembed(&y)?),
+            }
+        } else {
+            None
+        };
+        Ok(ForwardOutput { logits, cache: ActivationCache { tensors: hooks.into_captured(), pad: batch.pad.clone() } })
+    }
+}
+
+/// Parses a GGUF header, turning every failure (and any panic of the parser on hostile input)
+/// into an error that names the file.
+pub fn read_gguf_header<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> Result<gguf_file::Content> {
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gguf_file::Content::read(reader)));
+    let content = match parsed {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => bail!("{}: not a valid GGUF file: {e}", path.display()),
+        Err(_) => bail!("{}: not a valid GGUF file: the header is corrupt", path.display()),
+    };
+    let file_len = reader.seek(std::io::SeekFrom::End(0))?;
+    for (name, info) in &content.tensor_infos {
+        let elems = info.shape.dims().iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        let bytes = elems.and_then(|e| {
+            let bs = info.ggml_dtype.block_size() as u64;
+            (e % bs == 0).then(|| e / bs * info.ggml_dtype.type_size() as u64)
+        });
+        let end = bytes.and_then(|b| content.tensor_data_offset.checked_add(info.offset)?.checked_add(b));
+        match end {
+            Some(end) if end <= file_len => {}
+            Some(end) => bail!(
+                "{}: truncated GGUF file: tensor '{name}' ends at byte {end} but the file has {file_len} bytes",
+                path.display()
+            ),
+            None => bail!("{}: corrupt GGUF file: tensor '{name}' has an impossible shape {:?}", path.display(), info.shape.dims()),
+        }
+    }
+    Ok(content)
+}

@@ -1,0 +1,248 @@
+//! Weights from GGUF files or Hugging Face safetensors, under one naming scheme.
+//!
+//! Tensors are named as GGUF names them (`blk.3.attn_q.weight`, `token_embd.weight`): a
+//! GGUF loads with no mapping, and a safetensors directory maps each name to its Hugging Face
+//! spelling in `hf_name`. Linear layers are either dense float32 (exact; what the reference
+//! comparisons use) or quantized matmuls straight from the GGUF blocks (fast).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::config::Arch;
+
+/// How linear layers are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Precision {
+    /// Dequantize everything to float32: matches Hugging Face transformers (float32).
+    F32,
+    /// Keep the GGUF's quantized blocks and use quantized matmuls (as llama.cpp does).
+    Quantized,
+}
+
+/// A linear map `y = x W^T`, with W stored [out, in].
+#[derive(Debug, Clone)]
+pub enum Linear {
+    Dense(Tensor),
+    Quant(QMatMul),
+}
+
+impl Linear {
+    /// `x`: [..., in] → [..., out].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inner = *dims.last().context("linear input has no dimensions")?;
+        let rows = x.elem_count() / inner.max(1);
+        let x2 = x.reshape((rows, inner))?;
+        let y = match self {
+            Linear::Dense(w) => x2.matmul(&w.t()?)?,
+            Linear::Quant(q) => q.forward(&x2)?,
+        };
+        let mut out = dims;
+        *out.last_mut().unwrap() = y.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+}
+
+/// The token embedding table, [vocab, d].
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Dense(Tensor),
+    Quant(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// `ids`: [b, s] u32 → [b, s, d] f32.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Embedding::Dense(w) => {
+                let (b, s) = ids.dims2()?;
+                w.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, w.dim(1)?))?
+            }
+            Embedding::Quant(q) => q.embedding(ids)?,
+        })
+    }
+
+    /// The same table used as the (tied) unembedding.
+    pub fn as_linear(&self) -> Result<Linear> {
+        Ok(match self {
+            Embedding::Dense(w) => Linear::Dense(w.clone()),
+            Embedding::Quant(q) => Linear::Quant(QMatMul::from_arc(q.clone())?),
+        })
+    }
+}
+
+/// Where tensors come from.
+pub enum WeightSource {
+    Gguf { path: PathBuf, content: gguf_file::Content, reader: BufReader<File> },
+    SafeTensors { dir: PathBuf, arch: Arch, st: candle_core::safetensors::MmapedSafetensors, names: HashSet<String> },
+}
+
+impl WeightSource {
+    pub fn gguf(path: &Path, content: gguf_file::Content, reader: BufReader<File>) -> Self {
+        WeightSource::Gguf { path: path.to_path_buf(), content, reader }
+    }
+
+    pub fn safetensors(dir: &Path, arch: Arch, files: &[PathBuf]) -> Result<Self> {
+        // SAFETY: the files are memory-mapped read-only; knowlens never writes to them while
+        // a model is loaded.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+            .with_context(|| format!("{}: cannot read the safetensors files", dir.display()))?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(WeightSource::SafeTensors { dir: dir.to_path_buf(), arch, st, names })
+    }
+
+    pub fn origin(&self) -> String {
+        match self {
+            WeightSource::Gguf { path, .. } => path.display().to_string(),
+            WeightSource::SafeTensors { dir, .. } => dir.display().to_string(),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        match self {
+            WeightSource::Gguf { content, .. } => content.tensor_infos.contains_key(name),
+            WeightSource::SafeTensors { arch, names, .. } => {
+                hf_name(*arch, name).map(|n| names.contains(&n)).unwrap_or(false)
+            }
+        }
+    }
+
+    fn missing(&self, name: &str) -> anyhow::Error {
+        match self {
+            WeightSource::Gguf { path, .. } => {
+                anyhow::anyhow!("{}: tensor '{name}' is missing from the GGUF file", path.display())
+            }
+            WeightSource::SafeTensors { dir, arch, .. } => anyhow::anyhow!(
+                "{}: tensor '{}' is missing from the safetensors files",
+                dir.display(),
+                hf_name(*arch, name).unwrap_or_else(|| name.to_string())
+            ),
+        }
+    }
+
+    fn check_shape(&self, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+        if got != want {
+            bail!("{}: tensor '{name}' has shape {got:?}, expected {want:?}", self.origin());
+        }
+        Ok(())
+    }
+
+    /// A GGUF tensor in its stored (possibly quantized) form.
+    fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let WeightSource::Gguf { path, content, reader } = self else {
+            unreachable!("qtensor is only called for GGUF sources")
+        };
+        let info = content.tensor_infos.get(name).ok_or_else(|| {
+            anyhow::anyhow!("{}: tensor '{name}' is missing from the GGUF file", path.display())
+        })?;
+        if info.shape.dims() != shape {
+            bail!(
+                "{}: tensor '{name}' has shape {:?}, expected {shape:?}",
+                path.display(),
+                info.shape.dims()
+            );
+        }
+        let q = content
+            .tensor(reader, name, &Device::Cpu)
+            .with_context(|| format!("{}: cannot read tensor '{name}'", path.display()))?;
+        Ok(q)
+    }
+
+    /// A tensor as float32 with the expected shape. `norm_offset` is added to Hugging Face Gemma
+    /// norm weights, which store `w` for a `(1 + w)` scale (llama.cpp bakes the +1 into GGUF).
+    pub fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        match self {
+            WeightSource::Gguf { .. } => Ok(self.qtensor(name, shape)?.dequantize(&Device::Cpu)?),
+            WeightSource::SafeTensors { arch, st, .. } => {
+                let arch = *arch;
+                let Some(hf) = hf_name(arch, name) else { return Err(self.missing(name)) };
+                let t = match st.load(&hf, &Device::Cpu) {
+                    Ok(t) => t,
+                    Err(_) => return Err(self.missing(name)),
+                };
+                let t = t.to_dtype(DType::F32)?;
+                self.check_shape(&hf, t.dims(), shape)?;
+                if matches!(arch, Arch::Gemma2 | Arch::Gemma3) && name.ends_with("norm.weight") {
+                    Ok((t + 1.0)?)
+                } else {
+                    Ok(t)
+                }
+            }
+        }
+    }
+
+    /// A linear layer stored [out, in].
+    pub fn linear(&mut self, name: &str, out: usize, inp: usize, precision: Precision) -> Result<Linear> {
+        match (&*self, precision) {
+            (WeightSource::Gguf { .. }, Precision::Quantized) => {
+                let q = self.qtensor(name, &[out, inp])?;
+                Ok(Linear::Quant(QMatMul::from_qtensor(requantize(q)?)?))
+            }
+            _ => Ok(Linear::Dense(self.f32(name, &[out, inp])?)),
+        }
+    }
+
+    pub fn embedding(&mut self, name: &str, vocab: usize, d: usize, precision: Precision) -> Result<Embedding> {
+        match (&*self, precision) {
+            (WeightSource::Gguf { .. }, Precision::Quantized) => {
+                let q = self.qtensor(name, &[vocab, d])?;
+                Ok(Embedding::Quant(Arc::new(requantize(q)?)))
+            }
+            _ => Ok(Embedding::Dense(self.f32(name, &[vocab, d])?)),
+        }
+    }
+}
+
+/// Quantized types without a fast CPU dot product are re-quantized at load.
+/// Q5_0 (in the default Gemma 3 file) goes to Q8_0: see BENCHMARKS.md for the measurement.
+fn requantize(q: QTensor) -> Result<QTensor> {
+    match q.dtype() {
+        GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
+            let t = q.dequantize(&Device::Cpu)?;
+            Ok(QTensor::quantize(&t, GgmlDType::Q8_0)?)
+        }
+        _ => Ok(q),
+    }
+}
+
+/// The Hugging Face name of a GGUF-style tensor name.
+pub fn hf_name(arch: Arch, gguf: &str) -> Option<String> {
+    let global = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(g) = global {
+        return Some(g.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
+    let module = match tail {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
+        "post_attention_norm.weight" if gemma => "post_attention_layernorm.weight",
+        "ffn_norm.weight" if gemma => "pre_feedforward_layernorm.weight",
+        // Llama's "post_attention_layernorm" is the norm *before* the MLP.
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "post_ffw_norm.weight" if gemma => "post_feedforward_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{module}"))
+}

@@ -1,0 +1,118 @@
+//! Text ↔ token ids, identical to the reference tokenizer (llama.cpp for GGUF files, the
+//! model's own tokenizer.json for Hugging Face directories), plus chat templates.
+
+mod chat;
+mod gguf;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file::Content;
+
+pub use chat::{ChatMessage, ChatTemplate};
+
+pub struct Tokenizer {
+    /// Control tokens in the text are tokenized as ordinary text.
+    plain: tokenizers::Tokenizer,
+    /// Control tokens in the text (`<start_of_turn>`) become their ids.
+    special: tokenizers::Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Used for left padding; never attended to.
+    pub pad: u32,
+    /// Whether prompts start with BOS by default (the model file says).
+    pub add_bos: bool,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl Tokenizer {
+    fn assemble(
+        tok: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        pad: Option<u32>,
+        add_bos: bool,
+        template: Option<String>,
+    ) -> Result<Self> {
+        let mut plain = tok.clone();
+        plain.set_encode_special_tokens(true);
+        let mut special = tok;
+        special.set_encode_special_tokens(false);
+        let token = |id: Option<u32>| id.and_then(|i| special.id_to_token(i)).unwrap_or_default();
+        let chat_template = template.map(|t| ChatTemplate::new(t, token(bos), token(eos)));
+        Ok(Self { plain, special, bos, eos, pad: pad.or(eos).unwrap_or(0), add_bos, chat_template })
+    }
+
+    pub fn from_gguf(content: &Content, path: &Path) -> Result<Self> {
+        let v = gguf::from_gguf(content, path)?;
+        Self::assemble(v.tokenizer, v.bos, v.eos, v.pad, v.add_bos, v.chat_template)
+    }
+
+    /// From a Hugging Face model directory: `tokenizer.json`, with special ids and the chat
+    /// template from `tokenizer_config.json` / `config.json` where present.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let file = dir.join("tokenizer.json");
+        let tok = tokenizers::Tokenizer::from_file(&file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+            let p = dir.join(name);
+            if !p.exists() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?))
+        };
+        let tcfg = read_json("tokenizer_config.json")?.unwrap_or_default();
+        let cfg = read_json("config.json")?.unwrap_or_default();
+        let id_of = |key: &str| -> Option<u32> {
+            let by_name = tcfg.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())));
+            by_name
+                .and_then(|s| tok.token_to_id(s))
+                .or_else(|| cfg.get(&format!("{key}_id")).and_then(|v| v.as_u64()).map(|v| v as u32))
+        };
+        let (bos, eos, pad) = (id_of("bos_token"), id_of("eos_token"), id_of("pad_token"));
+        // With tokenizer.json the post-processor decides about BOS; add_bos only records intent.
+        let add_bos = tcfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(bos.is_some());
+        let template = tcfg.get("chat_template").and_then(|v| v.as_str()).map(str::to_string);
+        Self::assemble(tok, bos, eos, pad, add_bos, template)
+    }
+
+    /// Token ids of `text`. `add_bos` prepends BOS (when the model has one); `parse_special`
+    /// turns control-token text such as `<start_of_turn>` into its id instead of spelling it.
+    pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let tok = if parse_special { &self.special } else { &self.plain };
+        let enc = tok
+            .encode(text, add_bos && self.bos.is_some())
+            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// `encode` with the model's own BOS default.
+    pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode(text, self.add_bos, parse_special)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.special.decode(ids, false).map_err(|e| anyhow::anyhow!("decoding {ids:?}: {e}"))
+    }
+
+    /// The vocabulary string of one id (with `▁` / `Ġ` as stored).
+    pub fn token(&self, id: u32) -> String {
+        self.special.id_to_token(id).unwrap_or_else(|| format!("<id {id}>"))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.special.get_vocab_size(true)
+    }
+
+    /// Renders a conversation with the model's chat template and tokenizes it (control tokens
+    /// parsed; BOS added only if the template did not write it).
+    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
+        let Some(t) = &self.chat_template else {
+            bail!("this model has no chat template (a base model?): use a plain prompt");
+        };
+        let text = t.render(messages, add_generation_prompt)?;
+        let starts_with_bos = !t.bos_token.is_empty() && text.starts_with(&t.bos_token);
+        self.encode(&text, self.add_bos && !starts_with_bos, true)
+    }
+}
