@@ -131,8 +131,14 @@ pub fn from_hf(c: &HfConfig) -> Result<ModelConfig> {
         query_pre_attn_scalar: c.opt_f64("query_pre_attn_scalar").unwrap_or(head_dim as f64),
         sliding_window: c.opt_usize("sliding_window").unwrap_or(512),
         is_local,
-        global_base: c.opt_f64("rope_theta").unwrap_or(1_000_000.0),
-        local_base: c.opt_f64("rope_local_base_freq").unwrap_or(LOCAL_ROPE_BASE),
+        global_base: c
+            .rope_parameter("full_attention", "rope_theta")
+            .or_else(|| c.opt_f64("rope_theta"))
+            .unwrap_or(1_000_000.0),
+        local_base: c
+            .rope_parameter("sliding_attention", "rope_theta")
+            .or_else(|| c.opt_f64("rope_local_base_freq"))
+            .unwrap_or(LOCAL_ROPE_BASE),
         global_scale,
     }))
 }

@@ -117,6 +117,11 @@ impl<'a> HfConfig<'a> {
         self.opt(key).and_then(|v| v.as_f64())
     }
 
+    /// transformers ≥ 5 keeps RoPE settings per layer type in `rope_parameters`.
+    pub fn rope_parameter(&self, layer_type: &str, key: &str) -> Option<f64> {
+        self.opt("rope_parameters")?.get(layer_type)?.get(key)?.as_f64()
+    }
+
     /// `layer_types` (["sliding_attention", "full_attention", ...]) when present.
     pub fn layer_types(&self, n_layers: usize) -> Result<Option<Vec<bool>>> {
         let Some(v) = self.opt("layer_types") else { return Ok(None) };
