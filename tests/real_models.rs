@@ -1,0 +1,106 @@
+//! The real default model (Gemma 3 270M) and SmolLM2-135M-Instruct against independent
+//! references: Hugging Face transformers in float32 (GGUF dequantized) for the float32 path and
+//! llama.cpp for the quantized path. Golden files: tools/make_golden_real.py.
+//! The models are fetched into the cache on first use (~350 MB).
+
+mod common;
+
+use common::*;
+use knowlens::{HookPoint, HookSpec, LogitsAt, Model, Precision};
+
+struct Prompt {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn prompts(dir: &str) -> Vec<Prompt> {
+    let text = std::fs::read_to_string(fixture(&format!("{dir}/prompts.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Prompt {
+            text: p["text"].as_str().unwrap().to_string(),
+            ids: p["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+        })
+        .collect()
+}
+
+/// All prompts in one left-padded batch, so padding is exercised against unpadded references.
+fn check_f32_against_transformers(preset: &str) {
+    let m = real(preset, Precision::F32);
+    let ps = prompts(preset);
+    let exp = expected(&format!("{preset}/golden.safetensors"));
+    for p in &ps {
+        assert_eq!(m.tokenizer.encode_prompt(&p.text, false).unwrap(), p.ids, "{preset}: tokens of {:?}", p.text);
+    }
+    let batch = m.batch_from_ids(&ps.iter().map(|p| p.ids.clone()).collect::<Vec<_>>()).unwrap();
+    let n = m.cfg().n_layers;
+    let spec = HookSpec::new()
+        .capture(std::iter::once(HookPoint::Embed).chain((0..n).map(HookPoint::ResidPost)))
+        .logits(LogitsAt::Last);
+    let out = m.run(&batch, &spec).unwrap();
+    let logits = out.logits.unwrap();
+    let mut worst_resid = 0f32;
+    let mut worst_logit = 0f32;
+    for (i, _) in ps.iter().enumerate() {
+        let e = rel_err(&out.cache.row(HookPoint::Embed, i).unwrap(), &exp[&format!("p{i}.embed")]);
+        assert!(e <= 1e-3, "{preset} prompt {i} embed: relative error {e}");
+        let want = &exp[&format!("p{i}.resid_post")];
+        for l in 0..n {
+            let got = out.cache.row(HookPoint::ResidPost(l), i).unwrap();
+            let e = rel_err(&got, &want.get(l).unwrap());
+            worst_resid = worst_resid.max(e);
+            assert!(e <= 1e-3, "{preset} prompt {i} blocks.{l}.hook_resid_post: relative error {e}");
+        }
+        let row = logits.get(i).unwrap();
+        let ids = exp[&format!("p{i}.top20_ids")].to_dtype(candle_core::DType::U32).unwrap();
+        let got = row.index_select(&ids, 0).unwrap();
+        let d = max_abs_diff(&got, &exp[&format!("p{i}.top20_logits")]);
+        worst_logit = worst_logit.max(d);
+        assert!(d <= 1e-2, "{preset} prompt {i}: top-20 logits differ by {d}");
+        let top1 = row.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        assert_eq!(top1, ids.get(0).unwrap().to_scalar::<u32>().unwrap(), "{preset} prompt {i}: top-1");
+    }
+    eprintln!("{preset} f32 vs transformers: worst resid rel err {worst_resid:.2e}, worst top-20 logit diff {worst_logit:.2e}");
+}
+
+fn check_quantized_against_llamacpp(preset: &str) {
+    let m: Model = real(preset, Precision::Quantized);
+    let ps = prompts(preset);
+    let exp = expected(&format!("{preset}/golden.safetensors"));
+    let batch = m.batch_from_ids(&ps.iter().map(|p| p.ids.clone()).collect::<Vec<_>>()).unwrap();
+    let logits = m.run(&batch, &HookSpec::new().logits(LogitsAt::Last)).unwrap().logits.unwrap();
+    let mut worst = 0f32;
+    for (i, _) in ps.iter().enumerate() {
+        let row = logits.get(i).unwrap();
+        let ids = exp[&format!("p{i}.llamacpp_top20_ids")].to_dtype(candle_core::DType::U32).unwrap();
+        let d = max_abs_diff(&row.index_select(&ids, 0).unwrap(), &exp[&format!("p{i}.llamacpp_top20_logits")]);
+        worst = worst.max(d);
+        assert!(d <= 1.0, "{preset} prompt {i}: top-20 logits differ from llama.cpp by {d}");
+        let top1 = row.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        assert_eq!(top1, ids.get(0).unwrap().to_scalar::<u32>().unwrap(), "{preset} prompt {i}: top-1 vs llama.cpp");
+    }
+    eprintln!("{preset} quantized vs llama.cpp: worst top-20 logit diff {worst:.3}");
+}
+
+#[test]
+fn gemma3_f32_matches_transformers() {
+    check_f32_against_transformers("gemma-3-270m");
+}
+
+#[test]
+fn gemma3_quantized_matches_llamacpp() {
+    check_quantized_against_llamacpp("gemma-3-270m");
+}
+
+#[test]
+fn smollm2_f32_matches_transformers() {
+    check_f32_against_transformers("smollm2-135m-instruct");
+}
+
+#[test]
+fn smollm2_quantized_matches_llamacpp() {
+    check_quantized_against_llamacpp("smollm2-135m-instruct");
+}
