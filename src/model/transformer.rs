@@ -225,6 +225,10 @@ impl Transformer {
             let mlp_out = hooks.apply(HookPoint::MlpOut(l), mlp_out)?;
             x = hooks.apply(HookPoint::ResidPost(l), (resid_mid + mlp_out)?)?;
         }
+        if n_blocks < cfg.n_layers {
+            // Stopped early: the next block's input is still a hook point.
+            x = hooks.apply(HookPoint::ResidPre(n_blocks), x)?;
+        }
         Ok(x)
     }
 

@@ -51,3 +51,66 @@ pub fn ids_rows(t: &Tensor) -> Vec<Vec<u32>> {
         .map(|r| r.into_iter().map(|x| x as u32).collect())
         .collect()
 }
+
+/// Writes the tiny Llama fixture as a GGUF file the way llama.cpp's converter does: GGUF tensor
+/// names, q/k rows permuted for interleaved RoPE, a byte-free toy vocabulary.
+pub fn write_tiny_llama_gguf(path: &std::path::Path, arch_name: &str) {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let dir = fixture("tiny/llama");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let get = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let (n_layers, d, nh, nkv, ff, vocab) = (
+        get("num_hidden_layers"),
+        get("hidden_size"),
+        get("num_attention_heads"),
+        get("num_key_value_heads"),
+        get("intermediate_size"),
+        get("vocab_size"),
+    );
+    let st = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let permute = |w: &Tensor, heads: usize| -> Tensor {
+        let (out, inp) = w.dims2().unwrap();
+        w.reshape((heads, 2, out / heads / 2, inp)).unwrap().transpose(1, 2).unwrap().reshape((out, inp)).unwrap()
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut put = |name: String, t: &Tensor| tensors.push((name, QTensor::quantize(t, GgmlDType::F32).unwrap()));
+    put("token_embd.weight".into(), &st["model.embed_tokens.weight"]);
+    put("output_norm.weight".into(), &st["model.norm.weight"]);
+    for l in 0..n_layers {
+        let hf = |s: &str| st[&format!("model.layers.{l}.{s}.weight")].clone();
+        put(format!("blk.{l}.attn_norm.weight"), &hf("input_layernorm"));
+        put(format!("blk.{l}.attn_q.weight"), &permute(&hf("self_attn.q_proj"), nh));
+        put(format!("blk.{l}.attn_k.weight"), &permute(&hf("self_attn.k_proj"), nkv));
+        put(format!("blk.{l}.attn_v.weight"), &hf("self_attn.v_proj"));
+        put(format!("blk.{l}.attn_output.weight"), &hf("self_attn.o_proj"));
+        put(format!("blk.{l}.ffn_norm.weight"), &hf("post_attention_layernorm"));
+        put(format!("blk.{l}.ffn_gate.weight"), &hf("mlp.gate_proj"));
+        put(format!("blk.{l}.ffn_up.weight"), &hf("mlp.up_proj"));
+        put(format!("blk.{l}.ffn_down.weight"), &hf("mlp.down_proj"));
+    }
+    use gguf_file::Value as V;
+    let a = |k: &str| format!("{arch_name}.{k}");
+    let tokens: Vec<V> = (0..vocab).map(|i| V::String(format!("t{i}"))).collect();
+    let meta: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(arch_name.into())),
+        (a("block_count"), V::U32(n_layers as u32)),
+        (a("context_length"), V::U32(get("max_position_embeddings") as u32)),
+        (a("embedding_length"), V::U32(d as u32)),
+        (a("feed_forward_length"), V::U32(ff as u32)),
+        (a("attention.head_count"), V::U32(nh as u32)),
+        (a("attention.head_count_kv"), V::U32(nkv as u32)),
+        (a("attention.layer_norm_rms_epsilon"), V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32)),
+        (a("rope.freq_base"), V::F32(cfg["rope_theta"].as_f64().unwrap_or(10000.0) as f32)),
+        ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), V::String("default".into())),
+        ("tokenizer.ggml.tokens".into(), V::Array(tokens)),
+        ("tokenizer.ggml.merges".into(), V::Array(vec![])),
+        ("tokenizer.ggml.bos_token_id".into(), V::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), V::U32(2)),
+    ];
+    let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+}
