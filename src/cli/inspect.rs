@@ -29,8 +29,7 @@ pub struct TokenizeArgs {
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let m = a.model.load()?;
-    let add_bos = m.tokenizer.add_bos && !a.no_bos;
-    let ids = m.tokenizer.encode(&a.text, add_bos, a.parse_special)?;
+    let ids = m.tokenizer.encode(&a.text, !a.no_bos, a.parse_special)?;
     let tokens: Vec<String> = ids.iter().map(|&i| m.tokenizer.token(i)).collect();
     if a.json {
         println!("{}", json!({ "ids": ids, "tokens": tokens }));

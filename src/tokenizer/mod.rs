@@ -77,19 +77,20 @@ impl Tokenizer {
         Self::assemble(tok, bos, eos, pad, add_bos, template)
     }
 
-    /// Token ids of `text`. `add_bos` prepends BOS (when the model has one); `parse_special`
-    /// turns control-token text such as `<start_of_turn>` into its id instead of spelling it.
+    /// Token ids of `text`. `add_bos` prepends BOS if the model uses one (as llama.cpp's
+    /// `add_special`: SmolLM2's file says it does not); `parse_special` turns control-token text
+    /// such as `<start_of_turn>` into its id instead of spelling it out.
     pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
         let tok = if parse_special { &self.special } else { &self.plain };
         let enc = tok
-            .encode(text, add_bos && self.bos.is_some())
+            .encode(text, add_bos && self.add_bos && self.bos.is_some())
             .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
-    /// `encode` with the model's own BOS default.
+    /// `encode` with BOS where the model uses one.
     pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        self.encode(text, self.add_bos, parse_special)
+        self.encode(text, true, parse_special)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -113,6 +114,6 @@ impl Tokenizer {
         };
         let text = t.render(messages, add_generation_prompt)?;
         let starts_with_bos = !t.bos_token.is_empty() && text.starts_with(&t.bos_token);
-        self.encode(&text, self.add_bos && !starts_with_bos, true)
+        self.encode(&text, !starts_with_bos, true)
     }
 }
