@@ -70,6 +70,19 @@ def gguf_meta(path):
     return out
 
 
+def dump_one_case_per_line(obj, key, fh):
+    """JSON with each element of obj[key] on its own line (diff-friendly)."""
+    fh.write("{\n")
+    for k, v in obj.items():
+        if k != key:
+            fh.write(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
+    fh.write(f" {json.dumps(key)}: [\n")
+    items = obj[key]
+    for i, c in enumerate(items):
+        fh.write("  " + json.dumps(c, ensure_ascii=False) + ("," if i + 1 < len(items) else "") + "\n")
+    fh.write(" ]\n}\n")
+
+
 def topk_sorted(logits, k=TOPK):
     logits = np.asarray(logits, dtype=np.float32)
     # stable descending sort: ties resolved by lower id first
@@ -226,7 +239,7 @@ def run_model(name, models_dir, out_root):
         "top20": "last position, sorted by logit descending (stable, ties -> lower id)",
     })
     with open(os.path.join(d, "prompts.json"), "w", encoding="utf-8") as f:
-        json.dump({
+        dump_one_case_per_line({
             "model": name,
             "gguf_file": gguf_name,
             "gguf_sha256": digest,
@@ -235,8 +248,7 @@ def run_model(name, models_dir, out_root):
             "note": "ids are what both references were fed; they come from the transformers GGUF tokenizer "
                     "(add_special_tokens=add_bos) and are compared with llama.cpp's tokenize(add_bos, special=False).",
             "prompts": prompts_json,
-        }, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+        }, "prompts", f)
     for fn in ("golden.safetensors", "prompts.json"):
         p = os.path.join(d, fn)
         os.chmod(p, 0o644)

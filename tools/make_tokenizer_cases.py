@@ -367,6 +367,19 @@ def build_cases(name, info, strings, default_add_bos):
     return cases
 
 
+def dump_one_case_per_line(obj, key, fh):
+    """JSON with each element of obj[key] on its own line (diff-friendly)."""
+    head = {k: v for k, v in obj.items() if k != key}
+    fh.write("{\n")
+    for k, v in head.items():
+        fh.write(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
+    fh.write(f" {json.dumps(key)}: [\n")
+    items = obj[key]
+    for i, c in enumerate(items):
+        fh.write("  " + json.dumps(c, ensure_ascii=False) + ("," if i + 1 < len(items) else "") + "\n")
+    fh.write(" ]\n}\n")
+
+
 def render_chat(template, messages, add_generation_prompt, bos, eos):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from jinja2.exceptions import TemplateError
@@ -410,6 +423,9 @@ def main():
         f = r.fields
         default_add_bos = bool(f["tokenizer.ggml.add_bos_token"].contents()) if "tokenizer.ggml.add_bos_token" in f else False
         tokens = f["tokenizer.ggml.tokens"].contents()
+        ttypes = f["tokenizer.ggml.token_type"].contents()
+        # CONTROL tokens (type 3) + "</s>", which llama.cpp promotes to a control/EOG token
+        control_texts = sorted({t for t, ty in zip(tokens, ttypes) if ty == 3} | {"</s>"} & set(tokens))
         bos_id = f["tokenizer.ggml.bos_token_id"].contents()
         eos_id = f["tokenizer.ggml.eos_token_id"].contents()
         template = f["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in f else None
@@ -430,14 +446,17 @@ def main():
             "gguf_file": info["gguf"],
             "reference": f"llama-cpp-python {llama_cpp.__version__}: Llama(vocab_only=True).tokenize(text.encode('utf-8'), add_bos, special=parse_special)",
             "default_add_bos": default_add_bos,
+            "note": "add_bos is llama.cpp's add_special flag: BOS is only prepended when it is true AND the GGUF's "
+                    "tokenizer.ggml.add_bos_token is true (so for a model whose default_add_bos is false, add_bos=true adds nothing). "
+                    "parse_special=false still matches USER_DEFINED tokens (token_type 4), only CONTROL tokens are "
+                    "left as text; llama.cpp treats '</s>' as a control token.",
             "bos_id": int(bos_id),
             "eos_id": int(eos_id),
             "cases": cases,
         }
         p = os.path.join(d, "tokenizer_cases.json")
         with open(p, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
+            dump_one_case_per_line(out, "cases", fh)
         os.chmod(p, 0o644)
         print(f"  wrote {p} ({os.path.getsize(p)} bytes)")
 
@@ -449,11 +468,10 @@ def main():
                 chat.append({"messages": msgs, "add_generation_prompt": agp, "rendered": rendered, "ids": ids})
             p = os.path.join(d, "chat_cases.json")
             with open(p, "w", encoding="utf-8") as fh:
-                json.dump({"model": name, "gguf_file": info["gguf"],
-                           "renderer": "jinja2 ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True); "
-                                       "ids = llama.cpp tokenize(rendered, add_bos=default_add_bos, special=True)",
-                           "template": template, "cases": chat}, fh, ensure_ascii=False, indent=1)
-                fh.write("\n")
+                dump_one_case_per_line({"model": name, "gguf_file": info["gguf"],
+                                        "renderer": "jinja2 ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True); "
+                                                    "ids = llama.cpp tokenize(rendered, add_bos=default_add_bos, special=True)",
+                                        "template": template, "cases": chat}, "cases", fh)
             os.chmod(p, 0o644)
             print(f"  wrote {p} ({os.path.getsize(p)} bytes)")
         else:
@@ -464,18 +482,27 @@ def main():
             from transformers import AutoTokenizer
             tok = AutoTokenizer.from_pretrained(args.models_dir, gguf_file=info["gguf"])
             agree = {True: [0, 0], False: [0, 0]}
+            comparable = [0, 0]
             mism = []
             for c in cases:
+                # HF always parses special tokens and always honours add_bos; llama.cpp
+                # only adds BOS when the GGUF says so. Count the comparable subset too.
+                lit = (not c["parse_special"]) and any(ct in c["text"] for ct in control_texts)
+                is_comparable = not lit and c["add_bos"] == default_add_bos
                 enc = tok(c["text"], add_special_tokens=False)["input_ids"]
                 if c["add_bos"]:
                     enc = [tok.bos_token_id] + enc
                 ok = enc == c["ids"]
                 agree[c["parse_special"]][0] += ok
                 agree[c["parse_special"]][1] += 1
+                if is_comparable:
+                    comparable[0] += ok
+                    comparable[1] += 1
                 if not ok:
                     mism.append((c, enc))
             print(f"  transformers GGUF tokenizer vs llama.cpp: parse_special=false {agree[False][0]}/{agree[False][1]}, "
-                  f"parse_special=true {agree[True][0]}/{agree[True][1]} identical")
+                  f"parse_special=true {agree[True][0]}/{agree[True][1]} identical; comparable subset (no control-token "
+                  f"literals with parse_special=false, add_bos == GGUF default) {comparable[0]}/{comparable[1]}")
             for c, enc in mism[:40]:
                 print(f"    MISMATCH {c['text']!r} special={c['parse_special']} bos={c['add_bos']}\n"
                       f"      llama.cpp: {c['ids'][:24]}\n      hf:        {enc[:24]}")

@@ -1,5 +1,6 @@
 //! Command definitions (clap) and dispatch.
 
+mod bench;
 mod demo;
 mod inspect;
 
@@ -49,6 +50,8 @@ enum Command {
     Cache(inspect::CacheArgs),
     /// Continue a prompt (greedy or sampled).
     Generate(inspect::GenerateArgs),
+    /// Time a fixed workload (used by tools/bench.py to compare with transformers and llama.cpp).
+    Bench(bench::BenchArgs),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -61,6 +64,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
