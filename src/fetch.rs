@@ -169,3 +169,38 @@ pub fn concat_and_hash(parts: &[PathBuf], out: &Path) -> Result<String> {
     w.flush()?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenates_parts_and_hashes_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&a, b"hello ").unwrap();
+        fs::write(&b, b"world").unwrap();
+        let out = dir.path().join("out");
+        let digest = concat_and_hash(&[a, b.clone()], &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"hello world");
+        // sha256("hello world")
+        assert_eq!(digest, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        let missing = concat_and_hash(&[dir.path().join("nope")], &out).unwrap_err().to_string();
+        assert!(missing.contains("missing part"), "{missing}");
+    }
+
+    #[test]
+    fn unknown_names_are_neither_presets_nor_paths() {
+        let e = resolve_model("no-such-model").unwrap_err().to_string();
+        assert!(e.contains("no-such-model") && e.contains("gemma-3-270m"), "{e}");
+    }
+
+    #[test]
+    fn presets_are_pinned() {
+        for p in PRESETS {
+            assert_eq!(p.sha256.len(), 64);
+            assert!(p.packages.iter().all(|(_, v)| !v.is_empty() && !v.contains('*')));
+        }
+    }
+}

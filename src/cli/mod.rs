@@ -33,7 +33,11 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let path = fetch::resolve_model(&self.model)?;
-        Model::load(&path, self.precision)
+        let model = Model::load(&path, self.precision)?;
+        if model.precision != self.precision {
+            eprintln!("note: {} holds float32 weights; running in float32", path.display());
+        }
+        Ok(model)
     }
 }
 

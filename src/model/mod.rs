@@ -1,6 +1,7 @@
 //! Language models: loading (GGUF file or Hugging Face directory), the hooked forward pass and
 //! generation.
 
+mod activation;
 pub mod config;
 mod gemma2;
 mod gemma3;

@@ -22,6 +22,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
+use super::activation::gelu_tanh_mul;
 use super::config::{Activation, ModelConfig, RopeLayout};
 use super::weights::{Embedding, Linear, Precision, WeightSource};
 use crate::hooks::{HookPoint, HookRuntime};
@@ -213,12 +214,12 @@ impl Transformer {
 
             // MLP.
             let n = blk.ffn_norm.forward(&resid_mid)?;
-            let gate = blk.gate.forward(&n)?;
-            let gate = match cfg.activation {
-                Activation::GeluTanh => gate.gelu()?,
-                Activation::Silu => candle_nn::ops::silu(&gate)?,
+            let (gate, up) = (blk.gate.forward(&n)?, blk.up.forward(&n)?);
+            let hidden = match cfg.activation {
+                Activation::GeluTanh => gelu_tanh_mul(&gate, &up)?,
+                Activation::Silu => (candle_nn::ops::silu(&gate)? * up)?,
             };
-            let mut mlp_out = blk.down.forward(&(gate * blk.up.forward(&n)?)?)?;
+            let mut mlp_out = blk.down.forward(&hidden)?;
             if let Some(n) = &blk.post_ffw_norm {
                 mlp_out = n.forward(&mlp_out)?;
             }
