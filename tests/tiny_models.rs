@@ -95,4 +95,8 @@ fn stop_at_layer_skips_later_blocks_and_agrees() {
         .run(&batch, &HookSpec::new().capture([hook, HookPoint::ResidPost(5)]).logits(LogitsAt::Last))
         .unwrap();
     assert_eq!(max_abs_diff(early.cache.get(hook).unwrap(), full.cache.get(hook).unwrap()), 0.0);
+    // The input of the first block not run is still reachable.
+    let pre = HookPoint::ResidPre(3);
+    let stopped = m.run(&batch, &HookSpec::new().capture([pre])).unwrap();
+    assert_eq!(max_abs_diff(stopped.cache.get(pre).unwrap(), full.cache.get(hook).unwrap()), 0.0);
 }

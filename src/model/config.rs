@@ -77,6 +77,47 @@ pub struct ModelConfig {
     pub layers: Vec<LayerAttention>,
 }
 
+/// The sizes every architecture has, read the same way from GGUF metadata or config.json.
+#[derive(Debug, Clone)]
+pub struct Dims {
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub d_ff: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub norm_eps: f64,
+}
+
+impl ModelConfig {
+    /// A plain pre-norm decoder (Llama's conventions); architectures override what differs.
+    pub fn base(arch: Arch, d: &Dims, layers: Vec<LayerAttention>) -> Self {
+        ModelConfig {
+            arch,
+            n_layers: d.n_layers,
+            d_model: d.d_model,
+            n_heads: d.n_heads,
+            n_kv_heads: d.n_kv_heads,
+            head_dim: d.head_dim,
+            d_ff: d.d_ff,
+            vocab_size: d.vocab_size,
+            context_length: d.context_length,
+            norm_eps: d.norm_eps,
+            attn_scale: 1.0 / (d.head_dim as f64).sqrt(),
+            embed_scale: None,
+            attn_softcap: None,
+            final_softcap: None,
+            activation: Activation::Silu,
+            rope_layout: RopeLayout::Halves,
+            qk_norm: false,
+            post_norms: false,
+            layers,
+        }
+    }
+}
+
 /// RoPE inverse frequencies `1 / base^(2i/d)`, computed in f32 as Hugging Face does.
 pub fn rope_inv_freq(head_dim: usize, base: f64) -> Vec<f32> {
     (0..head_dim / 2)

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+
+use super::config::Dims;
 use candle_core::quantized::gguf_file::{Content, Value};
 
 pub struct GgufMeta<'a> {
@@ -78,6 +80,23 @@ impl<'a> GgufMeta<'a> {
         }
     }
 
+    /// The common sizes under `<arch>.*`.
+    pub fn dims(&self) -> Result<Dims> {
+        let d_model = self.usize("embedding_length")?;
+        let n_heads = self.usize("attention.head_count")?;
+        Ok(Dims {
+            n_layers: self.usize("block_count")?,
+            d_model,
+            n_heads,
+            n_kv_heads: self.opt_usize("attention.head_count_kv")?.unwrap_or(n_heads),
+            head_dim: self.opt_usize("attention.key_length")?.unwrap_or(d_model / n_heads.max(1)),
+            d_ff: self.usize("feed_forward_length")?,
+            vocab_size: self.vocab_size()?,
+            context_length: self.usize("context_length")?,
+            norm_eps: self.f64("attention.layer_norm_rms_epsilon")?,
+        })
+    }
+
     /// Vocabulary size: the tokenizer's token list, else the embedding's rows.
     pub fn vocab_size(&self) -> Result<usize> {
         if let Some(Value::Array(a)) = self.content.metadata.get("tokenizer.ggml.tokens") {
@@ -100,6 +119,23 @@ pub struct HfConfig<'a> {
 impl<'a> HfConfig<'a> {
     pub fn opt(&self, key: &str) -> Option<&serde_json::Value> {
         self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The common sizes; `default_context` and `default_eps` where config.json omits them.
+    pub fn dims(&self, default_context: usize, default_eps: f64) -> Result<Dims> {
+        let d_model = self.usize("hidden_size")?;
+        let n_heads = self.usize("num_attention_heads")?;
+        Ok(Dims {
+            n_layers: self.usize("num_hidden_layers")?,
+            d_model,
+            n_heads,
+            n_kv_heads: self.opt_usize("num_key_value_heads").unwrap_or(n_heads),
+            head_dim: self.opt_usize("head_dim").unwrap_or(d_model / n_heads.max(1)),
+            d_ff: self.usize("intermediate_size")?,
+            vocab_size: self.usize("vocab_size")?,
+            context_length: self.opt_usize("max_position_embeddings").unwrap_or(default_context),
+            norm_eps: self.opt_f64("rms_norm_eps").unwrap_or(default_eps),
+        })
     }
 
     pub fn usize(&self, key: &str) -> Result<usize> {
