@@ -9,6 +9,7 @@ use rayon::prelude::*;
 /// approximation Eigen uses for float), clamped where tanh is ±1 to float precision.
 /// Maximum absolute error against libm is a few 1e-7 (see the test below).
 #[inline(always)]
+#[allow(clippy::excessive_precision)]
 pub fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     let x = x.clamp(-CLAMP, CLAMP);

@@ -157,9 +157,9 @@ impl ModelConfig {
             && self.d_model > 0
             && self.n_heads > 0
             && self.n_kv_heads > 0
-            && self.n_heads % self.n_kv_heads == 0
+            && self.n_heads.is_multiple_of(self.n_kv_heads)
             && self.head_dim > 0
-            && self.head_dim % 2 == 0
+            && self.head_dim.is_multiple_of(2)
             && self.vocab_size > 0
             && self.layers.len() == self.n_layers;
         if !ok {

@@ -298,7 +298,7 @@ fn build_mask(chunk: &Chunk, past: usize, window: Option<usize>, device: &Device
             let qi = past + i;
             for j in 0..total {
                 let visible = j == qi
-                    || (j < qi && valid[j] && window.map_or(true, |w| qi - j < w));
+                    || (j < qi && valid[j] && window.is_none_or(|w| qi - j < w));
                 if !visible {
                     m[(r * t + i) * total + j] = f32::NEG_INFINITY;
                 }
@@ -329,10 +329,10 @@ fn rope_tables(inv_freq: &[f32], positions: &[Vec<u32>], device: &Device) -> Res
 
 /// `x`: [b, heads, t, head_dim], contiguous.
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Result<Tensor> {
-    Ok(match layout {
+    match layout {
         RopeLayout::Halves => candle_nn::rotary_emb::rope(x, cos, sin),
         RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(x, cos, sin),
     }
-    .context("rotary embedding")?)
+    .context("rotary embedding")
 }
 

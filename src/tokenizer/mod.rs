@@ -68,7 +68,7 @@ impl Tokenizer {
             let by_name = tcfg.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())));
             by_name
                 .and_then(|s| tok.token_to_id(s))
-                .or_else(|| cfg.get(&format!("{key}_id")).and_then(|v| v.as_u64()).map(|v| v as u32))
+                .or_else(|| cfg.get(format!("{key}_id")).and_then(|v| v.as_u64()).map(|v| v as u32))
         };
         let (bos, eos, pad) = (id_of("bos_token"), id_of("eos_token"), id_of("pad_token"));
         // With tokenizer.json the post-processor decides about BOS; add_bos only records intent.
