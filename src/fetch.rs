@@ -86,8 +86,12 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     bail!("--model '{spec}': neither a known model ({}) nor an existing path", names.join(", "))
 }
 
+/// Fetches in one process run one at a time (tests load models from several threads).
+static FETCH_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The preset's GGUF path, fetching it first if it is not in the cache.
 pub fn ensure(p: &Preset) -> Result<PathBuf> {
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = home()?.join("models").join(p.name);
     let target = dir.join(p.file_name);
     if target.exists() {
@@ -99,7 +103,10 @@ pub fn ensure(p: &Preset) -> Result<PathBuf> {
         fs::remove_file(&target)?;
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Unique per process; other processes fetching at the same time use their own directory,
+    // and the final rename is atomic.
     let tmp = dir.join(format!(".fetch-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
     let result = fetch_into(p, &tmp, &target);
     let _ = fs::remove_dir_all(&tmp);
     result?;
