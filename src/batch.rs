@@ -8,6 +8,8 @@
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
+use crate::hooks::Positions;
+
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Token ids, [rows, seq], padding on the left.
@@ -80,6 +82,25 @@ impl Batch {
             bail!("position {pos} is past the sequence: row {r} has {len} tokens");
         }
         Ok(self.pad[r] + within as usize)
+    }
+}
+
+impl Batch {
+    /// The padded columns that `positions` selects, row by row, in the order given.
+    pub fn columns(&self, positions: &Positions) -> Result<Vec<Vec<usize>>> {
+        let b = self.rows();
+        let per_row = |r: usize, ps: &[i64]| ps.iter().map(|&p| self.column(r, p)).collect::<Result<Vec<_>>>();
+        match positions {
+            Positions::All => Ok(vec![(0..self.seq_len).collect(); b]),
+            Positions::Last => Ok(vec![vec![self.seq_len - 1]; b]),
+            Positions::Each(ps) => (0..b).map(|r| per_row(r, ps)).collect(),
+            Positions::Rows(rows) => {
+                if rows.len() != b {
+                    bail!("positions are given for {} rows but the batch has {b}", rows.len());
+                }
+                rows.iter().enumerate().map(|(r, ps)| per_row(r, ps)).collect()
+            }
+        }
     }
 }
 

@@ -191,3 +191,22 @@ fn sampling_is_seeded_and_independent_of_the_batch() {
     let (c, _) = generate(&m, &b, &HookSpec::new(), &other).unwrap();
     assert!(c.iter().zip(&a).any(|(x, y)| x.ids != y.ids), "a different seed gave the same samples");
 }
+
+#[test]
+fn logits_at_chosen_positions_equal_those_of_a_full_run() {
+    let (m, b) = setup();
+    let all = logits(&m, &b, HookSpec::new());
+    let at = m
+        .run(&b, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(vec![vec![2, -1], vec![0, 1]]))))
+        .unwrap()
+        .logits
+        .unwrap();
+    assert_eq!(at.dims(), &[2, 2, m.cfg().vocab_size]);
+    // Row 1 is left-padded by 3, so its positions 0 and 1 are columns 3 and 4.
+    for (r, c, k) in [(0, 2, 0), (0, 6, 1), (1, 3, 0), (1, 4, 1)] {
+        let want = all.get(r).unwrap().get(c).unwrap();
+        assert_eq!(max_abs_diff(&at.get(r).unwrap().get(k).unwrap(), &want), 0.0, "row {r} column {c}");
+    }
+    let uneven = m.run(&b, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(vec![vec![1], vec![1, 2]]))));
+    assert!(format!("{:#}", uneven.err().unwrap()).contains("same number"));
+}

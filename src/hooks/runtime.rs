@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{Tensor, D};
 
 use super::{HookPoint, HookSpec, Intervention, Positions};
@@ -30,11 +30,6 @@ impl<'a> HookRuntime<'a> {
         Ok(Self { spec, edits, captured: BTreeMap::new() })
     }
 
-    /// A runtime that does nothing (used for forward passes with no hooks).
-    pub fn is_empty(&self) -> bool {
-        self.edits.is_empty() && self.spec.capture.is_empty()
-    }
-
     /// Passes an activation through the hook point: edits, then captures.
     #[inline]
     pub fn apply(&mut self, point: HookPoint, x: Tensor) -> Result<Tensor> {
@@ -58,29 +53,10 @@ impl<'a> HookRuntime<'a> {
 
 /// A [rows * seq] mask with 1 at the selected columns.
 fn position_mask(positions: &Positions, batch: &Batch) -> Result<Vec<u8>> {
-    let (b, s) = (batch.rows(), batch.seq_len);
-    let mut m = vec![0u8; b * s];
-    let mut set = |r: usize, pos: i64| -> Result<()> {
-        let c = batch.column(r, pos)?;
-        m[r * s + c] = 1;
-        Ok(())
-    };
-    match positions {
-        Positions::All => return Ok(vec![1u8; b * s]),
-        Positions::Last => (0..b).try_for_each(|r| set(r, -1))?,
-        Positions::Each(ps) => {
-            for r in 0..b {
-                ps.iter().try_for_each(|&p| set(r, p))?;
-            }
-        }
-        Positions::Rows(rows) => {
-            if rows.len() != b {
-                bail!("positions are given for {} rows but the batch has {b}", rows.len());
-            }
-            for (r, ps) in rows.iter().enumerate() {
-                ps.iter().try_for_each(|&p| set(r, p))?;
-            }
-        }
+    let s = batch.seq_len;
+    let mut m = vec![0u8; batch.rows() * s];
+    for (r, cols) in batch.columns(positions)?.into_iter().enumerate() {
+        cols.into_iter().for_each(|c| m[r * s + c] = 1);
     }
     Ok(m)
 }

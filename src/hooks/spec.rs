@@ -58,6 +58,9 @@ pub enum LogitsAt {
     Last,
     /// Every position: [b, s, vocab].
     All,
+    /// Chosen positions (e.g. the entity's last token), the same number k in every row:
+    /// [b, k, vocab], in the order given.
+    At(Positions),
 }
 
 /// Everything a forward pass should capture, edit and return.

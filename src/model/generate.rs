@@ -43,7 +43,8 @@ pub enum StopReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
     pub prompt_ids: Vec<u32>,
-    /// Generated ids, the end-of-sequence token excluded.
+    /// Generated ids: the end-of-sequence token excluded, the token that completed a stop string
+    /// included.
     pub ids: Vec<u32>,
     /// Generated text, cut before a stop string.
     pub text: String,

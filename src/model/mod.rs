@@ -39,7 +39,7 @@ pub struct Model {
 
 /// What one forward pass returns.
 pub struct ForwardOutput {
-    /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`.
+    /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`, [b, k, vocab] for `At`.
     pub logits: Option<Tensor>,
     pub cache: ActivationCache,
 }
@@ -164,10 +164,26 @@ impl Model {
         let x = t.blocks_forward(&chunk, spec.blocks_needed(n_layers), None, &mut hooks)?;
         let logits = if spec.needs_final_norm() {
             let y = t.final_norm(&x, &mut hooks)?;
-            match spec.logits {
+            match &spec.logits {
                 LogitsAt::None => None,
                 LogitsAt::Last => Some(t.unembed(&y.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?)?),
                 LogitsAt::All => Some(t.unembed(&y)?),
+                LogitsAt::At(positions) => {
+                    let cols = batch.columns(positions)?;
+                    let k = cols[0].len();
+                    if cols.iter().any(|c| c.len() != k) {
+                        bail!("logits positions must select the same number of tokens in every row");
+                    }
+                    let rows = cols
+                        .iter()
+                        .enumerate()
+                        .map(|(r, c)| {
+                            let idx = Tensor::from_vec(c.iter().map(|&x| x as u32).collect::<Vec<_>>(), k, t.device())?;
+                            Ok(y.get(r)?.index_select(&idx, 0)?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(t.unembed(&Tensor::stack(&rows, 0)?)?)
+                }
             }
         } else {
             None
