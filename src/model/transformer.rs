@@ -158,6 +158,14 @@ impl Transformer {
         x = hooks.apply(HookPoint::Embed, x)?;
 
         let masks = MaskSet::new(cfg, chunk, past, &self.device)?;
+        // RoPE tables per distinct frequency set (Gemma 3 has two: local and global layers).
+        let mut rope: Vec<(&[f32], (Tensor, Tensor))> = Vec::new();
+        for layer in cfg.layers.iter().take(n_blocks) {
+            if !rope.iter().any(|(f, _)| *f == layer.rope_inv_freq.as_slice()) {
+                let tables = rope_tables(&layer.rope_inv_freq, chunk.positions, &self.device)?;
+                rope.push((layer.rope_inv_freq.as_slice(), tables));
+            }
+        }
         for (l, blk) in self.blocks.iter().enumerate().take(n_blocks) {
             let resid_pre = hooks.apply(HookPoint::ResidPre(l), x)?;
 
@@ -170,9 +178,10 @@ impl Transformer {
                 (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
                 _ => (q, k),
             };
-            let (cos, sin) = rope_tables(&cfg.layers[l].rope_inv_freq, chunk.positions, &self.device)?;
-            let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, &cos, &sin, cfg.rope_layout)?;
-            let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, &cos, &sin, cfg.rope_layout)?;
+            let freqs = cfg.layers[l].rope_inv_freq.as_slice();
+            let (_, (cos, sin)) = rope.iter().find(|(f, _)| *f == freqs).expect("tables were built for every layer run");
+            let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, cfg.rope_layout)?;
+            let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, cfg.rope_layout)?;
             let v = v.transpose(1, 2)?.contiguous()?;
             let (k, v) = match kv.as_mut() {
                 Some(c) => {
