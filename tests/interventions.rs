@@ -210,3 +210,18 @@ fn logits_at_chosen_positions_equal_those_of_a_full_run() {
     let uneven = m.run(&b, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(vec![vec![1], vec![1, 2]]))));
     assert!(format!("{:#}", uneven.err().unwrap()).contains("same number"));
 }
+
+#[test]
+fn models_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+    let (m, b) = setup();
+    let spec = HookSpec::new().logits(LogitsAt::Last);
+    let reference = m.run(&b, &spec).unwrap().logits.unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(|| m.run(&b, &spec).unwrap().logits.unwrap())).collect();
+        for h in handles {
+            assert_eq!(max_abs_diff(&h.join().unwrap(), &reference), 0.0);
+        }
+    });
+}
