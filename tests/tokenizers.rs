@@ -70,3 +70,17 @@ fn gemma3_decodes_what_it_encodes() {
         assert_eq!(m.tokenizer.decode(&ids).unwrap(), s);
     }
 }
+
+#[test]
+fn entity_positions_cover_exactly_the_entity_tokens() {
+    let m = real("gemma-3-270m", Precision::Quantized);
+    let text = "The movie 'The Godfather' was directed by";
+    // <bos> The ▁movie ▁' The ▁Godfather ' ▁was ▁directed ▁by
+    assert_eq!(m.tokenizer.span_positions(text, "The Godfather", true, false).unwrap(), vec![4, 5]);
+    assert_eq!(m.tokenizer.span_positions(text, "The Godfather", false, false).unwrap(), vec![3, 4]);
+    // A needle that splits a token still selects that token.
+    assert_eq!(m.tokenizer.span_positions(text, "Godf", true, false).unwrap(), vec![5]);
+    let ids = m.tokenizer.encode(text, true, false).unwrap();
+    assert_eq!(m.tokenizer.decode(&ids[4..6]).unwrap(), "The Godfather");
+    assert!(m.tokenizer.span_positions(text, "Casablanca", true, false).is_err());
+}

@@ -23,6 +23,9 @@ pub struct TokenizeArgs {
     /// Turn control-token text such as <start_of_turn> into its id.
     #[arg(long)]
     parse_special: bool,
+    /// Also report the token positions covering this substring (e.g. the entity name).
+    #[arg(long)]
+    find: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -31,11 +34,20 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let m = a.model.load()?;
     let ids = m.tokenizer.encode(&a.text, !a.no_bos, a.parse_special)?;
     let tokens: Vec<String> = ids.iter().map(|&i| m.tokenizer.token(i)).collect();
+    let positions = match &a.find {
+        Some(needle) => Some(m.tokenizer.span_positions(&a.text, needle, !a.no_bos, a.parse_special)?),
+        None => None,
+    };
     if a.json {
-        println!("{}", json!({ "ids": ids, "tokens": tokens }));
+        let mut out = json!({ "ids": ids, "tokens": tokens });
+        if let Some(p) = &positions {
+            out["positions"] = json!(p);
+        }
+        println!("{out}");
     } else {
-        for (i, t) in ids.iter().zip(&tokens) {
-            println!("{i:>8}  {t:?}");
+        for (k, (i, t)) in ids.iter().zip(&tokens).enumerate() {
+            let mark = if positions.as_ref().is_some_and(|p| p.contains(&(k as i64))) { "  <" } else { "" };
+            println!("{k:>4}  {i:>8}  {t:?}{mark}");
         }
     }
     Ok(())

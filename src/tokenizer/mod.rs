@@ -88,6 +88,32 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token positions (in the ids `encode` returns) whose text overlaps the first occurrence of
+    /// `needle` in `text`: e.g. the tokens of the entity name in a prompt, whose last one is where
+    /// the paper reads and steers. Errors if `needle` is not in `text`.
+    pub fn span_positions(&self, text: &str, needle: &str, add_bos: bool, parse_special: bool) -> Result<Vec<i64>> {
+        let start = text
+            .find(needle)
+            .with_context(|| format!("{needle:?} does not occur in {text:?}"))?;
+        let end = start + needle.len();
+        let tok = if parse_special { &self.special } else { &self.plain };
+        let enc = tok
+            .encode(text, add_bos && self.add_bos && self.bos.is_some())
+            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+        let positions: Vec<i64> = enc
+            .get_offsets()
+            .iter()
+            .zip(enc.get_special_tokens_mask())
+            .enumerate()
+            .filter(|(_, (&(a, b), &special))| special == 0 && a < end && b > start)
+            .map(|(i, _)| i as i64)
+            .collect();
+        if positions.is_empty() {
+            bail!("no token of {text:?} covers {needle:?}");
+        }
+        Ok(positions)
+    }
+
     /// `encode` with BOS where the model uses one.
     pub fn encode_prompt(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         self.encode(text, true, parse_special)
