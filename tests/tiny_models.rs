@@ -25,6 +25,17 @@ fn fixture_batch(arch: &str) -> (knowlens::Model, Batch, std::collections::HashM
     (m, batch, exp)
 }
 
+/// [b, s, vocab] logits agree at every real (unpadded) position of every row.
+fn assert_logits_match(label: &str, batch: &Batch, got: &candle_core::Tensor, want: &candle_core::Tensor) {
+    for r in 0..batch.rows() {
+        let p = batch.pad[r];
+        let g = got.get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
+        let w = want.get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
+        let d = max_abs_diff(&g, &w);
+        assert!(d <= TOL * max_abs(&w).max(1.0), "{label} row {r}: max diff {d}");
+    }
+}
+
 #[test]
 fn every_hook_point_matches_transformers() {
     for arch in ARCHS {
@@ -48,14 +59,7 @@ fn every_hook_point_matches_transformers() {
                 assert!(d <= TOL * scale, "{arch} {hook} row {r}: max diff {d} (scale {scale})");
             }
         }
-        let logits = out.logits.unwrap();
-        for r in 0..batch.rows() {
-            let p = batch.pad[r];
-            let got = logits.get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
-            let want = exp["logits"].get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
-            let d = max_abs_diff(&got, &want);
-            assert!(d <= TOL * max_abs(&want).max(1.0), "{arch} logits row {r}: max diff {d}");
-        }
+        assert_logits_match(&format!("{arch} logits"), &batch, &out.logits.unwrap(), &exp["logits"]);
     }
 }
 
@@ -71,13 +75,7 @@ fn steering_matches_transformers() {
             )
             .logits(LogitsAt::All);
         let logits = m.run(&batch, &spec).unwrap().logits.unwrap();
-        for r in 0..batch.rows() {
-            let p = batch.pad[r];
-            let got = logits.get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
-            let want = exp["steer.logits"].get(r).unwrap().narrow(0, p, batch.seq_len - p).unwrap();
-            let d = max_abs_diff(&got, &want);
-            assert!(d <= TOL * max_abs(&want).max(1.0), "{arch} steered logits row {r}: max diff {d}");
-        }
+        assert_logits_match(&format!("{arch} steered logits"), &batch, &logits, &exp["steer.logits"]);
         // And the steering did something.
         let plain = m.run(&batch, &HookSpec::new().logits(LogitsAt::All)).unwrap().logits.unwrap();
         assert!(max_abs_diff(&plain, &logits) > 1e-3, "{arch}: steering changed nothing");

@@ -81,11 +81,14 @@ impl Tokenizer {
     /// `add_special`: SmolLM2's file says it does not); `parse_special` turns control-token text
     /// such as `<start_of_turn>` into its id instead of spelling it out.
     pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
+        Ok(self.encoding(text, add_bos, parse_special)?.get_ids().to_vec())
+    }
+
+    /// The full encoding (ids, offsets, special mask) under `encode`'s rules.
+    fn encoding(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<tokenizers::Encoding> {
         let tok = if parse_special { &self.special } else { &self.plain };
-        let enc = tok
-            .encode(text, add_bos && self.add_bos && self.bos.is_some())
-            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        tok.encode(text, add_bos && self.add_bos && self.bos.is_some())
+            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))
     }
 
     /// Token positions (in the ids `encode` returns) whose text overlaps the first occurrence of
@@ -96,10 +99,7 @@ impl Tokenizer {
             .find(needle)
             .with_context(|| format!("{needle:?} does not occur in {text:?}"))?;
         let end = start + needle.len();
-        let tok = if parse_special { &self.special } else { &self.plain };
-        let enc = tok
-            .encode(text, add_bos && self.add_bos && self.bos.is_some())
-            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+        let enc = self.encoding(text, add_bos, parse_special)?;
         let positions: Vec<i64> = enc
             .get_offsets()
             .iter()
