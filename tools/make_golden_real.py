@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_write  # noqa: E402
+from json_cases import dump_one_case_per_line
 
 torch.set_num_threads(2)
 
@@ -70,17 +71,6 @@ def gguf_meta(path):
     return out
 
 
-def dump_one_case_per_line(obj, key, fh):
-    """JSON with each element of obj[key] on its own line (diff-friendly)."""
-    fh.write("{\n")
-    for k, v in obj.items():
-        if k != key:
-            fh.write(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
-    fh.write(f" {json.dumps(key)}: [\n")
-    items = obj[key]
-    for i, c in enumerate(items):
-        fh.write("  " + json.dumps(c, ensure_ascii=False) + ("," if i + 1 < len(items) else "") + "\n")
-    fh.write(" ]\n}\n")
 
 
 def topk_sorted(logits, k=TOPK):

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from json_cases import dump_one_case_per_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
@@ -367,17 +368,6 @@ def build_cases(name, info, strings, default_add_bos):
     return cases
 
 
-def dump_one_case_per_line(obj, key, fh):
-    """JSON with each element of obj[key] on its own line (diff-friendly)."""
-    head = {k: v for k, v in obj.items() if k != key}
-    fh.write("{\n")
-    for k, v in head.items():
-        fh.write(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
-    fh.write(f" {json.dumps(key)}: [\n")
-    items = obj[key]
-    for i, c in enumerate(items):
-        fh.write("  " + json.dumps(c, ensure_ascii=False) + ("," if i + 1 < len(items) else "") + "\n")
-    fh.write(" ]\n}\n")
 
 
 def render_chat(template, messages, add_generation_prompt, bos, eos):
