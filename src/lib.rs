@@ -6,11 +6,15 @@
 //! * `tokenizer`: tokenizers identical to the references, and chat templates
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
+//! * `entities`: entity datasets, questions, answer matching and known / unknown labels
+//! * `report`: charts and tables
 
 pub mod batch;
+pub mod entities;
 pub mod fetch;
 pub mod hooks;
 pub mod model;
+pub mod report;
 pub mod tokenizer;
 
 pub use batch::Batch;

@@ -185,7 +185,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         temperature: a.temperature,
         seed: a.seed,
         stop: a.stop.clone(),
-        steer_generated: false,
+        ..Default::default()
     };
     let (gens, _) = run_generate(&m, &batch, &HookSpec::new(), &opts)?;
     let g = &gens[0];

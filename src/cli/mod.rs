@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod label;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ enum Command {
     Generate(inspect::GenerateArgs),
     /// Time a fixed workload (used by tools/bench.py to compare with transformers and llama.cpp).
     Bench(bench::BenchArgs),
+    /// Ask the model about every entity's attributes and label entities known / unknown.
+    Label(label::LabelArgs),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
         Command::Generate(a) => inspect::generate(a),
+        Command::Label(a) => label::run(a),
         Command::Fetch { model } => {
             let path = fetch::resolve_model(&model)?;
             println!("{}", path.display());

@@ -21,6 +21,9 @@ pub struct GenerateOptions {
     pub temperature: f64,
     /// Row r samples with seed `seed + r`, so a prompt's sample does not depend on its batch.
     pub seed: u64,
+    /// One seed per row instead (e.g. derived from what the row asks), when a row's sample must
+    /// not depend on where it sits in a batch.
+    pub row_seeds: Option<Vec<u64>>,
     pub stop: Vec<String>,
     /// Apply the spec's edits at every generated position as well as at the prompt.
     pub steer_generated: bool,
@@ -28,7 +31,7 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 32, temperature: 0.0, seed: 0, stop: Vec::new(), steer_generated: false }
+        Self { max_tokens: 32, temperature: 0.0, seed: 0, row_seeds: None, stop: Vec::new(), steer_generated: false }
     }
 }
 
@@ -84,7 +87,11 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
     let dev = t.device();
     let b = batch.rows();
     let ends = end_ids(model);
-    let mut rngs: Vec<StdRng> = (0..b).map(|r| StdRng::seed_from_u64(opts.seed.wrapping_add(r as u64))).collect();
+    let mut rngs: Vec<StdRng> = match &opts.row_seeds {
+        Some(seeds) if seeds.len() != b => bail!("{} row seeds for a batch of {b} rows", seeds.len()),
+        Some(seeds) => seeds.iter().map(|&s| StdRng::seed_from_u64(s)).collect(),
+        None => (0..b).map(|r| StdRng::seed_from_u64(opts.seed.wrapping_add(r as u64))).collect(),
+    };
 
     // Prefill.
     let mut kv = KvCache::default();
@@ -111,22 +118,20 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
         },
         logits: Default::default(),
     };
-    let step_batch = Batch { ids: vec![vec![0]; b], pad: vec![0; b], seq_len: 1 };
-
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done: Vec<Option<StopReason>> = vec![None; b];
     let mut texts: Vec<String> = vec![String::new(); b];
+    // Rows still decoding, as indices into the batch; `logits`, the KV cache and `key_valid` hold
+    // these rows only, in this order. Finished rows are dropped so they cost nothing.
+    let mut active: Vec<usize> = (0..b).collect();
     for step in 0..opts.max_tokens {
-        let next = pick(&logits, opts.temperature, &mut rngs)?;
-        for r in 0..b {
-            if done[r].is_some() {
-                continue;
-            }
-            if ends.contains(&next[r]) {
+        let next = pick(&logits, opts.temperature, &mut rngs, &active)?;
+        for (&r, &tok) in active.iter().zip(&next) {
+            if ends.contains(&tok) {
                 done[r] = Some(StopReason::Eos);
                 continue;
             }
-            out[r].push(next[r]);
+            out[r].push(tok);
             if !opts.stop.is_empty() {
                 let text = model.tokenizer.decode(&out[r])?;
                 if let Some(cut) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
@@ -135,12 +140,22 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
                 }
             }
         }
-        if done.iter().all(Option::is_some) || step + 1 == opts.max_tokens {
+        let keep: Vec<u32> = (0..active.len()).filter(|&i| done[active[i]].is_none()).map(|i| i as u32).collect();
+        if keep.is_empty() || step + 1 == opts.max_tokens {
             break;
         }
-        let ids = Tensor::from_vec(next.clone(), (b, 1), dev)?;
-        let positions: Vec<Vec<u32>> = (0..b).map(|r| vec![(batch.len_of(r) + step) as u32]).collect();
+        let mut next = next;
+        if keep.len() < active.len() {
+            kv.retain_rows(&keep)?;
+            key_valid = keep.iter().map(|&i| std::mem::take(&mut key_valid[i as usize])).collect();
+            next = keep.iter().map(|&i| next[i as usize]).collect();
+            active = keep.iter().map(|&i| active[i as usize]).collect();
+        }
+        let n = active.len();
+        let ids = Tensor::from_vec(next, (n, 1), dev)?;
+        let positions: Vec<Vec<u32>> = active.iter().map(|&r| vec![(batch.len_of(r) + step) as u32]).collect();
         key_valid.iter_mut().for_each(|k| k.push(true));
+        let step_batch = Batch { ids: vec![vec![0]; n], pad: vec![0; n], seq_len: 1 };
         let mut hooks = HookRuntime::new(&step_spec, &step_batch, dev)?;
         let chunk = Chunk { ids: &ids, positions: &positions, key_valid: &key_valid };
         let x = t.blocks_forward(&chunk, cfg.n_layers, Some(&mut kv), &mut hooks)?;
@@ -166,15 +181,17 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
     Ok((gens, prompt_cache))
 }
 
-/// Next token per row: argmax, or a sample from softmax(logits / temperature).
-fn pick(logits: &Tensor, temperature: f64, rngs: &mut [StdRng]) -> Result<Vec<u32>> {
+/// Next token per active row: argmax, or a sample from softmax(logits / temperature) drawn with
+/// that row's own generator.
+fn pick(logits: &Tensor, temperature: f64, rngs: &mut [StdRng], active: &[usize]) -> Result<Vec<u32>> {
     if temperature == 0.0 {
         return Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?);
     }
     let rows = logits.to_vec2::<f32>()?;
     rows.iter()
-        .zip(rngs.iter_mut())
-        .map(|(row, rng)| {
+        .zip(active)
+        .map(|(row, &r)| {
+            let rng = &mut rngs[r];
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let w: Vec<f64> = row.iter().map(|&l| (((l - max) as f64) / temperature).exp()).collect();
             let dist = WeightedIndex::new(&w).map_err(|e| anyhow::anyhow!("sampling: {e}"))?;

@@ -82,6 +82,18 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps only the given batch rows (in that order): generation drops finished rows so the
+    /// remaining ones decode faster.
+    pub fn retain_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(first) = self.layers.iter().flatten().next() else { return Ok(()) };
+        let idx = Tensor::from_slice(rows, rows.len(), first.0.device())?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
 }
 
 /// One call of the blocks on a chunk of tokens.

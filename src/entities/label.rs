@@ -1,0 +1,328 @@
+//! Asking the model about each entity's attributes and judging its answers.
+//!
+//! Three modes, one record per (entity, attribute):
+//! * `greedy`: one greedy completion; the attribute is correct if it matches.
+//! * `sampled`: the paper's rule: one greedy completion plus `samples` completions at T = 1; the
+//!   attribute is reliably correct if at least `min_correct_samples` samples match.
+//! * `likelihood`: no generation: one teacher-forced forward pass per gold value; correct if every
+//!   token of some gold value is the model's top prediction (greedy decoding would produce it),
+//!   with the log-probability kept for finer analyses.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use candle_core::{Tensor, D};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::dataset::Entity;
+use super::matching::{judge, Outcome};
+use super::questions::{self, AnswerKind, AttributeSpec, EntityType};
+use super::store::Keyed;
+use crate::hooks::{HookSpec, LogitsAt, Positions};
+use crate::model::generate::{generate, GenerateOptions};
+use crate::tokenizer::ChatMessage;
+use crate::Model;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Greedy,
+    Sampled,
+    Likelihood,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Greedy => "greedy",
+            Mode::Sampled => "sampled",
+            Mode::Likelihood => "likelihood",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LabelOptions {
+    pub mode: Mode,
+    /// Prompts per forward pass (rows, for likelihood: gold values).
+    pub batch_size: usize,
+    /// Samples at T = 1 per question in `sampled` mode (the paper: 10).
+    pub samples: usize,
+    /// Matching samples needed for an attribute to count as known (the paper: 3).
+    pub min_correct_samples: usize,
+    /// Gold values scored per question in `likelihood` mode.
+    pub max_gold_values: usize,
+    pub seed: u64,
+    /// Ask through the model's chat template (chat models) instead of base-model prompts.
+    pub chat: bool,
+}
+
+impl Default for LabelOptions {
+    fn default() -> Self {
+        Self { mode: Mode::Greedy, batch_size: 64, samples: 10, min_correct_samples: 3, max_gold_values: 4, seed: 0, chat: false }
+    }
+}
+
+/// One completion and how it was judged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub outcome: Outcome,
+}
+
+/// The model's probability of one gold value under teacher forcing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GoldLikelihood {
+    pub value: String,
+    pub tokens: usize,
+    /// Sum of the log-probabilities of the value's tokens.
+    pub logprob: f64,
+    pub first_token_prob: f64,
+    /// Every token of the value is the argmax: greedy decoding would produce it.
+    pub argmax_all: bool,
+}
+
+/// Everything asked and answered about one attribute of one entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuestionRecord {
+    pub entity_id: String,
+    pub entity_type: EntityType,
+    pub attribute: String,
+    pub template: usize,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<Completion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Completion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub likelihood: Vec<GoldLikelihood>,
+    /// Whether the attribute counts as (reliably) correct under the mode's rule.
+    pub correct: bool,
+}
+
+impl Keyed for QuestionRecord {
+    fn key(&self) -> String {
+        question_key(&self.entity_id, &self.attribute)
+    }
+}
+
+pub fn question_key(entity_id: &str, attribute: &str) -> String {
+    format!("{entity_id}\t{attribute}")
+}
+
+/// One question ready to ask.
+pub struct Question<'a> {
+    pub entity: &'a Entity,
+    pub spec: &'static AttributeSpec,
+    pub template: usize,
+    pub prompt: String,
+    pub ids: Vec<u32>,
+}
+
+impl Question<'_> {
+    pub fn key(&self) -> String {
+        question_key(&self.entity.id, self.spec.name)
+    }
+    pub fn gold(&self) -> &[String] {
+        self.entity.attributes.get(self.spec.name).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Which base-model template each attribute uses: (type, attribute) → index into `spec.base`.
+pub type TemplateTable = BTreeMap<String, usize>;
+
+pub fn template_key(t: EntityType, attr: &str) -> String {
+    format!("{t}.{attr}")
+}
+
+/// Builds the question for one attribute of one entity with the given base template (ignored
+/// for chat prompts, which use the chat question).
+pub fn question<'a>(model: &Model, entity: &'a Entity, spec: &'static AttributeSpec, template: usize, chat: bool) -> Result<Question<'a>> {
+    let (prompt, ids) = if chat {
+        let q = questions::fill(spec.chat, &entity.name);
+        let ids = model.tokenizer.encode_chat(&[ChatMessage::user(q.clone())], true)?;
+        (q, ids)
+    } else {
+        let p = questions::fill(spec.base[template], &entity.name);
+        let ids = model.tokenizer.encode_prompt(&p, false)?;
+        (p, ids)
+    };
+    Ok(Question { entity, spec, template, prompt, ids })
+}
+
+/// Every question for the given entities (attributes with at least one gold value).
+pub fn questions_for<'a>(model: &Model, entities: &'a [Entity], templates: &TemplateTable, chat: bool) -> Result<Vec<Question<'a>>> {
+    let mut out = Vec::new();
+    for e in entities {
+        for spec in questions::attributes_of(e.entity_type) {
+            if e.attributes.get(spec.name).is_none_or(|v| v.is_empty()) {
+                continue;
+            }
+            let t = templates.get(&template_key(e.entity_type, spec.name)).copied().unwrap_or(0);
+            out.push(question(model, e, spec, t, chat)?);
+        }
+    }
+    Ok(out)
+}
+
+/// New tokens worth generating for an answer of this kind (Gemma spells numbers digit by digit).
+pub fn max_new_tokens(kind: AnswerKind) -> usize {
+    match kind {
+        AnswerKind::Name => 12,
+        AnswerKind::Genre | AnswerKind::Number { .. } => 8,
+        AnswerKind::Relative { .. } => 14,
+    }
+}
+
+/// A seed that depends only on what is asked, so a sample is the same whatever its batch.
+fn sample_seed(seed: u64, key: &str, sample: usize) -> u64 {
+    let h = Sha256::digest(format!("{seed}\t{key}\t{sample}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Answers a batch of questions (all with the same `max_new_tokens`) under `opts.mode`.
+pub fn answer(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
+    match opts.mode {
+        Mode::Greedy => answer_generated(model, qs, opts, false),
+        Mode::Sampled => answer_generated(model, qs, opts, true),
+        Mode::Likelihood => answer_likelihood(model, qs, opts),
+    }
+}
+
+fn stops(opts: &LabelOptions) -> Vec<String> {
+    // A base model's answer is its first clause: what follows a line break, a sentence end or a
+    // comma is more text about something else, which costs decoding time and, under a token-set
+    // match, invites false positives. (Thousands separators have no space after the comma.) A
+    // chat model's turn ends at its end-of-turn token.
+    if opts.chat {
+        Vec::new()
+    } else {
+        ["\n", ". ", ", ", "; "].map(String::from).to_vec()
+    }
+}
+
+fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, likelihood: Vec<GoldLikelihood>, correct: bool) -> QuestionRecord {
+    QuestionRecord {
+        entity_id: q.entity.id.clone(),
+        entity_type: q.entity.entity_type,
+        attribute: q.spec.name.to_string(),
+        template: q.template,
+        prompt: q.prompt.clone(),
+        greedy,
+        samples,
+        likelihood,
+        correct,
+    }
+}
+
+fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sampled: bool) -> Result<Vec<QuestionRecord>> {
+    let max_tokens = qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8);
+    let judge_text = |q: &Question, text: String| {
+        let outcome = judge(q.spec.kind, q.gold(), &text);
+        Completion { text, outcome }
+    };
+    let rows: Vec<Vec<u32>> = qs.iter().map(|q| q.ids.clone()).collect();
+    let batch = model.batch_from_ids(&rows)?;
+    let greedy_opts = GenerateOptions { max_tokens, stop: stops(opts), ..Default::default() };
+    let (gens, _) = generate(model, &batch, &HookSpec::new(), &greedy_opts)?;
+    let greedy: Vec<Completion> = qs.iter().zip(gens).map(|(q, g)| judge_text(q, g.text)).collect();
+    if !sampled {
+        return Ok(qs
+            .iter()
+            .zip(greedy)
+            .map(|(q, g)| {
+                let ok = g.outcome == Outcome::Correct;
+                record(q, Some(g), Vec::new(), Vec::new(), ok)
+            })
+            .collect());
+    }
+    // Samples: every question repeated `samples` times, in row chunks of about batch_size.
+    let n = opts.samples;
+    let mut samples: Vec<Vec<Completion>> = vec![Vec::new(); qs.len()];
+    let per_chunk = (opts.batch_size / n.max(1)).max(1);
+    for (c, chunk) in qs.chunks(per_chunk).enumerate() {
+        let mut rows = Vec::new();
+        let mut seeds = Vec::new();
+        for q in chunk {
+            for s in 0..n {
+                rows.push(q.ids.clone());
+                seeds.push(sample_seed(opts.seed, &q.key(), s));
+            }
+        }
+        let batch = model.batch_from_ids(&rows)?;
+        let o = GenerateOptions { max_tokens, temperature: 1.0, row_seeds: Some(seeds), stop: stops(opts), ..Default::default() };
+        let (gens, _) = generate(model, &batch, &HookSpec::new(), &o)?;
+        for (i, g) in gens.into_iter().enumerate() {
+            let qi = c * per_chunk + i / n;
+            samples[qi].push(judge_text(qs[qi], g.text));
+        }
+    }
+    Ok(qs
+        .iter()
+        .zip(greedy)
+        .zip(samples)
+        .map(|((q, g), s)| {
+            let hits = s.iter().filter(|c| c.outcome == Outcome::Correct).count();
+            record(q, Some(g), s, Vec::new(), hits >= opts.min_correct_samples)
+        })
+        .collect())
+}
+
+fn answer_likelihood(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
+    // One row per (question, gold value): the prompt's ids followed by the value's ids.
+    let mut rows: Vec<(usize, String, Vec<u32>, usize)> = Vec::new(); // (question, value, ids, prompt len)
+    for (qi, q) in qs.iter().enumerate() {
+        for value in q.gold().iter().take(opts.max_gold_values) {
+            let text = if opts.chat { value.clone() } else { format!(" {value}") };
+            let answer = model.tokenizer.encode(&text, false, false)?;
+            if answer.is_empty() {
+                continue;
+            }
+            let mut ids = q.ids.clone();
+            ids.extend(&answer);
+            rows.push((qi, value.clone(), ids, q.ids.len()));
+        }
+    }
+    let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
+    for chunk in rows.chunks(opts.batch_size.max(1)) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|r| r.2.clone()).collect();
+        let batch = model.batch_from_ids(&ids)?;
+        // Logits at the positions that predict each answer token; shorter answers repeat their
+        // last position so every row asks for the same count.
+        let k = chunk.iter().map(|r| r.2.len() - r.3).max().unwrap_or(1);
+        let pos: Vec<Vec<i64>> = chunk
+            .iter()
+            .map(|(_, _, ids, plen)| {
+                let n = ids.len() - plen;
+                (0..k).map(|j| (plen - 1 + j.min(n - 1)) as i64).collect()
+            })
+            .collect();
+        let out = model.run(&batch, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(pos))))?;
+        let logits = out.logits.expect("logits were asked for");
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let argmax = logits.argmax(D::Minus1)?.to_vec2::<u32>()?;
+        for (r, (qi, value, ids, plen)) in chunk.iter().enumerate() {
+            let answer = &ids[*plen..];
+            let row_logp = logp.get(r)?;
+            let idx = Tensor::from_vec(answer.to_vec(), (answer.len(), 1), row_logp.device())?;
+            let lp: Vec<f32> = row_logp.narrow(0, 0, answer.len())?.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
+            scored[*qi].push(GoldLikelihood {
+                value: value.clone(),
+                tokens: answer.len(),
+                logprob: lp.iter().map(|&x| x as f64).sum(),
+                first_token_prob: (lp[0] as f64).exp(),
+                argmax_all: answer.iter().enumerate().all(|(j, &t)| argmax[r][j] == t),
+            });
+        }
+    }
+    Ok(qs
+        .iter()
+        .zip(scored)
+        .map(|(q, l)| {
+            let ok = l.iter().any(|g| g.argmax_all);
+            record(q, None, Vec::new(), l, ok)
+        })
+        .collect())
+}

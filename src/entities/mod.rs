@@ -1,0 +1,23 @@
+//! Entity datasets, the questions asked about them, answer matching, and known / unknown labels
+//! from the model's own answers (the paper's section 2; ../shared/reference/paper.md §1.1).
+//!
+//! * `dataset`: JSONL entity tables (data/entities/), loaded with per-line error reports
+//! * `questions`: the one table of attributes, prompts and answer kinds
+//! * `matching`, `refusals`: judging a completion as correct / refusal / error
+//! * `label`: asking the questions (greedy, sampled, likelihood modes)
+//! * `store`: the resumable record file
+//! * `decide`: entity classes, splits and confound controls
+//! * `run`, `summary`: the labeling run and its report
+
+pub mod dataset;
+pub mod decide;
+pub mod label;
+pub mod matching;
+pub mod questions;
+pub mod refusals;
+pub mod run;
+pub mod store;
+pub mod summary;
+
+pub use dataset::Entity;
+pub use questions::EntityType;

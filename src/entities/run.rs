@@ -1,0 +1,225 @@
+//! The labeling run: choose templates, ask every question (resumably), then write labels,
+//! splits, controls and the summary.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Entity;
+use super::decide::{self, EntityLabel};
+use super::label::{self, answer, max_new_tokens, LabelOptions, Mode, QuestionRecord, TemplateTable};
+use super::matching::Outcome;
+use super::questions::{self, EntityType};
+use super::store::RecordStore;
+use super::summary;
+use crate::Model;
+
+/// How base-model templates are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateChoice {
+    /// The paper's question + answer prefix for every attribute.
+    Paper,
+    /// Per attribute, the template with the best greedy accuracy on a development sample.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub out: PathBuf,
+    pub opts: LabelOptions,
+    /// Attributes correct for an entity to be known (the paper: 2).
+    pub known_min: usize,
+    pub templates: TemplateChoice,
+    /// Most popular entities per type used to pick templates.
+    pub dev_size: usize,
+    pub split_seed: u64,
+    pub quiet: bool,
+}
+
+/// What one attribute's templates scored on the development sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateScore {
+    pub chosen: usize,
+    pub templates: Vec<String>,
+    pub correct: Vec<usize>,
+    pub asked: usize,
+}
+
+pub struct RunOutcome {
+    pub labels: Vec<EntityLabel>,
+    pub asked_now: usize,
+    pub already_done: usize,
+    pub seconds: f64,
+}
+
+fn progress(n: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}}) {{msg}}"))
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Picks (or reloads) the base template of every attribute.
+pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig) -> Result<TemplateTable> {
+    if cfg.opts.chat {
+        return Ok(TemplateTable::new());
+    }
+    let path = cfg.out.join("templates.json");
+    if path.exists() {
+        let scores: BTreeMap<String, TemplateScore> =
+            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect());
+    }
+    let mut scores = BTreeMap::new();
+    for t in EntityType::ALL {
+        let mut dev: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
+        dev.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
+        dev.truncate(cfg.dev_size);
+        for spec in questions::attributes_of(t) {
+            let key = label::template_key(t, spec.name);
+            let asked: Vec<&Entity> = dev.iter().copied().filter(|e| e.attributes.get(spec.name).is_some_and(|v| !v.is_empty())).collect();
+            if cfg.templates == TemplateChoice::Paper || spec.base.len() == 1 || asked.is_empty() {
+                scores.insert(key, TemplateScore { chosen: 0, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct: vec![], asked: 0 });
+                continue;
+            }
+            let mut correct = Vec::new();
+            for ti in 0..spec.base.len() {
+                let qs = asked.iter().map(|e| label::question(model, e, spec, ti, false)).collect::<Result<Vec<_>>>()?;
+                let greedy = LabelOptions { mode: Mode::Greedy, ..cfg.opts.clone() };
+                let mut hits = 0;
+                for chunk in qs.chunks(cfg.opts.batch_size.max(1)) {
+                    let refs: Vec<&label::Question> = chunk.iter().collect();
+                    hits += answer(model, &refs, &greedy)?.iter().filter(|r| r.correct).count();
+                }
+                correct.push(hits);
+            }
+            // Ties go to the earlier template (the paper's first).
+            let chosen = (0..correct.len()).fold(0, |best, i| if correct[i] > correct[best] { i } else { best });
+            if !cfg.quiet {
+                eprintln!("template {key}: {correct:?} of {} correct → #{chosen} {:?}", asked.len(), spec.base[chosen]);
+            }
+            scores.insert(key, TemplateScore { chosen, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct, asked: asked.len() });
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&scores)?)?;
+    Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect())
+}
+
+/// Directory of one mode's outputs.
+pub fn mode_dir(out: &Path, mode: Mode) -> PathBuf {
+    out.join(mode.as_str())
+}
+
+/// Runs (or resumes) labeling and writes every output.
+pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunConfig) -> Result<RunOutcome> {
+    let dir = mode_dir(&cfg.out, cfg.opts.mode);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let templates = choose_templates(model, entities, cfg)?;
+    let questions = label::questions_for(model, entities, &templates, cfg.opts.chat)?;
+
+    let (mut store, mut records) = RecordStore::open::<QuestionRecord>(&dir.join("completions.jsonl"))?;
+    let done: HashSet<String> = records.iter().map(|r| label::question_key(&r.entity_id, &r.attribute)).collect();
+    let mut todo: Vec<&label::Question> = questions.iter().filter(|q| !done.contains(&q.key())).collect();
+    let already_done = questions.len() - todo.len();
+    // Batches of one answer length and similar prompt lengths waste the least padding.
+    todo.sort_by_key(|q| (max_new_tokens(q.spec.kind), q.ids.len(), q.key()));
+    if !cfg.quiet {
+        eprintln!(
+            "labeling {} entities ({} questions, {} already answered, {} to ask) in {} mode → {}",
+            entities.len(),
+            questions.len(),
+            already_done,
+            todo.len(),
+            cfg.opts.mode.as_str(),
+            dir.display()
+        );
+    }
+    let start = std::time::Instant::now();
+    let pb = progress(todo.len() as u64, "questions", cfg.quiet);
+    let mut correct = 0usize;
+    let mut i = 0;
+    while i < todo.len() {
+        let kind = max_new_tokens(todo[i].spec.kind);
+        let mut j = i;
+        while j < todo.len() && j - i < cfg.opts.batch_size && max_new_tokens(todo[j].spec.kind) == kind {
+            j += 1;
+        }
+        let recs = answer(model, &todo[i..j], &cfg.opts)?;
+        store.append(&recs)?;
+        correct += recs.iter().filter(|r| r.correct).count();
+        records.extend(recs);
+        pb.inc((j - i) as u64);
+        pb.set_message(format!("{:.1}% correct", 100.0 * correct as f64 / (j.max(1)) as f64));
+        i = j;
+    }
+    pb.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let (labels, incomplete) = decide::label_entities(entities, &records, cfg.known_min);
+    if incomplete > 0 {
+        eprintln!("{incomplete} entities lack answers (records for questions no longer asked?)");
+    }
+    write_jsonl(&dir.join("labels.jsonl"), &labels)?;
+    let splits = decide::split(&labels, cfg.split_seed);
+    std::fs::write(dir.join("splits.json"), serde_json::to_vec_pretty(&splits)?)?;
+    let controls = decide::controls(&model.tokenizer, &labels, fabricated, cfg.split_seed)?;
+    std::fs::write(dir.join("controls.json"), serde_json::to_vec_pretty(&controls)?)?;
+    summary::write(&dir, &labels, cfg, &controls, seconds, todo.len())?;
+    summary::compare_modes(&cfg.out)?;
+    Ok(RunOutcome { labels, asked_now: todo.len(), already_done, seconds })
+}
+
+fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut buf = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut buf, r)?;
+        buf.push(b'\n');
+    }
+    // Written whole and renamed, so a reader never sees half a file.
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, buf)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Evenly spaced entities over each type's popularity order, `n` per type: a subset that keeps
+/// the whole range from famous to obscure.
+pub fn spread_subset(entities: &[Entity], n: usize) -> Vec<Entity> {
+    let mut out = Vec::new();
+    for t in EntityType::ALL {
+        let mut of: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
+        of.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
+        if of.len() <= n {
+            out.extend(of.into_iter().cloned());
+            continue;
+        }
+        let step = of.len() as f64 / n as f64;
+        out.extend((0..n).map(|i| of[(i as f64 * step) as usize].clone()));
+    }
+    out
+}
+
+/// Outcome counts of greedy completions (used by the summary).
+pub fn outcome_counts(records: &[&QuestionRecord]) -> [usize; 3] {
+    let mut c = [0; 3];
+    for r in records {
+        if let Some(g) = &r.greedy {
+            c[match g.outcome {
+                Outcome::Correct => 0,
+                Outcome::Refusal => 1,
+                Outcome::Error => 2,
+            }] += 1;
+        }
+    }
+    c
+}
