@@ -6,13 +6,16 @@
 //! * `tokenizer`: tokenizers identical to the references, and chat templates
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
+//! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 
 pub mod batch;
 pub mod fetch;
 pub mod hooks;
 pub mod model;
+pub mod sae;
 pub mod tokenizer;
 
 pub use batch::Batch;
 pub use hooks::{ActivationCache, HookPoint, HookSpec, Intervention, LogitsAt, Positions};
 pub use model::{Model, Precision};
+pub use sae::Sae;
