@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod inspect;
+mod sae;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,9 @@ enum Command {
     Generate(inspect::GenerateArgs),
     /// Time a fixed workload (used by tools/bench.py to compare with transformers and llama.cpp).
     Bench(bench::BenchArgs),
+    /// Sparse autoencoders: info, encode a prompt, convert to SAELens.
+    #[command(subcommand)]
+    Sae(sae::SaeCommand),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
         Command::Generate(a) => inspect::generate(a),
+        Command::Sae(c) => sae::run(c),
         Command::Fetch { model } => {
             let path = fetch::resolve_model(&model)?;
             println!("{}", path.display());
