@@ -8,6 +8,7 @@
 //! * `fetch`: named models fetched into a cache outside the repository
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
 //! * `report`: charts and tables
+//! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 
 pub mod batch;
 pub mod entities;
@@ -15,8 +16,10 @@ pub mod fetch;
 pub mod hooks;
 pub mod model;
 pub mod report;
+pub mod sae;
 pub mod tokenizer;
 
 pub use batch::Batch;
 pub use hooks::{ActivationCache, HookPoint, HookSpec, Intervention, LogitsAt, Positions};
 pub use model::{Model, Precision};
+pub use sae::Sae;

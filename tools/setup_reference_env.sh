@@ -32,6 +32,10 @@ PIP="$REFENV/bin/pip"
     protobuf==7.36.2 \
     Jinja2==3.1.6
 
+# SAELens for tools/make_sae_fixtures.py and tools/check_saelens_load.py. Installed after the
+# pins above, which its requirements accept unchanged (it adds transformer-lens, datasets, ...).
+"$PIP" install sae-lens==6.54.12
+
 if [ "${SKIP_LLAMA_CPP:-0}" != "1" ]; then
     # Portable x86-64 build with AVX2/AVX-512 kernels (no -march=native), so
     # results do not depend on the build host's CPU flags beyond these.
@@ -43,6 +47,7 @@ fi
 "$REFENV/bin/python" - <<'PY'
 import importlib.metadata as md
 import torch, transformers, numpy, tokenizers, safetensors
+print("sae_lens", md.version("sae-lens"))
 print("torch", torch.__version__, "transformers", transformers.__version__, "gguf", md.version("gguf"),
       "numpy", numpy.__version__, "tokenizers", tokenizers.__version__)
 try:

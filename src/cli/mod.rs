@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod label;
+mod sae;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Ask the model about every entity's attributes and label entities known / unknown.
     Label(label::LabelArgs),
+    /// Sparse autoencoders: info, encode a prompt, convert to SAELens.
+    #[command(subcommand)]
+    Sae(sae::SaeCommand),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cache(a) => inspect::cache(a),
         Command::Generate(a) => inspect::generate(a),
         Command::Label(a) => label::run(a),
+        Command::Sae(c) => sae::run(c),
         Command::Fetch { model } => {
             let path = fetch::resolve_model(&model)?;
             println!("{}", path.display());

@@ -1,0 +1,22 @@
+//! Sparse autoencoders: loading them from the formats they are published in, encoding model
+//! activations into latents exactly as SAELens does, and saving them for SAELens.
+//!
+//! * `autoencoder`: the `Sae` value, `encode` / `decode`, width checks against a model
+//! * `arch`: the activation functions (ReLU, JumpReLU, TopK)
+//! * `load`: `Sae::load`, which tells the formats apart
+//! * `saelens`: SAELens directories (v6 and pre-6.0 configs), reading and writing
+//! * `gemma_scope`: Gemma Scope `params.npz` and Gemma Scope 2 folders, hooks from paths
+//! * `npy`: the NumPy `.npz` / `.npy` reader (stored and deflated archives)
+//! * `tensors`: named-tensor checks shared by the loaders (missing, mis-shaped, dtype)
+
+mod arch;
+mod autoencoder;
+mod gemma_scope;
+mod load;
+mod npy;
+mod saelens;
+mod tensors;
+
+pub use arch::Architecture;
+pub use autoencoder::{Sae, SaeFormat};
+pub use gemma_scope::{hook_from_gemma_scope_2, hook_from_path};
