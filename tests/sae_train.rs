@@ -260,7 +260,7 @@ fn gradients_match_finite_differences_jumprelu_sparse_and_dense() {
 /// The TopK gradients from the sparse kernels against dense float32 matrix products (candle).
 #[test]
 fn topk_sparse_backward_equals_dense_reference() {
-    let (n, d, m, k) = (96, 48, 384, 12);
+    let (n, d, m, k) = (96, 48, 1024, 12);
     let mut t = trainer_at(topk_cfg(d, m, k), 11);
     let x = randn(n * d, 12, 1.0);
     let (g, _) = t.gradients(&x).unwrap();

@@ -227,6 +227,31 @@ pub struct BenchArgs {
     warmup: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// standard / jumprelu: start with encoder biases that leave about this many latents active
+    /// per token (as in a trained SAE) instead of half of them (as at initialisation).
+    #[arg(long)]
+    active: Option<f64>,
+}
+
+/// The z with P(N(0, 1) > z) = p, by bisection on erfc (Abramowitz & Stegun 7.1.26).
+fn normal_upper_quantile(p: f64) -> f64 {
+    let upper = |z: f64| {
+        let x = z / std::f64::consts::SQRT_2;
+        let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+        let y = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+        let erfc = y * (-x * x).exp();
+        0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
+    };
+    let (mut lo, mut hi) = (-10.0, 10.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if upper(mid) > p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// Training steps on random Gaussian activations; prints one JSON line (the same fields as
@@ -237,6 +262,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.decay_steps = 0;
     let mut t = Trainer::new(cfg)?;
+    if let Some(active) = a.active {
+        // Inputs are scaled to mean norm sqrt(d_in) and encoder rows have unit norm, so each
+        // pre-activation is about N(0, 1).
+        let z = normal_upper_quantile((active / a.arch.width as f64).clamp(1e-9, 1.0)) as f32;
+        t.params.b_enc.iter_mut().for_each(|b| *b = -z);
+    }
     let mut rng = train::rng::SplitMix64::derive(a.seed, 99, 0);
     let batches: Vec<Vec<f32>> = (0..2).map(|_| (0..n * d).map(|_| rng.normal() as f32).collect()).collect();
     let mut times = Vec::new();
@@ -269,6 +300,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "tokens_per_s": n as f64 / median,
             "l0": s.l0,
             "dense": s.dense,
+            "active_start": a.active,
         })
     );
     Ok(())

@@ -40,13 +40,14 @@ impl AdamStep {
     /// p ← p − step_size · m / (sqrt(v)/sqrt(bc2) + ε), as PyTorch computes it.
     #[inline]
     pub fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-        for i in 0..p.len() {
-            let gi = g[i];
-            let mi = self.b1 * m[i] + (1.0 - self.b1) * gi;
-            let vi = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] -= self.step_size * mi / (vi.sqrt() / self.bc2_sqrt + self.eps);
+        assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
+        // Zipped iterators: no bounds checks, so the loop vectorises.
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let mi = self.b1 * *m + (1.0 - self.b1) * g;
+            let vi = self.b2 * *v + (1.0 - self.b2) * g * g;
+            *m = mi;
+            *v = vi;
+            *p -= self.step_size * mi / (vi.sqrt() / self.bc2_sqrt + self.eps);
         }
     }
 

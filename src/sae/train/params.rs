@@ -76,10 +76,11 @@ impl Params {
     }
 }
 
+/// Scales a row to unit norm (left alone if it is zero).
 pub fn normalize(row: &mut [f32]) {
-    let n = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+    let n = super::kernels::dot(row, row).sqrt();
     if n > 0.0 {
-        let inv = (1.0 / n) as f32;
+        let inv = 1.0 / n;
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }

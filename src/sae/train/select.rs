@@ -46,101 +46,76 @@ impl Csr {
     }
 }
 
-/// Keeps the k largest values of a stream as a min-heap; ties keep the earlier index.
-struct TopHeap {
-    k: usize,
-    v: Vec<f32>,
-    i: Vec<u32>,
+/// Orders (value, index) pairs by value, largest first, then by index: a total order, so the
+/// selected set is the same whatever algorithm picks it.
+fn larger_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-impl TopHeap {
-    fn new(k: usize) -> Self {
-        Self { k, v: Vec::with_capacity(k), i: Vec::with_capacity(k) }
+/// The k largest of `vals` (with their indices), in no particular order.
+fn top_of(mut cands: Vec<(f32, u32)>, k: usize) -> Vec<(f32, u32)> {
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, larger_first);
+        cands.truncate(k);
     }
-
-    /// The value an entry must beat to get in (−∞ while not full).
-    #[inline]
-    fn floor(&self) -> f32 {
-        if self.v.len() < self.k {
-            f32::NEG_INFINITY
-        } else {
-            self.v[0]
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, val: f32, idx: u32) {
-        if self.v.len() < self.k {
-            self.v.push(val);
-            self.i.push(idx);
-            let mut c = self.v.len() - 1;
-            while c > 0 {
-                let p = (c - 1) / 2;
-                if self.v[p] <= self.v[c] {
-                    break;
-                }
-                self.v.swap(p, c);
-                self.i.swap(p, c);
-                c = p;
-            }
-        } else if val > self.v[0] {
-            self.v[0] = val;
-            self.i[0] = idx;
-            let n = self.v.len();
-            let mut p = 0;
-            loop {
-                let (l, r) = (2 * p + 1, 2 * p + 2);
-                let mut s = p;
-                if l < n && self.v[l] < self.v[s] {
-                    s = l;
-                }
-                if r < n && self.v[r] < self.v[s] {
-                    s = r;
-                }
-                if s == p {
-                    break;
-                }
-                self.v.swap(p, s);
-                self.i.swap(p, s);
-                p = s;
-            }
-        }
-    }
+    cands
 }
+
+/// Latents per block in `topk_rows`.
+const BLOCK: usize = 64;
 
 /// TopK then ReLU per row (SAELens `TopK`): the k largest of `pre + b_enc`, of which the
-/// positive ones are kept. Values beyond the current k-th largest are skipped 16 at a time.
+/// positive ones are kept. One vectorised pass takes the maximum of each block of 64 latents;
+/// the k-th largest block maximum is a lower bound for the row's k-th largest value (k block
+/// maxima are at least that large), so only the blocks whose maximum reaches it are scanned
+/// again (from cache) for candidates, and the k largest candidates are exact.
 pub fn topk_rows(pre: &[f32], b_enc: &[f32], k: usize) -> Csr {
     let m = b_enc.len();
+    let k = k.min(m);
     let rows: Vec<Vec<(u32, f32)>> = pre
         .par_chunks(m)
         .map(|row| {
-            let mut h = TopHeap::new(k.min(m));
-            if h.k == 0 {
+            if k == 0 {
                 return Vec::new();
             }
-            let (blocks, bias) = (row.chunks_exact(16), b_enc.chunks_exact(16));
-            let tail = blocks.remainder().len();
-            for (bi, (blk, bb)) in blocks.zip(bias).enumerate() {
-                // A branch-free test of the whole block (vectorises), then the rare slow path.
-                let blk: &[f32; 16] = blk.try_into().expect("16");
-                let bb: &[f32; 16] = bb.try_into().expect("16");
-                let floor = h.floor();
-                let mut hits = 0u32;
-                for t in 0..16 {
-                    hits += u32::from(blk[t] + bb[t] > floor);
+            let nb = m / BLOCK;
+            let mut cands: Vec<(f32, u32)> = Vec::new();
+            if nb >= k {
+                let mut maxes = Vec::with_capacity(nb);
+                for (blk, bb) in row.chunks_exact(BLOCK).zip(b_enc.chunks_exact(BLOCK)) {
+                    let (blk, bb): (&[f32; BLOCK], &[f32; BLOCK]) = (blk.try_into().expect("block"), bb.try_into().expect("block"));
+                    let mut mx = [f32::NEG_INFINITY; 16];
+                    for g in 0..BLOCK / 16 {
+                        for l in 0..16 {
+                            let v = blk[g * 16 + l] + bb[g * 16 + l];
+                            mx[l] = if v > mx[l] { v } else { mx[l] };
+                        }
+                    }
+                    maxes.push(mx.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a }));
                 }
-                let any = hits > 0;
-                if any {
-                    for t in 0..16 {
-                        h.push(blk[t] + bb[t], (bi * 16 + t) as u32);
+                let mut sorted = maxes.clone();
+                sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                let floor = sorted[k - 1];
+                for (bi, &mx) in maxes.iter().enumerate() {
+                    if mx >= floor {
+                        for t in bi * BLOCK..(bi + 1) * BLOCK {
+                            let v = row[t] + b_enc[t];
+                            if v >= floor {
+                                cands.push((v, t as u32));
+                            }
+                        }
                     }
                 }
+                for t in nb * BLOCK..m {
+                    let v = row[t] + b_enc[t];
+                    if v >= floor {
+                        cands.push((v, t as u32));
+                    }
+                }
+            } else {
+                cands = (0..m).map(|t| (row[t] + b_enc[t], t as u32)).collect();
             }
-            for t in m - tail..m {
-                h.push(row[t] + b_enc[t], t as u32);
-            }
-            h.i.iter().zip(&h.v).filter(|(_, &v)| v > 0.0).map(|(&i, &v)| (i, v)).collect()
+            top_of(cands, k).into_iter().filter(|e| e.0 > 0.0).map(|(v, i)| (i, v)).collect()
         })
         .collect();
     Csr::from_rows(rows)
@@ -153,14 +128,8 @@ pub fn topk_among(pre: &[f32], b_enc: &[f32], among: &[u32], k: usize) -> Csr {
     let rows: Vec<Vec<(u32, f32)>> = pre
         .par_chunks(m)
         .map(|row| {
-            if k >= among.len() {
-                return among.iter().map(|&j| (j, row[j as usize] + b_enc[j as usize])).collect();
-            }
-            let mut h = TopHeap::new(k);
-            for &j in among {
-                h.push(row[j as usize] + b_enc[j as usize], j);
-            }
-            h.i.into_iter().zip(h.v).collect()
+            let cands = among.iter().map(|&j| (row[j as usize] + b_enc[j as usize], j)).collect();
+            top_of(cands, k).into_iter().map(|(v, j)| (j, v)).collect()
         })
         .collect();
     Csr::from_rows(rows)
@@ -322,9 +291,15 @@ mod tests {
 
     #[test]
     fn topk_matches_a_sort() {
-        let (n, m, k) = (7, 300, 9);
+        // Few blocks (every value is a candidate) and many (the block-maximum bound is used).
+        for (n, m, k) in [(7, 300, 9), (7, 2048 + 40, 9), (5, 4096, 64), (3, 1024, 16)] {
+            check_topk(n, m, k);
+        }
+    }
+
+    fn check_topk(n: usize, m: usize, k: usize) {
         let pre = values(n, m);
-        let b: Vec<f32> = (0..m).map(|j| 0.001 * j as f32 - 0.1).collect();
+        let b: Vec<f32> = (0..m).map(|j| 0.0001 * j as f32 - 0.1).collect();
         let c = topk_rows(&pre, &b, k);
         for r in 0..n {
             let mut all: Vec<(f32, u32)> = (0..m).map(|j| (pre[r * m + j] + b[j], j as u32)).collect();

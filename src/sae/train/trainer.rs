@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use super::adam::{AdamStep, Moments};
 use super::config::{ArchConfig, Backward, TrainConfig, DENSE_ABOVE};
-use super::kernels::{axpy, dot, dot_axpy, matmul, Mat};
+use super::kernels::{axpy, dot, dot_axpy, matmul, prefetch, Mat};
 use super::params::{b_dec_start, norm_scale, normalize, Params};
 use super::select::{above_rows, batch_topk, count_above, near_rows, topk_among, topk_rows, Csr};
 
@@ -343,7 +343,10 @@ impl Trainer {
         g.par_chunks_mut(d).zip(row_err.par_iter_mut()).enumerate().for_each(|(r, (gr, err))| {
             gr.copy_from_slice(&p.b_dec);
             let (idx, val) = main.row(r);
-            for (&j, &f) in idx.iter().zip(val) {
+            for (e, (&j, &f)) in idx.iter().zip(val).enumerate() {
+                if let Some(&next) = idx.get(e + 2) {
+                    prefetch(&p.w_dec[next as usize * d..(next as usize + 1) * d]);
+                }
                 axpy(gr, f, &p.w_dec[j as usize * d..(j as usize + 1) * d]);
             }
             let x = &xs[r * d..(r + 1) * d];
@@ -615,7 +618,14 @@ fn latent_grad(pass: &Pass, d: usize, j: usize, w_dec_j: &[f32], theta: Option<f
     lg.genc.iter_mut().for_each(|v| *v = 0.0);
     lg.gbenc = 0.0;
     lg.gthr = 0.0;
-    for e in csc.start[j]..csc.start[j + 1] {
+    let end = csc.start[j + 1];
+    for e in csc.start[j]..end {
+        if e + 2 < end {
+            let next = csc.row[e + 2] as usize * d;
+            let src = if csc.kind[e + 2] == AUX { &pass.gaux } else { &pass.g };
+            prefetch(&src[next..next + d]);
+            prefetch(&pass.xc[next..next + d]);
+        }
         let r = csc.row[e] as usize;
         let rows = r * d..(r + 1) * d;
         let val = csc.val[e];
@@ -699,6 +709,17 @@ fn total_variance(x: &[f32], d: usize) -> f64 {
 /// (cumulative within the forward/backward, separately for the update) to stderr.
 fn prof(name: &str, t: std::time::Instant) {
     if std::env::var_os("KNOWLENS_PROFILE_SAE").is_some() {
-        eprintln!("{name:>10} {:.3}", t.elapsed().as_secs_f64());
+        eprintln!("{name:>10} {:.3} s (process CPU {:.3} s)", t.elapsed().as_secs_f64(), cpu_seconds());
     }
+}
+
+/// CPU time of all threads of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    ns as f64 * 1e-9
 }
