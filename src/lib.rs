@@ -6,8 +6,10 @@
 //! * `tokenizer`: tokenizers identical to the references, and chat templates
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
+//! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
 pub mod batch;
+pub mod corpus;
 pub mod fetch;
 pub mod hooks;
 pub mod model;

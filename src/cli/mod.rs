@@ -1,6 +1,7 @@
 //! Command definitions (clap) and dispatch.
 
 mod bench;
+mod corpus;
 mod demo;
 mod inspect;
 
@@ -56,6 +57,8 @@ enum Command {
     Generate(inspect::GenerateArgs),
     /// Time a fixed workload (used by tools/bench.py to compare with transformers and llama.cpp).
     Bench(bench::BenchArgs),
+    /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
+    Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Corpus(a) => corpus::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
