@@ -56,9 +56,37 @@ The distance was {{convert|10|km|mi}} &ndash; far &amp; wide.&nbsp;Really.
 fn wiki_markup_edge_cases() {
     // Nested templates, a template in a link, an unclosed template, interlanguage links,
     // `{{lang}}`, pipe trick, uppercase REF tags.
+    assert_eq!(clean_wiki_markup("{{lang|ja|日本語}} é{{nowrap|→ x}}"), vec!["日本語 é→ x"]);
+    assert_eq!(clean_wiki_markup("The term ''[[wikt:anarchism|anarchism]]'' is"), vec!["The term anarchism is"]);
     let p = clean_wiki_markup("A {{a|{{b|{{c}}}}}}B [[de:Foo]]C {{lang|fr|la vie}} [[Paris, Texas|]] x<REF>r</REF>y {{open");
     assert_eq!(p, vec!["A B C la vie Paris xy open"], "{p:?}");
     assert!(clean_wiki_markup("{{only a template}}\n[[Category:X]]\n__TOC__").is_empty());
+}
+
+proptest::proptest! {
+    /// Any mix of markup pieces and multi-byte text cleans without a panic.
+    #[test]
+    fn wiki_markup_never_panics(parts in proptest::collection::vec(proptest::sample::select(vec![
+        "{{", "}}", "[[", "]]", "|", "{|", "|}", "<ref>", "</ref>", "<ref name=x/>", "<!--", "-->", "'''", "''",
+        "==", "\n", "*", "&amp;", "&", ";", "=", "[http://x", "]", " ", "é", "日本", "→", "convert", "lang", "File:",
+    ]), 0..40)) {
+        let markup: String = parts.concat();
+        let _ = clean_wiki_markup(&markup);
+        let _ = wiki_pages(&format!("<page><ns>0</ns><text>{markup}</text></page>"));
+    }
+
+    /// The other cleaners take any text.
+    #[test]
+    fn cleaners_never_panic(text in "[ a-zA-Z.!?\"'&#;<>/*\\n\u{e9}\u{65e5}\u{feff}]{0,80}") {
+        let _ = decode_entities(&text);
+        let _ = strip_html_tags(&text);
+        let _ = strip_brown_tags(&text);
+        let _ = flattened_paragraphs(gutenberg_body(&text));
+        let paras = paragraphs(&text);
+        let _ = group_documents(&paras, 10);
+        let _ = sentences(&text);
+        let _ = corpus::brown_paragraphs(&text);
+    }
 }
 
 #[test]
@@ -161,6 +189,10 @@ fn extract_reads_each_format_from_files() {
         corpus::extract(Format::GutenbergLines, &[lines]).unwrap(),
         vec![vec!["Book one.", "Para two."], vec!["Book two."]]
     );
+    // Latin-1 / Windows-1252 text (two of the Gutenberg books) is read, not refused.
+    let latin1 = dir.path().join("l.txt");
+    fs::write(&latin1, b"C\xe6sar and Bruneti\xe8re \x93quoted\x94").unwrap();
+    assert_eq!(corpus::extract(Format::PlainText, &[latin1]).unwrap(), vec![vec!["Cæsar and Brunetière “quoted”"]]);
     let bad = write("bad.json", "{not json");
     let e = format!("{:#}", corpus::extract(Format::Factbook, &[bad.clone()]).unwrap_err());
     assert!(e.contains(&bad.display().to_string()) && e.contains("invalid JSON"), "{e}");

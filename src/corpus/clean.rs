@@ -2,7 +2,36 @@
 //! Brown POS tags, Gutenberg headers and footers, factbook JSON, and splitting into documents.
 //! Wiki markup has its own module (`wiki`).
 
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde_json::Value;
+
+/// A text file as UTF-8, or, if it is not valid UTF-8 (two of the Gutenberg books are
+/// Latin-1), as Windows-1252.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => decode_cp1252(e.as_bytes()),
+    })
+}
+
+/// Windows-1252: Latin-1 with printable characters at 0x80..0x9F (the five undefined bytes
+/// map to U+FFFD).
+pub fn decode_cp1252(bytes: &[u8]) -> String {
+    const HIGH: [char; 32] = [
+        '€', '\u{fffd}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{fffd}', 'Ž', '\u{fffd}',
+        '\u{fffd}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{fffd}', 'ž', 'Ÿ',
+    ];
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9F => HIGH[(b - 0x80) as usize],
+            _ => b as char,
+        })
+        .collect()
+}
 
 /// Collapses every whitespace run (newlines included) to one space, drops byte-order marks and
 /// control characters, and trims.

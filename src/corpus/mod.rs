@@ -80,7 +80,7 @@ impl Deduper {
 pub fn extract(format: Format, files: &[PathBuf]) -> Result<Vec<Vec<String>>> {
     let mut docs = Vec::new();
     for file in files {
-        let read = || std::fs::read_to_string(file).with_context(|| format!("{}: cannot read as UTF-8 text", file.display()));
+        let read = || clean::read_text(file);
         match format {
             Format::WikiSummaries => {
                 let json: serde_json::Value =

@@ -157,11 +157,11 @@ fn remove_refs(s: &str) -> String {
     let dropped = ["ref", "math", "gallery", "timeline", "imagemap", "score", "syntaxhighlight", "source", "chem"];
     loop {
         let found = rest.char_indices().filter(|&(_, c)| c == '<').find_map(|(i, _)| {
-            let after = &rest[i + 1..];
+            let after = &rest.as_bytes()[i + 1..];
             let name = dropped.iter().find(|n| {
-                after.len() >= n.len()
-                    && after[..n.len()].eq_ignore_ascii_case(n)
-                    && after[n.len()..].starts_with(|c: char| c == '>' || c == '/' || c.is_whitespace())
+                after.len() > n.len()
+                    && after[..n.len()].eq_ignore_ascii_case(n.as_bytes())
+                    && (after[n.len()] == b'>' || after[n.len()] == b'/' || after[n.len()].is_ascii_whitespace())
             })?;
             Some((i, *name))
         });
@@ -293,10 +293,10 @@ fn split_top_level(s: &str) -> Vec<&str> {
     let (mut depth, mut start, mut i) = (0usize, 0, 0);
     let b = s.as_bytes();
     while i < b.len() {
-        if s[i..].starts_with("[[") {
+        if b[i..].starts_with(b"[[") {
             depth += 1;
             i += 2;
-        } else if s[i..].starts_with("]]") {
+        } else if b[i..].starts_with(b"]]") {
             depth = depth.saturating_sub(1);
             i += 2;
         } else {
@@ -327,9 +327,11 @@ fn replace_links(s: &str) -> String {
         let parts = split_top_level(inner);
         let target = parts[0].trim();
         let ns = target.split_once(':').map(|(n, _)| n.trim().to_lowercase());
+        // Files and categories go; so do interlanguage links ([[de:Foo]], no label). Other
+        // prefixed links ([[wikt:anarchism|anarchism]]) are running text.
         let hidden = ns.as_deref().is_some_and(|n| {
-            matches!(n, "file" | "image" | "category" | "media" | "wikt" | "wiktionary")
-                || (n.len() <= 3 && n.chars().all(|c| c.is_ascii_lowercase()) && !n.is_empty())
+            matches!(n, "file" | "image" | "category" | "media")
+                || (parts.len() == 1 && n.len() <= 3 && n.chars().all(|c| c.is_ascii_lowercase()) && !n.is_empty())
         });
         if hidden && !target.starts_with(':') {
             continue;
