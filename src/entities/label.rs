@@ -218,7 +218,8 @@ fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, li
 }
 
 fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sampled: bool) -> Result<Vec<QuestionRecord>> {
-    let max_tokens = qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8);
+    // Chat models restate the question before answering: the paper's 32 tokens.
+    let max_tokens = if opts.chat { 32 } else { qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8) };
     let judge_text = |q: &Question, text: String| {
         let outcome = judge(q.spec.kind, q.gold(), &text);
         Completion { text, outcome }
