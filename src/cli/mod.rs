@@ -6,6 +6,7 @@ mod demo;
 mod inspect;
 mod label;
 mod sae;
+mod sae_train;
 
 use std::path::PathBuf;
 
@@ -61,7 +62,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Ask the model about every entity's attributes and label entities known / unknown.
     Label(label::LabelArgs),
-    /// Sparse autoencoders: info, encode a prompt, convert to SAELens.
+    /// Sparse autoencoders: info, encode a prompt, convert to SAELens, train, benchmark training.
     #[command(subcommand)]
     Sae(sae::SaeCommand),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).

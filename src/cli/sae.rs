@@ -1,4 +1,5 @@
-//! `knowlens sae ...`: inspect an SAE, encode a prompt's activations, convert to SAELens.
+//! `knowlens sae ...`: inspect an SAE, encode a prompt's activations, convert to SAELens
+//! (training and its benchmark live in `sae_train`).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,10 @@ pub enum SaeCommand {
     Encode(EncodeArgs),
     /// Save an SAE (any format knowlens reads) as a SAELens directory.
     Convert(ConvertArgs),
+    /// Train SAEs (one per hook) on the model's activations over a text.
+    Train(super::sae_train::TrainArgs),
+    /// Time SAE training steps on random activations (JSON, as tools/bench_sae_torch.py).
+    Bench(super::sae_train::BenchArgs),
 }
 
 #[derive(Args)]
@@ -79,6 +84,8 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
     match cmd {
         SaeCommand::Info(a) => info(a),
         SaeCommand::Encode(a) => encode(a),
+        SaeCommand::Train(a) => super::sae_train::train(a),
+        SaeCommand::Bench(a) => super::sae_train::bench(a),
         SaeCommand::Convert(a) => {
             let sae = a.sae.load()?;
             sae.save_saelens(&a.out)?;

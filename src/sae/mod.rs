@@ -8,6 +8,7 @@
 //! * `gemma_scope`: Gemma Scope `params.npz` and Gemma Scope 2 folders, hooks from paths
 //! * `npy`: the NumPy `.npz` / `.npy` reader (stored and deflated archives)
 //! * `tensors`: named-tensor checks shared by the loaders (missing, mis-shaped, dtype)
+//! * `train`: training SAEs (activation store, TopK / BatchTopK / JumpReLU / ReLU trainers, resume)
 
 mod arch;
 mod autoencoder;
@@ -16,6 +17,7 @@ mod load;
 mod npy;
 mod saelens;
 mod tensors;
+pub mod train;
 
 pub use arch::Architecture;
 pub use autoencoder::{Sae, SaeFormat};

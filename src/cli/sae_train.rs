@@ -1,0 +1,275 @@
+//! `knowlens sae train` and `knowlens sae bench`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use knowlens::sae::train::{self, ArchConfig, BDecInit, RunOptions, TrainConfig, Trainer};
+use knowlens::HookPoint;
+use serde_json::json;
+
+use super::ModelArgs;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Arch {
+    Topk,
+    Batchtopk,
+    Jumprelu,
+    Standard,
+}
+
+/// Architecture settings shared by `train` and `bench`.
+#[derive(Args, Clone)]
+pub struct ArchArgs {
+    /// topk: k largest per row; batchtopk: k·batch largest per batch (saved as JumpReLU);
+    /// jumprelu: trained thresholds with an L0 penalty; standard: ReLU with an L1 penalty.
+    #[arg(long, value_enum, default_value_t = Arch::Topk)]
+    arch: Arch,
+    /// Active latents per token (topk, batchtopk).
+    #[arg(long, default_value_t = 32)]
+    k: usize,
+    /// Number of latents (d_sae).
+    #[arg(long, default_value_t = 4096)]
+    width: usize,
+    /// L1 coefficient (standard), ramped up over --sparsity-warm-up-steps.
+    #[arg(long, default_value_t = 5.0)]
+    l1_coefficient: f32,
+    /// L0 coefficient (jumprelu), ramped up over --sparsity-warm-up-steps.
+    #[arg(long, default_value_t = 1.0)]
+    l0_coefficient: f32,
+    #[arg(long, default_value_t = 0)]
+    sparsity_warm_up_steps: u64,
+    /// Width of the rectangle kernel of JumpReLU's straight-through gradients.
+    #[arg(long, default_value_t = 0.05)]
+    jumprelu_bandwidth: f32,
+    #[arg(long, default_value_t = 0.01)]
+    jumprelu_init_threshold: f32,
+    /// Rate of BatchTopK's running threshold.
+    #[arg(long, default_value_t = 0.01)]
+    topk_threshold_lr: f64,
+}
+
+impl ArchArgs {
+    fn config(&self) -> ArchConfig {
+        match self.arch {
+            Arch::Topk => ArchConfig::TopK { k: self.k },
+            Arch::Batchtopk => ArchConfig::BatchTopK { k: self.k, threshold_lr: self.topk_threshold_lr },
+            Arch::Jumprelu => ArchConfig::JumpRelu {
+                l0_coefficient: self.l0_coefficient,
+                l0_warm_up_steps: self.sparsity_warm_up_steps,
+                bandwidth: self.jumprelu_bandwidth,
+                init_threshold: self.jumprelu_init_threshold,
+            },
+            Arch::Standard => ArchConfig::Standard {
+                l1_coefficient: self.l1_coefficient,
+                l1_warm_up_steps: self.sparsity_warm_up_steps,
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Hooks to train one SAE each on, from the same forward passes, e.g.
+    /// blocks.6.hook_resid_post,blocks.9.hook_resid_post.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hooks: Vec<String>,
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Training tokens (activation rows per hook); steps = tokens / batch size.
+    #[arg(long, default_value_t = 2_000_000)]
+    tokens: u64,
+    /// Activation rows per step.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 4e-4)]
+    lr: f32,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// Linear decay to 0 over the last this many steps (default: a fifth of the run).
+    #[arg(long)]
+    decay_steps: Option<u64>,
+    /// Seeds the initial weights and the shuffle buffer.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Plain UTF-8 text, tokenized with the model's tokenizer and cut into context-size
+    /// sequences (BOS first); read again from the start when exhausted.
+    #[arg(long)]
+    text_file: PathBuf,
+    /// Tokens per sequence, BOS included (BOS positions are not trained on).
+    #[arg(long, default_value_t = 128)]
+    context_size: usize,
+    /// Training batches per shuffle-buffer fill.
+    #[arg(long, default_value_t = 16)]
+    buffer_batches: usize,
+    /// Sequences per forward pass of the model.
+    #[arg(long, default_value_t = 16)]
+    model_batch: usize,
+    /// AuxK coefficient (topk, batchtopk).
+    #[arg(long, default_value_t = 1.0 / 32.0)]
+    aux_coefficient: f32,
+    /// Dead latents AuxK uses per row (0: d_in / 2).
+    #[arg(long, default_value_t = 0)]
+    aux_k: usize,
+    /// A latent not fired for this many tokens counts as dead.
+    #[arg(long, default_value_t = 10_000_000)]
+    dead_tokens: u64,
+    #[arg(long, value_enum, default_value_t = BDecInit::GeometricMedian)]
+    b_dec_init: BDecInit,
+    /// Train on raw activations instead of scaling them to mean norm sqrt(d_in) (the scale is
+    /// folded into the saved weights either way).
+    #[arg(long)]
+    no_normalize: bool,
+    /// Steps between checkpoints (0: none). Rerunning the same command resumes.
+    #[arg(long, default_value_t = 250)]
+    checkpoint_every: u64,
+    /// Steps between lines of DIR/train_log.jsonl.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Output directory: one SAELens directory per hook, the log, checkpoints.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Sleep this long after each step (for tests that interrupt a run).
+    #[arg(long, default_value_t = 0, hide = true)]
+    throttle_ms: u64,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let hooks = a.hooks.iter().map(|h| h.trim().parse::<HookPoint>()).collect::<Result<Vec<_>, _>>()?;
+    if a.batch_size == 0 || a.tokens < a.batch_size as u64 {
+        bail!("--tokens ({}) must be at least one batch (--batch-size {})", a.tokens, a.batch_size);
+    }
+    let steps = a.tokens / a.batch_size as u64;
+    let model = a.model.load()?;
+    let source = train::text_file_source(&model.tokenizer, &a.text_file, a.context_size)?;
+    let mut cfg = TrainConfig::new(0, a.arch.width, a.arch.config(), steps);
+    cfg.lr = a.lr;
+    cfg.warmup_steps = a.warmup_steps;
+    cfg.decay_steps = a.decay_steps.unwrap_or(steps / 5);
+    cfg.aux_coefficient = a.aux_coefficient;
+    cfg.aux_k = a.aux_k;
+    cfg.dead_tokens = a.dead_tokens;
+    cfg.b_dec_init = a.b_dec_init;
+    cfg.normalize = !a.no_normalize;
+    cfg.seed = a.seed;
+    let opts = RunOptions {
+        out: a.out.clone(),
+        hooks: hooks.clone(),
+        train: cfg,
+        batch_size: a.batch_size,
+        buffer_batches: a.buffer_batches,
+        model_batch: a.model_batch,
+        context_size: a.context_size,
+        checkpoint_every: a.checkpoint_every,
+        log_every: a.log_every,
+        model_name: a.model.model.clone(),
+        fingerprint_extra: json!({ "model_path": model.source, "precision": format!("{:?}", model.precision) }),
+        progress: !a.no_progress,
+        throttle_ms: a.throttle_ms,
+    };
+    let s = train::train(&model, Box::new(source), &opts)?;
+    if s.already_done {
+        eprintln!("{} already holds this finished run ({} steps)", a.out.display(), s.steps);
+    }
+    let rate = |x: f64| if s.seconds > 0.0 { x / s.seconds } else { 0.0 };
+    let summary = json!({
+        "steps": s.steps,
+        "resumed_from": s.resumed_from,
+        "saes": s.sae_dirs,
+        "hooks": hooks.len(),
+        "seconds": s.seconds,
+        "store_seconds": s.store_seconds,
+        "sae_seconds": s.sae_seconds,
+        "tokens_per_s": rate(s.rows_trained as f64),
+        "model_tokens_per_s": rate(s.model_tokens as f64),
+        "last": s.last,
+    });
+    if a.json {
+        println!("{summary}");
+    } else if !s.already_done {
+        println!(
+            "trained {} steps ({} hooks) in {:.1} s: {:.0} tokens/s per hook (model {:.1} s, SAE steps {:.1} s)",
+            s.steps,
+            hooks.len(),
+            s.seconds,
+            rate(s.rows_trained as f64),
+            s.store_seconds,
+            s.sae_seconds
+        );
+        for (d, st) in s.sae_dirs.iter().zip(&s.last) {
+            println!("  {}  L0 {:.1}  FVU {:.3}  dead {:.1}%", d.display(), st.l0, st.fvu, 100.0 * st.dead_fraction);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    arch: ArchArgs,
+    #[arg(long, default_value_t = 640)]
+    d_in: usize,
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Timed steps (the median is reported) after --warmup untimed ones.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Training steps on random Gaussian activations; prints one JSON line (the same fields as
+/// tools/bench_sae_torch.py).
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let (d, n) = (a.d_in, a.batch_size);
+    let mut cfg = TrainConfig::new(d, a.arch.width, a.arch.config(), (a.steps + a.warmup) as u64);
+    cfg.seed = a.seed;
+    cfg.decay_steps = 0;
+    let mut t = Trainer::new(cfg)?;
+    let mut rng = train::rng::SplitMix64::derive(a.seed, 99, 0);
+    let batches: Vec<Vec<f32>> = (0..2).map(|_| (0..n * d).map(|_| rng.normal() as f32).collect()).collect();
+    let mut times = Vec::new();
+    let mut last = None;
+    for i in 0..a.warmup + a.steps {
+        let t0 = Instant::now();
+        let s = t.step(&batches[i % 2])?;
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        last = Some(s);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let s = last.unwrap_or_default();
+    println!(
+        "{}",
+        json!({
+            "impl": "knowlens",
+            "workload": "sae-train",
+            "arch": t.cfg.arch.name(),
+            "d_in": d,
+            "width": a.arch.width,
+            "batch": n,
+            "k": a.arch.k,
+            "steps": a.steps,
+            "threads": rayon::current_num_threads(),
+            "seconds": median,
+            "step_seconds": times,
+            "tokens_per_s": n as f64 / median,
+            "l0": s.l0,
+            "dense": s.dense,
+        })
+    );
+    Ok(())
+}

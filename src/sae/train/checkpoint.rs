@@ -1,0 +1,283 @@
+//! Checkpoints that make a killed run resumable bit for bit.
+//!
+//! A checkpoint holds, per hook, the parameters, the Adam moments, the step, the dead-latent
+//! counters, the BatchTopK threshold and the input scale; and the store's position
+//! (`StoreState` plus the rows carried into its current generation). Nothing else is random:
+//! initial weights and shuffles come from streams derived from the seed and counters.
+//!
+//! Writing is atomic. Everything goes into a fresh directory `checkpoint-<step>` (files synced
+//! to disk), and only then does the pointer file `checkpoint.json` switch to it, by writing a
+//! temporary file and renaming it over the old one. A process killed at any moment leaves
+//! either the old pointer and its complete directory or the new ones; stray directories of an
+//! interrupted write are removed at the next start.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+
+use super::store::StoreState;
+use super::trainer::Trainer;
+
+pub const FORMAT: &str = "knowlens-sae-checkpoint/1";
+pub const POINTER: &str = "checkpoint.json";
+
+/// Scalars of one hook's trainer (float values as bit patterns, so JSON cannot round them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerScalars {
+    pub hook: String,
+    pub step: u64,
+    pub topk_threshold_bits: u64,
+    pub scale_bits: u32,
+    pub initialized: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format: String,
+    /// Everything that determines the run's result, as JSON text (compared as text: parsing
+    /// JSON floats back is not exact); a checkpoint of another run is refused.
+    pub fingerprint: String,
+    pub step: u64,
+    pub store: StoreState,
+    pub trainers: Vec<TrainerScalars>,
+    /// Seconds of training before this checkpoint (for the log's elapsed time).
+    pub elapsed_s: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    dir: String,
+    step: u64,
+}
+
+/// Raw little-endian bytes with a dtype and shape, for the safetensors writer.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn f32s(v: &[f32]) -> Raw {
+    Raw { dtype: Dtype::F32, shape: vec![v.len()], bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+}
+
+fn u64s(v: &[u64]) -> Raw {
+    Raw { dtype: Dtype::U64, shape: vec![v.len()], bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+}
+
+/// The arrays of a trainer, by name.
+fn trainer_arrays(t: &Trainer) -> Vec<(String, Raw)> {
+    let p = &t.params;
+    let mo = &t.moments;
+    let mut out = vec![];
+    for (name, v, m) in [
+        ("w_enc_t", &p.w_enc_t, &mo.w_enc_t),
+        ("w_dec", &p.w_dec, &mo.w_dec),
+        ("b_enc", &p.b_enc, &mo.b_enc),
+        ("b_dec", &p.b_dec, &mo.b_dec),
+        ("threshold", &p.threshold, &mo.threshold),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        out.push((name.to_string(), f32s(v)));
+        out.push((format!("adam_m.{name}"), f32s(&m.m)));
+        out.push((format!("adam_v.{name}"), f32s(&m.v)));
+    }
+    out.push(("since_fired".into(), u64s(&t.since_fired)));
+    out
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+    f.sync_all().with_context(|| format!("{}: cannot sync", path.display()))
+}
+
+fn write_tensors(path: &Path, arrays: &[(String, Raw)]) -> Result<()> {
+    let bytes = safetensors::tensor::serialize(arrays.iter().map(|(n, r)| (n.as_str(), r)), &None)
+        .with_context(|| format!("{}: cannot serialize", path.display()))?;
+    write_synced(path, &bytes)
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: makes the renames durable across a power cut (a kill does not need it).
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Writes a checkpoint of `trainers` and the store into `out`, atomically, and removes older
+/// ones.
+pub fn save(out: &Path, state: &CheckpointState, trainers: &[Trainer], carry: &[Vec<f32>]) -> Result<()> {
+    let name = format!("checkpoint-{}", state.step);
+    let tmp = out.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    for (i, t) in trainers.iter().enumerate() {
+        write_tensors(&tmp.join(format!("hook{i}.safetensors")), &trainer_arrays(t))?;
+    }
+    let carry_arrays: Vec<(String, Raw)> = carry.iter().enumerate().map(|(i, c)| (format!("carry{i}"), f32s(c))).collect();
+    write_tensors(&tmp.join("carry.safetensors"), &carry_arrays)?;
+    write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    sync_dir(&tmp);
+    let dir = out.join(&name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("{}: cannot move into place", dir.display()))?;
+    sync_dir(out);
+    let ptr_tmp = out.join(format!(".{POINTER}.tmp"));
+    write_synced(&ptr_tmp, serde_json::to_string(&Pointer { dir: name.clone(), step: state.step })?.as_bytes())?;
+    fs::rename(&ptr_tmp, out.join(POINTER))?;
+    sync_dir(out);
+    remove_others(out, Some(&name))
+}
+
+/// Removes checkpoint directories other than `keep` (and leftovers of interrupted writes).
+pub fn remove_others(out: &Path, keep: Option<&str>) -> Result<()> {
+    let Ok(entries) = fs::read_dir(out) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_ckpt = name.starts_with("checkpoint-") || (name.starts_with(".checkpoint-") && name.ends_with(".tmp"));
+        if is_ckpt && Some(name.as_str()) != keep && e.path().is_dir() {
+            fs::remove_dir_all(e.path()).with_context(|| format!("{}: cannot remove", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every checkpoint (after a finished run).
+pub fn remove_all(out: &Path) -> Result<()> {
+    let ptr = out.join(POINTER);
+    if ptr.exists() {
+        fs::remove_file(&ptr)?;
+    }
+    remove_others(out, None)
+}
+
+/// A loaded checkpoint: its state, per hook the named arrays, and the carried rows.
+pub struct Loaded {
+    pub state: CheckpointState,
+    pub dir: PathBuf,
+}
+
+/// The checkpoint `out` points to, if any (stray directories are cleaned up).
+pub fn find(out: &Path) -> Result<Option<Loaded>> {
+    let ptr_path = out.join(POINTER);
+    if !ptr_path.exists() {
+        remove_others(out, None)?;
+        return Ok(None);
+    }
+    let ptr: Pointer = serde_json::from_str(&fs::read_to_string(&ptr_path)?)
+        .with_context(|| format!("{}: not a checkpoint pointer", ptr_path.display()))?;
+    let dir = out.join(&ptr.dir);
+    remove_others(out, Some(&ptr.dir))?;
+    let state_path = dir.join("state.json");
+    let state: CheckpointState = serde_json::from_str(
+        &fs::read_to_string(&state_path).with_context(|| format!("{}: cannot read", state_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
+    if state.format != FORMAT {
+        bail!("{}: format '{}', expected '{FORMAT}'", state_path.display(), state.format);
+    }
+    Ok(Some(Loaded { state, dir }))
+}
+
+fn read_tensors(path: &Path) -> Result<HashMap<String, (Dtype, Vec<u8>)>> {
+    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    Ok(st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.data().to_vec()))).collect())
+}
+
+fn to_f32(name: &str, t: Option<&(Dtype, Vec<u8>)>, len: usize) -> Result<Vec<f32>> {
+    match t {
+        Some((Dtype::F32, b)) if b.len() == len * 4 => {
+            Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        Some(_) => bail!("checkpoint array '{name}' has the wrong type or size (expected {len} float32)"),
+        None if len == 0 => Ok(Vec::new()),
+        None => bail!("checkpoint array '{name}' is missing"),
+    }
+}
+
+impl Loaded {
+    /// Restores hook `i`'s trainer (created with the run's config) from the checkpoint.
+    pub fn restore_trainer(&self, i: usize, t: &mut Trainer) -> Result<()> {
+        let path = self.dir.join(format!("hook{i}.safetensors"));
+        let a = read_tensors(&path)?;
+        let s = self.state.trainers.get(i).with_context(|| format!("checkpoint has no trainer {i}"))?;
+        let ctx = || path.display().to_string();
+        let p = &mut t.params;
+        let mo = &mut t.moments;
+        for (name, v, m) in [
+            ("w_enc_t", &mut p.w_enc_t, &mut mo.w_enc_t),
+            ("w_dec", &mut p.w_dec, &mut mo.w_dec),
+            ("b_enc", &mut p.b_enc, &mut mo.b_enc),
+            ("b_dec", &mut p.b_dec, &mut mo.b_dec),
+            ("threshold", &mut p.threshold, &mut mo.threshold),
+        ] {
+            let len = v.len();
+            *v = to_f32(name, a.get(name), len).with_context(ctx)?;
+            m.m = to_f32(name, a.get(&format!("adam_m.{name}")), len).with_context(ctx)?;
+            m.v = to_f32(name, a.get(&format!("adam_v.{name}")), len).with_context(ctx)?;
+        }
+        match a.get("since_fired") {
+            Some((Dtype::U64, b)) if b.len() == t.since_fired.len() * 8 => {
+                t.since_fired = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+            }
+            _ => bail!("{}: 'since_fired' is missing or has the wrong size", path.display()),
+        }
+        t.step = s.step;
+        t.topk_threshold = f64::from_bits(s.topk_threshold_bits);
+        t.scale = f32::from_bits(s.scale_bits);
+        t.initialized = s.initialized;
+        Ok(())
+    }
+
+    /// The rows carried into the store's current generation, per hook.
+    pub fn carry(&self, n_hooks: usize) -> Result<Vec<Vec<f32>>> {
+        let path = self.dir.join("carry.safetensors");
+        let a = read_tensors(&path)?;
+        (0..n_hooks)
+            .map(|i| {
+                let name = format!("carry{i}");
+                let len = a.get(&name).map(|t| t.1.len() / 4).unwrap_or(0);
+                to_f32(&name, a.get(&name), len).with_context(|| path.display().to_string())
+            })
+            .collect()
+    }
+}
+
+pub fn scalars(hook: String, t: &Trainer) -> TrainerScalars {
+    TrainerScalars {
+        hook,
+        step: t.step,
+        topk_threshold_bits: t.topk_threshold.to_bits(),
+        scale_bits: t.scale.to_bits(),
+        initialized: t.initialized,
+    }
+}

@@ -1,0 +1,352 @@
+//! From pre-activations to the sparse set of latents that take part in the backward pass.
+//! Everything after the encoder's matrix product touches only these entries, so they are kept
+//! as compressed rows (`Csr`). Pre-activations arrive without `b_enc`, which is added on the
+//! fly (`pre[r, j] + b_enc[j]`), so the [n, d_sae] matrix is written once, by the matmul.
+
+use rayon::prelude::*;
+
+/// Sparse rows: row r holds `idx[offsets[r]..offsets[r+1]]` (ascending) with values `val`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Csr {
+    pub offsets: Vec<usize>,
+    pub idx: Vec<u32>,
+    pub val: Vec<f32>,
+}
+
+impl Csr {
+    pub fn empty(n: usize) -> Self {
+        Self { offsets: vec![0; n + 1], idx: Vec::new(), val: Vec::new() }
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.idx.len()
+    }
+
+    pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.offsets[r], self.offsets[r + 1]);
+        (&self.idx[a..b], &self.val[a..b])
+    }
+
+    /// Concatenates per-row lists (each sorted here by latent index).
+    fn from_rows(rows: Vec<Vec<(u32, f32)>>) -> Self {
+        let mut c = Csr { offsets: Vec::with_capacity(rows.len() + 1), ..Default::default() };
+        c.offsets.push(0);
+        let total = rows.iter().map(Vec::len).sum();
+        c.idx.reserve(total);
+        c.val.reserve(total);
+        for mut r in rows {
+            r.sort_unstable_by_key(|e| e.0);
+            for (j, v) in r {
+                c.idx.push(j);
+                c.val.push(v);
+            }
+            c.offsets.push(c.idx.len());
+        }
+        c
+    }
+}
+
+/// Keeps the k largest values of a stream as a min-heap; ties keep the earlier index.
+struct TopHeap {
+    k: usize,
+    v: Vec<f32>,
+    i: Vec<u32>,
+}
+
+impl TopHeap {
+    fn new(k: usize) -> Self {
+        Self { k, v: Vec::with_capacity(k), i: Vec::with_capacity(k) }
+    }
+
+    /// The value an entry must beat to get in (−∞ while not full).
+    #[inline]
+    fn floor(&self) -> f32 {
+        if self.v.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.v[0]
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, val: f32, idx: u32) {
+        if self.v.len() < self.k {
+            self.v.push(val);
+            self.i.push(idx);
+            let mut c = self.v.len() - 1;
+            while c > 0 {
+                let p = (c - 1) / 2;
+                if self.v[p] <= self.v[c] {
+                    break;
+                }
+                self.v.swap(p, c);
+                self.i.swap(p, c);
+                c = p;
+            }
+        } else if val > self.v[0] {
+            self.v[0] = val;
+            self.i[0] = idx;
+            let n = self.v.len();
+            let mut p = 0;
+            loop {
+                let (l, r) = (2 * p + 1, 2 * p + 2);
+                let mut s = p;
+                if l < n && self.v[l] < self.v[s] {
+                    s = l;
+                }
+                if r < n && self.v[r] < self.v[s] {
+                    s = r;
+                }
+                if s == p {
+                    break;
+                }
+                self.v.swap(p, s);
+                self.i.swap(p, s);
+                p = s;
+            }
+        }
+    }
+}
+
+/// TopK then ReLU per row (SAELens `TopK`): the k largest of `pre + b_enc`, of which the
+/// positive ones are kept. Values beyond the current k-th largest are skipped 16 at a time.
+pub fn topk_rows(pre: &[f32], b_enc: &[f32], k: usize) -> Csr {
+    let m = b_enc.len();
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(m)
+        .map(|row| {
+            let mut h = TopHeap::new(k.min(m));
+            if h.k == 0 {
+                return Vec::new();
+            }
+            let (blocks, bias) = (row.chunks_exact(16), b_enc.chunks_exact(16));
+            let tail = blocks.remainder().len();
+            for (bi, (blk, bb)) in blocks.zip(bias).enumerate() {
+                // A branch-free test of the whole block (vectorises), then the rare slow path.
+                let blk: &[f32; 16] = blk.try_into().expect("16");
+                let bb: &[f32; 16] = bb.try_into().expect("16");
+                let floor = h.floor();
+                let mut hits = 0u32;
+                for t in 0..16 {
+                    hits += u32::from(blk[t] + bb[t] > floor);
+                }
+                let any = hits > 0;
+                if any {
+                    for t in 0..16 {
+                        h.push(blk[t] + bb[t], (bi * 16 + t) as u32);
+                    }
+                }
+            }
+            for t in m - tail..m {
+                h.push(row[t] + b_enc[t], t as u32);
+            }
+            h.i.iter().zip(&h.v).filter(|(_, &v)| v > 0.0).map(|(&i, &v)| (i, v)).collect()
+        })
+        .collect();
+    Csr::from_rows(rows)
+}
+
+/// Per row, the `k` largest of `pre + b_enc` among the latents listed in `among` (ascending),
+/// without a ReLU (the AuxK latents of dead latents).
+pub fn topk_among(pre: &[f32], b_enc: &[f32], among: &[u32], k: usize) -> Csr {
+    let m = b_enc.len();
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(m)
+        .map(|row| {
+            if k >= among.len() {
+                return among.iter().map(|&j| (j, row[j as usize] + b_enc[j as usize])).collect();
+            }
+            let mut h = TopHeap::new(k);
+            for &j in among {
+                h.push(row[j as usize] + b_enc[j as usize], j);
+            }
+            h.i.into_iter().zip(h.v).collect()
+        })
+        .collect();
+    Csr::from_rows(rows)
+}
+
+/// Entries with `pre + b_enc > θ_j` (θ = 0 for a plain ReLU when `threshold` is empty).
+pub fn above_rows(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> Csr {
+    let m = b_enc.len();
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(m)
+        .map(|row| {
+            let mut out = Vec::new();
+            for j in 0..m {
+                let v = row[j] + b_enc[j];
+                let th = if threshold.is_empty() { 0.0 } else { threshold[j] };
+                if v > th {
+                    out.push((j as u32, v));
+                }
+            }
+            out
+        })
+        .collect();
+    Csr::from_rows(rows)
+}
+
+/// Number of entries with `pre + b_enc > θ_j`.
+pub fn count_above(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> usize {
+    let m = b_enc.len();
+    pre.par_chunks(m)
+        .map(|row| {
+            (0..m)
+                .filter(|&j| row[j] + b_enc[j] > if threshold.is_empty() { 0.0 } else { threshold[j] })
+                .count()
+        })
+        .sum()
+}
+
+/// Entries with `|pre + b_enc − θ_j| < half_width` (JumpReLU's rectangle kernel), with
+/// their pre-activation.
+pub fn near_rows(pre: &[f32], b_enc: &[f32], threshold: &[f32], half_width: f32) -> Csr {
+    let m = b_enc.len();
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(m)
+        .map(|row| {
+            let mut out = Vec::new();
+            for j in 0..m {
+                let v = row[j] + b_enc[j];
+                if (v - threshold[j]).abs() < half_width {
+                    out.push((j as u32, v));
+                }
+            }
+            out
+        })
+        .collect();
+    Csr::from_rows(rows)
+}
+
+/// BatchTopK: the `kk` largest positive values of `relu(pre + b_enc)` over the whole batch
+/// (ties at the boundary go to the earlier entry in row-major order). Positive float32 values
+/// order like their bit patterns, so the kk-th largest is found exactly with two 16-bit
+/// histogram passes instead of a sort.
+pub fn batch_topk(pre: &[f32], b_enc: &[f32], kk: usize) -> Csr {
+    let m = b_enc.len();
+    let n = pre.len() / m;
+    let bits = |r: &[f32], j: usize| -> Option<u32> {
+        let v = r[j] + b_enc[j];
+        (v > 0.0).then(|| v.to_bits())
+    };
+    let hist = |select: &(dyn Fn(u32) -> Option<usize> + Sync)| -> Vec<u64> {
+        pre.par_chunks(m * 64)
+            .map(|rows| {
+                let mut h = vec![0u64; 1 << 16];
+                for row in rows.chunks(m) {
+                    for j in 0..m {
+                        if let Some(b) = bits(row, j) {
+                            if let Some(bin) = select(b) {
+                                h[bin] += 1;
+                            }
+                        }
+                    }
+                }
+                h
+            })
+            .reduce(|| vec![0u64; 1 << 16], |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            })
+    };
+    // Finds the bin holding the `want`-th largest (1-based) and how many lie above it.
+    let locate = |h: &[u64], want: u64| -> (usize, u64) {
+        let mut above = 0u64;
+        for bin in (0..h.len()).rev() {
+            if above + h[bin] >= want {
+                return (bin, above);
+            }
+            above += h[bin];
+        }
+        (0, above)
+    };
+    let h_hi = hist(&|b| Some((b >> 16) as usize));
+    let positive: u64 = h_hi.iter().sum();
+    let (cut_bits, take_equal) = if positive <= kk as u64 {
+        (1u32, u64::MAX) // every positive value (bits ≥ 1)
+    } else {
+        let (hi, above_hi) = locate(&h_hi, kk as u64);
+        let h_lo = hist(&|b| ((b >> 16) as usize == hi).then_some((b & 0xffff) as usize));
+        let (lo, above_lo) = locate(&h_lo, kk as u64 - above_hi);
+        let cut = ((hi as u32) << 16) | lo as u32;
+        (cut, kk as u64 - above_hi - above_lo)
+    };
+    // Ties with the cut value are rare; give them out in row-major order.
+    let equal_per_row: Vec<u64> = if take_equal == u64::MAX {
+        vec![u64::MAX; n]
+    } else {
+        let counts: Vec<u64> = pre
+            .par_chunks(m)
+            .map(|row| (0..m).filter(|&j| bits(row, j) == Some(cut_bits)).count() as u64)
+            .collect();
+        let mut left = take_equal;
+        counts
+            .into_iter()
+            .map(|c| {
+                let t = c.min(left);
+                left -= t;
+                t
+            })
+            .collect()
+    };
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(m)
+        .zip(equal_per_row.par_iter())
+        .map(|(row, &eq)| {
+            let mut eq_left = eq;
+            let mut out = Vec::new();
+            for j in 0..m {
+                if let Some(b) = bits(row, j) {
+                    if b > cut_bits || (b == cut_bits && eq_left > 0) {
+                        if b == cut_bits && eq_left != u64::MAX {
+                            eq_left -= 1;
+                        }
+                        out.push((j as u32, f32::from_bits(b)));
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    Csr::from_rows(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, m: usize) -> Vec<f32> {
+        let mut rng = super::super::rng::SplitMix64(7);
+        (0..n * m).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn topk_matches_a_sort() {
+        let (n, m, k) = (7, 300, 9);
+        let pre = values(n, m);
+        let b: Vec<f32> = (0..m).map(|j| 0.001 * j as f32 - 0.1).collect();
+        let c = topk_rows(&pre, &b, k);
+        for r in 0..n {
+            let mut all: Vec<(f32, u32)> = (0..m).map(|j| (pre[r * m + j] + b[j], j as u32)).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut want: Vec<u32> = all[..k].iter().filter(|e| e.0 > 0.0).map(|e| e.1).collect();
+            want.sort();
+            assert_eq!(c.row(r).0, &want[..]);
+        }
+    }
+
+    #[test]
+    fn batch_topk_keeps_exactly_the_largest() {
+        let (n, m, k) = (6, 200, 5);
+        let mut pre = values(n, m);
+        pre[3] = pre[7]; // a tie somewhere
+        let b = vec![0.0; m];
+        let c = batch_topk(&pre, &b, k * n);
+        assert_eq!(c.nnz(), k * n);
+        let mut all: Vec<f32> = pre.iter().copied().filter(|v| *v > 0.0).collect();
+        all.sort_by(|a, b| b.total_cmp(a));
+        let cut = all[k * n - 1];
+        assert!(c.val.iter().all(|&v| v >= cut));
+        assert_eq!(batch_topk(&pre, &b, n * m).nnz(), all.len());
+    }
+}
