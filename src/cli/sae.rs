@@ -65,6 +65,9 @@ pub struct EvalArgs {
     /// Skip the spliced forward passes (no CE loss / KL metrics; about 3x faster).
     #[arg(long)]
     no_downstream: bool,
+    /// Positions unembedded at once: memory is about 3 × this × vocab floats.
+    #[arg(long, default_value_t = 64)]
+    logit_rows: usize,
     /// Include every latent's firing frequency in the JSON output.
     #[arg(long)]
     per_latent: bool,
@@ -178,7 +181,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         batch_size: a.text.batch,
         dense_threshold: a.dense_threshold,
         downstream: !a.no_downstream,
-        ..EvalConfig::default()
+        logit_rows: a.logit_rows,
     };
     let mut r = eval::evaluate(&m, &sae, &seqs, &cfg)?;
     if a.json {
