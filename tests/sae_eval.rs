@@ -265,7 +265,7 @@ fn dashboard_html_escapes_token_text() {
                 sequence: 0,
                 position: 1,
                 ids: vec![5, 6],
-                tokens: vec![evil.into(), "a\"b\n".into()],
+                tokens: vec![evil.into(), "a\"b\n\u{200C}".into()],
                 activations: vec![2.0, 0.0],
                 center: 0,
                 max_activation: 2.0,
@@ -280,7 +280,7 @@ fn dashboard_html_escapes_token_text() {
     assert!(!html.contains("</script>"));
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
     assert!(html.contains("sae&lt;b&gt;") && html.contains("m&amp;m") && html.contains("&lt;/td&gt;"));
-    assert!(html.contains("a&quot;b↵"), "quotes escaped, newline made visible");
+    assert!(html.contains("a&quot;b↵⟨U+200C⟩"), "quotes escaped, newline and zero-width joiner made visible");
 }
 
 #[test]

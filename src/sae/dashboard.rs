@@ -326,11 +326,11 @@ fn logit_effects(model: &Model, sae: &Sae, lat_idx: &Tensor, cfg: &DashboardConf
     Ok((tables, method.to_string()))
 }
 
-/// A token as text: decoded on its own (so `▁`/`Ġ` become spaces and byte tokens their
-/// characters), the vocabulary string when that gives nothing.
+/// A token as text: decoded on its own (so `▁`/`Ġ` become spaces), the vocabulary string
+/// (e.g. `<0xE2>`) when that gives nothing or only part of a UTF-8 character.
 fn display_token(model: &Model, id: u32) -> String {
     match model.tokenizer.decode(&[id]) {
-        Ok(s) if !s.is_empty() => s,
+        Ok(s) if !s.is_empty() && !s.contains('\u{FFFD}') => s,
         _ => model.tokenizer.token(id),
     }
 }
@@ -359,17 +359,21 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// A token's text with whitespace made visible (newline ↵, tab →), escaped.
+/// A token's text with whitespace made visible (newline ↵, tab →) and invisible characters
+/// spelled out (`⟨U+200C⟩`), escaped.
 fn token_html(s: &str) -> String {
-    let visible: String = s
-        .chars()
-        .map(|c| match c {
-            '\n' => '↵',
-            '\r' => '⏎',
-            '\t' => '→',
-            c => c,
-        })
-        .collect();
+    let mut visible = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => visible.push('↵'),
+            '\r' => visible.push('⏎'),
+            '\t' => visible.push('→'),
+            c if c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}') => {
+                let _ = write!(visible, "⟨U+{:04X}⟩", c as u32);
+            }
+            c => visible.push(c),
+        }
+    }
     escape_html(&visible)
 }
 
