@@ -31,12 +31,17 @@ pub enum SaeCommand {
     Dashboard(DashboardArgs),
 }
 
-/// The held-out text: a UTF-8 file cut into BOS-led sequences of the model's tokens.
+/// The held-out text: the held-out split of a `knowlens corpus`, or a UTF-8 file, cut into
+/// BOS-led sequences of the model's tokens.
 #[derive(Args)]
 pub struct TextArgs {
+    /// A token corpus written by `knowlens corpus` (directory or index.json): its held-out split,
+    /// which training never reads.
+    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+    corpus: Option<PathBuf>,
     /// A plain UTF-8 text file.
     #[arg(long)]
-    text_file: PathBuf,
+    text_file: Option<PathBuf>,
     /// Use about this many tokens (rounded up to whole sequences); default: the whole file.
     #[arg(long)]
     tokens: Option<usize>,
@@ -51,7 +56,19 @@ pub struct TextArgs {
 impl TextArgs {
     fn sequences(&self, m: &Model) -> Result<Vec<Vec<u32>>> {
         let context = self.context.unwrap_or(128.min(m.cfg().context_length));
-        eval::text_file_sequences(m, &self.text_file, context, self.tokens)
+        match (&self.corpus, &self.text_file) {
+            (Some(dir), _) => {
+                let corpus = knowlens::corpus::TokenCorpus::open_split(dir, knowlens::corpus::Split::Heldout)?;
+                let n = self.tokens.map(|t| t.div_ceil(context)).unwrap_or(usize::MAX);
+                let seqs: Vec<Vec<u32>> = corpus.chunks(context, None).take(n).collect();
+                if seqs.is_empty() {
+                    bail!("{}: the held-out split has no sequence of {context} tokens", dir.display());
+                }
+                Ok(seqs)
+            }
+            (None, Some(f)) => eval::text_file_sequences(m, f, context, self.tokens),
+            (None, None) => bail!("give --corpus or --text-file"),
+        }
     }
 }
 
