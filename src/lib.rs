@@ -10,7 +10,10 @@
 //! * `report`: charts and tables
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 
+//! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
+
 pub mod batch;
+pub mod corpus;
 pub mod entities;
 pub mod fetch;
 pub mod hooks;

@@ -225,3 +225,29 @@ fn models_can_be_shared_across_threads() {
         }
     });
 }
+
+#[test]
+fn scored_continuations_equal_teacher_forcing_of_the_whole_sequence() {
+    use knowlens::model::score::score_continuations;
+    let m = tiny("gemma3");
+    let prompts = [vec![2u32, 10, 11, 12], vec![2, 20, 21, 22, 23, 24]];
+    let conts = vec![(0usize, vec![30u32, 31, 32]), (1, vec![40]), (0, vec![50, 51]), (1, vec![60, 61, 62, 63])];
+    let batch = m.batch_from_ids(&prompts).unwrap();
+    let got = score_continuations(&m, &batch, &conts).unwrap();
+    for ((r, c), s) in conts.iter().zip(&got) {
+        assert_eq!(s.len(), c.len());
+        // Reference: one unpadded run of prompt + continuation, log-softmax at every position.
+        let mut ids = prompts[*r].clone();
+        ids.extend(c);
+        let full = m.batch_from_ids(&[ids.clone()]).unwrap();
+        let logits = m.run(&full, &HookSpec::new().logits(LogitsAt::All)).unwrap().logits.unwrap().get(0).unwrap();
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+        let argmax = logits.argmax(candle_core::D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        for (j, &tok) in c.iter().enumerate() {
+            let pos = prompts[*r].len() - 1 + j;
+            let want = logp.get(pos).unwrap().get(tok as usize).unwrap().to_scalar::<f32>().unwrap();
+            assert!((s[j].logprob - want).abs() < 1e-4, "row {r} token {j}: {} vs {want}", s[j].logprob);
+            assert_eq!(s[j].argmax, argmax[pos] == tok);
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Command definitions (clap) and dispatch.
 
 mod bench;
+mod corpus;
 mod demo;
 mod inspect;
 mod label;
@@ -64,6 +65,8 @@ enum Command {
     /// Sparse autoencoders: info, encode a prompt, convert to SAELens, train, benchmark training.
     #[command(subcommand)]
     Sae(sae::SaeCommand),
+    /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
+    Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
     Fetch {
         #[arg(long, default_value = fetch::DEFAULT_MODEL)]
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Corpus(a) => corpus::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),

@@ -1,12 +1,13 @@
-//! `knowlens sae ...`: inspect an SAE, encode a prompt's activations, convert to SAELens
-//! (training and its benchmark live in `sae_train`).
+//! `knowlens sae ...`: inspect an SAE, encode a prompt's activations, convert to SAELens,
+//! evaluate it on text, build latent dashboards (training and its benchmark live in `sae_train`).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use knowlens::sae::Architecture;
-use knowlens::{HookPoint, HookSpec, Sae};
+use knowlens::sae::eval::{self, EvalConfig};
+use knowlens::sae::{dashboard, Architecture, DashboardConfig, LatentSelection};
+use knowlens::{HookPoint, HookSpec, Model, Sae};
 use serde_json::json;
 
 use super::inspect::top_k;
@@ -24,6 +25,103 @@ pub enum SaeCommand {
     Train(super::sae_train::TrainArgs),
     /// Time SAE training steps on random activations (JSON, as tools/bench_sae_torch.py).
     Bench(super::sae_train::BenchArgs),
+    /// Evaluate an SAE on a text file: L0, explained variance, CE loss recovered, KL score, ...
+    Eval(EvalArgs),
+    /// Per-latent dashboards (top contexts, activation density, logit effects) as one HTML file.
+    Dashboard(DashboardArgs),
+}
+
+/// The held-out text: the held-out split of a `knowlens corpus`, or a UTF-8 file, cut into
+/// BOS-led sequences of the model's tokens.
+#[derive(Args)]
+pub struct TextArgs {
+    /// A token corpus written by `knowlens corpus` (directory or index.json): its held-out split,
+    /// which training never reads.
+    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+    corpus: Option<PathBuf>,
+    /// A plain UTF-8 text file.
+    #[arg(long)]
+    text_file: Option<PathBuf>,
+    /// Use about this many tokens (rounded up to whole sequences); default: the whole file.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Tokens per sequence, BOS included [default: 128, or the model's context if shorter].
+    #[arg(long)]
+    context: Option<usize>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+}
+
+impl TextArgs {
+    fn sequences(&self, m: &Model) -> Result<Vec<Vec<u32>>> {
+        let context = self.context.unwrap_or(128.min(m.cfg().context_length));
+        match (&self.corpus, &self.text_file) {
+            (Some(dir), _) => {
+                let corpus = knowlens::corpus::TokenCorpus::open_split(dir, knowlens::corpus::Split::Heldout)?;
+                let n = self.tokens.map(|t| t.div_ceil(context)).unwrap_or(usize::MAX);
+                let seqs: Vec<Vec<u32>> = corpus.chunks(context, None).take(n).collect();
+                if seqs.is_empty() {
+                    bail!("{}: the held-out split has no sequence of {context} tokens", dir.display());
+                }
+                Ok(seqs)
+            }
+            (None, Some(f)) => eval::text_file_sequences(m, f, context, self.tokens),
+            (None, None) => bail!("give --corpus or --text-file"),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    sae: SaeSource,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    text: TextArgs,
+    /// A latent firing on more than this fraction of tokens counts as dense.
+    #[arg(long, default_value_t = eval::DEFAULT_DENSE_THRESHOLD)]
+    dense_threshold: f64,
+    /// Skip the spliced forward passes (no CE loss / KL metrics; about 3x faster).
+    #[arg(long)]
+    no_downstream: bool,
+    /// Positions unembedded at once: memory is about 3 × this × vocab floats.
+    #[arg(long, default_value_t = 64)]
+    logit_rows: usize,
+    /// Include every latent's firing frequency in the JSON output.
+    #[arg(long)]
+    per_latent: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    sae: SaeSource,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    text: TextArgs,
+    /// Latents to show, e.g. 12,40,7.
+    #[arg(long, value_delimiter = ',', conflicts_with = "top", required_unless_present = "top")]
+    latents: Vec<usize>,
+    /// Show the N latents that fire most often.
+    #[arg(long)]
+    top: Option<usize>,
+    /// Top-activating contexts per latent.
+    #[arg(long, default_value_t = 10)]
+    examples: usize,
+    /// Tokens shown on each side of a context's peak.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// List W_dec[j] · W_U as is, without folding the final norm's weight into W_U.
+    #[arg(long)]
+    no_fold_norm: bool,
+    /// Output HTML file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -92,7 +190,94 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
             println!("saved {} as SAELens to {}", sae.source.display(), a.out.display());
             Ok(())
         }
+        SaeCommand::Eval(a) => run_eval(a),
+        SaeCommand::Dashboard(a) => run_dashboard(a),
     }
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let sae = a.sae.load()?;
+    let m = a.model.load()?;
+    sae.check_model(&m)?;
+    let seqs = a.text.sequences(&m)?;
+    let cfg = EvalConfig {
+        batch_size: a.text.batch,
+        dense_threshold: a.dense_threshold,
+        downstream: !a.no_downstream,
+        logit_rows: a.logit_rows,
+    };
+    let mut r = eval::evaluate(&m, &sae, &seqs, &cfg)?;
+    if a.json {
+        if !a.per_latent {
+            r.latent_frequency.clear();
+        }
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "undefined".into());
+    println!("{} at {} (d_in {}, d_sae {})", r.sae, r.hook, r.d_in, r.d_sae);
+    println!(
+        "{} sequences, {} tokens ({} counted: no BOS/EOS/padding), {:.1} s ({:.2} s per 1k tokens)",
+        r.n_sequences,
+        r.n_tokens,
+        r.n_counted_tokens,
+        r.seconds,
+        1000.0 * r.seconds / r.n_tokens.max(1) as f64
+    );
+    let mut rows: Vec<(&str, String)> = vec![
+        ("L0", format!("{:.2}", r.l0)),
+        ("L1", format!("{:.4}", r.l1)),
+        ("MSE (per element)", format!("{:.6}", r.mse)),
+        ("explained variance", format!("{:.4}", r.explained_variance)),
+        ("FVU", format!("{:.4}", r.fvu)),
+        ("cosine(x, x_hat)", format!("{:.4}", r.cossim)),
+        ("l2 in / out", format!("{:.3} / {:.3}", r.l2_norm_in, r.l2_norm_out)),
+        ("l2 ratio", format!("{:.4}", r.l2_ratio)),
+        ("rel. reconstruction bias", opt(r.relative_reconstruction_bias)),
+        ("dead latents", format!("{} ({:.2}%)", r.n_dead, 100.0 * r.dead_fraction)),
+        (
+            "dense latents",
+            format!("{} ({:.2}%, firing on > {}% of tokens)", r.n_dense, 100.0 * r.dense_fraction, 100.0 * r.dense_threshold),
+        ),
+    ];
+    if let Some(d) = &r.downstream {
+        rows.extend([
+            ("CE loss clean", format!("{:.4}", d.ce_loss_clean)),
+            ("CE loss with SAE", format!("{:.4}", d.ce_loss_sae)),
+            ("CE loss zero-ablated", format!("{:.4}", d.ce_loss_zero)),
+            ("CE loss recovered", opt(d.ce_loss_recovered)),
+            ("delta LM loss", format!("{:.4}", d.delta_lm_loss)),
+            ("KL with SAE / ablated", format!("{:.4} / {:.4}", d.kl_div_sae, d.kl_div_zero)),
+            ("KL score", opt(d.kl_div_score)),
+        ]);
+    }
+    for (k, v) in rows {
+        println!("  {k:<26} {v}");
+    }
+    Ok(())
+}
+
+fn run_dashboard(a: DashboardArgs) -> Result<()> {
+    let sae = a.sae.load()?;
+    let m = a.model.load()?;
+    sae.check_model(&m)?;
+    let selection = match a.top {
+        Some(0) => bail!("--top must be at least 1"),
+        Some(n) => LatentSelection::MostFrequent(n),
+        None => LatentSelection::List(a.latents.clone()),
+    };
+    let seqs = a.text.sequences(&m)?;
+    let cfg = DashboardConfig {
+        batch_size: a.text.batch,
+        n_examples: a.examples,
+        window: a.window,
+        fold_final_norm: !a.no_fold_norm,
+        ..DashboardConfig::default()
+    };
+    let d = dashboard::collect(&m, &sae, &seqs, &selection, &cfg)?;
+    dashboard::write_html(&d, &a.out)?;
+    println!("{} latents over {} tokens -> {}", d.latents.len(), d.n_tokens, a.out.display());
+    Ok(())
 }
 
 fn info(a: InfoArgs) -> Result<()> {

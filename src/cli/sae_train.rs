@@ -96,10 +96,14 @@ pub struct TrainArgs {
     /// Seeds the initial weights and the shuffle buffer.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A token corpus written by `knowlens corpus` (its directory or index.json): the training
+    /// split, cut into context-size sequences in a seeded document order, repeated when exhausted.
+    #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+    corpus: Option<PathBuf>,
     /// Plain UTF-8 text, tokenized with the model's tokenizer and cut into context-size
     /// sequences (BOS first); read again from the start when exhausted.
     #[arg(long)]
-    text_file: PathBuf,
+    text_file: Option<PathBuf>,
     /// Tokens per sequence, BOS included (BOS positions are not trained on).
     #[arg(long, default_value_t = 128)]
     context_size: usize,
@@ -150,7 +154,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let steps = a.tokens / a.batch_size as u64;
     let model = a.model.load()?;
-    let source = train::text_file_source(&model.tokenizer, &a.text_file, a.context_size)?;
+    let source = match (&a.corpus, &a.text_file) {
+        (Some(dir), _) => {
+            let corpus = knowlens::corpus::TokenCorpus::open(dir)?;
+            let seqs: Vec<Vec<u32>> = corpus.chunks(a.context_size, Some(a.seed)).collect();
+            if seqs.is_empty() {
+                bail!("{}: no sequence of {} tokens in the corpus", dir.display(), a.context_size);
+            }
+            eprintln!("corpus {}: {} sequences of {} tokens", dir.display(), seqs.len(), a.context_size);
+            train::VecSource::new(seqs, true, dir.display().to_string())
+        }
+        (None, Some(f)) => train::text_file_source(&model.tokenizer, f, a.context_size)?,
+        (None, None) => bail!("give --corpus or --text-file"),
+    };
     let mut cfg = TrainConfig::new(0, a.arch.width, a.arch.config(), steps);
     cfg.lr = a.lr;
     cfg.warmup_steps = a.warmup_steps;

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use candle_core::{Tensor, D};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,8 +19,9 @@ use super::dataset::Entity;
 use super::matching::{judge, Outcome};
 use super::questions::{self, AnswerKind, AttributeSpec, EntityType};
 use super::store::Keyed;
-use crate::hooks::{HookSpec, LogitsAt, Positions};
+use crate::hooks::HookSpec;
 use crate::model::generate::{generate, GenerateOptions};
+use crate::model::score::score_continuations;
 use crate::tokenizer::ChatMessage;
 use crate::Model;
 
@@ -218,7 +218,8 @@ fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, li
 }
 
 fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sampled: bool) -> Result<Vec<QuestionRecord>> {
-    let max_tokens = qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8);
+    // Chat models restate the question before answering: the paper's 32 tokens.
+    let max_tokens = if opts.chat { 32 } else { qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8) };
     let judge_text = |q: &Question, text: String| {
         let outcome = judge(q.spec.kind, q.gold(), &text);
         Completion { text, outcome }
@@ -271,51 +272,30 @@ fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sample
 }
 
 fn answer_likelihood(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
-    // One row per (question, gold value): the prompt's ids followed by the value's ids.
-    let mut rows: Vec<(usize, String, Vec<u32>, usize)> = Vec::new(); // (question, value, ids, prompt len)
+    let batch = model.batch_from_ids(&qs.iter().map(|q| q.ids.clone()).collect::<Vec<_>>())?;
+    // One continuation per (question, gold value); each prompt runs once.
+    let mut conts: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut values: Vec<String> = Vec::new();
     for (qi, q) in qs.iter().enumerate() {
         for value in q.gold().iter().take(opts.max_gold_values) {
             let text = if opts.chat { value.clone() } else { format!(" {value}") };
             let answer = model.tokenizer.encode(&text, false, false)?;
-            if answer.is_empty() {
-                continue;
+            if !answer.is_empty() {
+                conts.push((qi, answer));
+                values.push(value.clone());
             }
-            let mut ids = q.ids.clone();
-            ids.extend(&answer);
-            rows.push((qi, value.clone(), ids, q.ids.len()));
         }
     }
+    let scores = score_continuations(model, &batch, &conts)?;
     let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
-    for chunk in rows.chunks(opts.batch_size.max(1)) {
-        let ids: Vec<Vec<u32>> = chunk.iter().map(|r| r.2.clone()).collect();
-        let batch = model.batch_from_ids(&ids)?;
-        // Logits at the positions that predict each answer token; shorter answers repeat their
-        // last position so every row asks for the same count.
-        let k = chunk.iter().map(|r| r.2.len() - r.3).max().unwrap_or(1);
-        let pos: Vec<Vec<i64>> = chunk
-            .iter()
-            .map(|(_, _, ids, plen)| {
-                let n = ids.len() - plen;
-                (0..k).map(|j| (plen - 1 + j.min(n - 1)) as i64).collect()
-            })
-            .collect();
-        let out = model.run(&batch, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(pos))))?;
-        let logits = out.logits.expect("logits were asked for");
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let argmax = logits.argmax(D::Minus1)?.to_vec2::<u32>()?;
-        for (r, (qi, value, ids, plen)) in chunk.iter().enumerate() {
-            let answer = &ids[*plen..];
-            let row_logp = logp.get(r)?;
-            let idx = Tensor::from_vec(answer.to_vec(), (answer.len(), 1), row_logp.device())?;
-            let lp: Vec<f32> = row_logp.narrow(0, 0, answer.len())?.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
-            scored[*qi].push(GoldLikelihood {
-                value: value.clone(),
-                tokens: answer.len(),
-                logprob: lp.iter().map(|&x| x as f64).sum(),
-                first_token_prob: (lp[0] as f64).exp(),
-                argmax_all: answer.iter().enumerate().all(|(j, &t)| argmax[r][j] == t),
-            });
-        }
+    for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
+        scored[*qi].push(GoldLikelihood {
+            value,
+            tokens: s.len(),
+            logprob: s.iter().map(|t| t.logprob as f64).sum(),
+            first_token_prob: (s[0].logprob as f64).exp(),
+            argmax_all: s.iter().all(|t| t.argmax),
+        });
     }
     Ok(qs
         .iter()

@@ -8,6 +8,7 @@ mod gemma3;
 pub mod generate;
 mod llama;
 mod meta;
+pub mod score;
 pub mod transformer;
 pub mod weights;
 

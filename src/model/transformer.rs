@@ -267,6 +267,18 @@ impl Transformer {
         }
         Ok(logits)
     }
+
+    /// `y W_Uᵀ` without Gemma 2's final softcap: the linear map from the final norm's output to
+    /// logits, for reading directions through the unembedding (`W_dec[j] · W_U`).
+    pub fn unembed_linear(&self, y: &Tensor) -> Result<Tensor> {
+        self.unembed.forward(y)
+    }
+
+    /// The final RMSNorm's weight [d] (Gemma's `1 + w` already applied): what TransformerLens's
+    /// `fold_ln` multiplies into `W_U`.
+    pub fn final_norm_weight(&self) -> &Tensor {
+        &self.output_norm.weight
+    }
 }
 
 /// Additive attention masks (0 or -inf), [b, 1, t, T], one per distinct sliding window.

@@ -7,11 +7,15 @@
 //! * `saelens`: SAELens directories (v6 and pre-6.0 configs), reading and writing
 //! * `gemma_scope`: Gemma Scope `params.npz` and Gemma Scope 2 folders, hooks from paths
 //! * `npy`: the NumPy `.npz` / `.npy` reader (stored and deflated archives)
+//! * `eval`: SAELens's evaluation metrics (L0, explained variance, CE loss recovered, ...)
+//! * `dashboard`: per-latent HTML dashboards (top contexts, density, logit effects)
 //! * `tensors`: named-tensor checks shared by the loaders (missing, mis-shaped, dtype)
 //! * `train`: training SAEs (activation store, TopK / BatchTopK / JumpReLU / ReLU trainers, resume)
 
 mod arch;
 mod autoencoder;
+pub mod dashboard;
+pub mod eval;
 mod gemma_scope;
 mod load;
 mod npy;
@@ -22,3 +26,5 @@ pub mod train;
 pub use arch::Architecture;
 pub use autoencoder::{Sae, SaeFormat};
 pub use gemma_scope::{hook_from_gemma_scope_2, hook_from_path};
+pub use dashboard::{DashboardConfig, Dashboards, LatentSelection};
+pub use eval::{EvalConfig, SaeEval};

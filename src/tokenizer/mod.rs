@@ -48,6 +48,18 @@ impl Tokenizer {
         Self::assemble(v.tokenizer, v.bos, v.eos, v.pad, v.add_bos, v.chat_template)
     }
 
+    /// The tokenizer of a model (GGUF file or Hugging Face directory) without its weights: for a
+    /// GGUF file only the header is read.
+    pub fn from_model_path(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Self::from_hf_dir(path);
+        }
+        let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut reader = std::io::BufReader::new(file);
+        let content = crate::model::read_gguf_header(&mut reader, path)?;
+        Self::from_gguf(&content, path)
+    }
+
     /// From a Hugging Face model directory: `tokenizer.json`, with special ids and the chat
     /// template from `tokenizer_config.json` / `config.json` where present.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {

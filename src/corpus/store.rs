@@ -1,0 +1,304 @@
+//! The token cache: `tokens.bin` / `heldout.bin` (u32 little-endian token ids, documents back
+//! to back, each starting with BOS where the model has one) and `index.json` (document
+//! boundaries, the source of each document, and how the corpus was made). `TokenCorpus` reads
+//! them back and hands out documents or fixed-length chunks in a seeded order.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Written into every index; readers refuse other formats.
+pub const FORMAT: &str = "knowlens-corpus/1";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SourceInfo {
+    pub name: String,
+    /// `package==version` / `package@version`, or the entity files.
+    pub origin: String,
+    pub sha256: String,
+    pub license: String,
+}
+
+/// Per-source counts (after cleaning and deduplication).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SourceStats {
+    pub name: String,
+    pub documents: u64,
+    pub tokens: u64,
+    pub heldout_documents: u64,
+    pub heldout_tokens: u64,
+    pub chars: u64,
+    /// Paragraphs dropped as (near-)duplicates of an earlier one.
+    pub duplicate_paragraphs: u64,
+    /// Documents dropped as too short.
+    pub short_documents: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SplitIndex {
+    pub file: String,
+    pub tokens: u64,
+    /// `[start, length, source index]` per document, in file order.
+    pub documents: Vec<[u64; 3]>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CorpusIndex {
+    pub format: String,
+    pub version: String,
+    pub model: String,
+    /// A digest of everything that went in (sources, options, tokenizer); a cache whose recipe
+    /// differs is rebuilt.
+    pub recipe: String,
+    pub bos: Option<u32>,
+    pub vocab_size: usize,
+    pub seed: u64,
+    pub heldout_fraction: f64,
+    pub sources: Vec<SourceInfo>,
+    pub stats: Vec<SourceStats>,
+    pub train: SplitIndex,
+    pub heldout: SplitIndex,
+}
+
+impl CorpusIndex {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let index: CorpusIndex =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a corpus index", path.display()))?;
+        if index.format != FORMAT {
+            bail!("{}: format '{}', expected '{FORMAT}'", path.display(), index.format);
+        }
+        Ok(index)
+    }
+}
+
+/// Writes the two token files and the index into `dir`. The index is removed first and
+/// written last, so a directory with an `index.json` always holds a finished corpus.
+pub fn write(dir: &Path, index: &CorpusIndex, train: &[u32], heldout: &[u32]) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let index_path = dir.join("index.json");
+    if index_path.exists() {
+        fs::remove_file(&index_path).with_context(|| format!("removing {}", index_path.display()))?;
+    }
+    let pid = std::process::id();
+    for (name, tokens) in [(&index.train.file, train), (&index.heldout.file, heldout)] {
+        let tmp = dir.join(format!(".{name}.{pid}"));
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, dir.join(name)).with_context(|| format!("moving into {}", dir.join(name).display()))?;
+    }
+    let tmp = dir.join(format!(".index.json.{pid}"));
+    fs::write(&tmp, serde_json::to_string(index)?).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &index_path).with_context(|| format!("moving into {}", index_path.display()))?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Heldout,
+}
+
+/// A tokenized corpus split, in memory.
+pub struct TokenCorpus {
+    pub index: CorpusIndex,
+    pub split: Split,
+    tokens: Vec<u32>,
+    /// (start, len, source index)
+    docs: Vec<(usize, usize, usize)>,
+}
+
+impl TokenCorpus {
+    /// The training split of the corpus at `path` (its directory or its `index.json`).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_split(path, Split::Train)
+    }
+
+    /// One split of the corpus at `path`, checked: file length, document bounds, token ids
+    /// within the vocabulary. Errors name the file.
+    pub fn open_split(path: impl AsRef<Path>, split: Split) -> Result<Self> {
+        let path = path.as_ref();
+        let index_path: PathBuf = if path.is_dir() { path.join("index.json") } else { path.to_path_buf() };
+        let index = CorpusIndex::read(&index_path)?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let s = match split {
+            Split::Train => &index.train,
+            Split::Heldout => &index.heldout,
+        };
+        let file = dir.join(&s.file);
+        let bytes = fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+        if bytes.len() as u64 != s.tokens * 4 {
+            bail!(
+                "{}: {} bytes, but {} says {} tokens ({} bytes): truncated or from another build",
+                file.display(),
+                bytes.len(),
+                index_path.display(),
+                s.tokens,
+                s.tokens * 4
+            );
+        }
+        let tokens: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= index.vocab_size) {
+            bail!("{}: token {i} is id {t}, outside the vocabulary of {}", file.display(), index.vocab_size);
+        }
+        let mut docs = Vec::with_capacity(s.documents.len());
+        let mut expected_start = 0u64;
+        for (k, &[start, len, src]) in s.documents.iter().enumerate() {
+            if start != expected_start || len == 0 || start + len > s.tokens || src as usize >= index.sources.len() {
+                bail!("{}: document {k} ([{start}, {len}, {src}]) is out of bounds", index_path.display());
+            }
+            expected_start = start + len;
+            docs.push((start as usize, len as usize, src as usize));
+        }
+        if expected_start != s.tokens {
+            bail!("{}: documents cover {expected_start} of {} tokens", index_path.display(), s.tokens);
+        }
+        Ok(Self { index, split, tokens, docs })
+    }
+
+    /// An in-memory corpus (for tests and callers that tokenize themselves): documents with
+    /// their source index into `sources`.
+    pub fn from_documents(docs: Vec<(Vec<u32>, usize)>, sources: Vec<String>, bos: Option<u32>, vocab_size: usize) -> Self {
+        let mut tokens = Vec::new();
+        let mut spans = Vec::new();
+        for (d, src) in docs {
+            spans.push((tokens.len(), d.len(), src));
+            tokens.extend(d);
+        }
+        let index = CorpusIndex {
+            format: FORMAT.into(),
+            version: String::new(),
+            model: String::new(),
+            recipe: String::new(),
+            bos,
+            vocab_size,
+            seed: 0,
+            heldout_fraction: 0.0,
+            sources: sources
+                .into_iter()
+                .map(|name| SourceInfo { name, origin: String::new(), sha256: String::new(), license: String::new() })
+                .collect(),
+            stats: Vec::new(),
+            train: SplitIndex {
+                file: String::new(),
+                tokens: tokens.len() as u64,
+                documents: spans.iter().map(|&(s, l, k)| [s as u64, l as u64, k as u64]).collect(),
+            },
+            heldout: SplitIndex { file: String::new(), tokens: 0, documents: Vec::new() },
+        };
+        Self { index, split: Split::Train, tokens, docs: spans }
+    }
+
+    pub fn n_documents(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn bos(&self) -> Option<u32> {
+        self.index.bos
+    }
+
+    /// All tokens of the split, documents back to back.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The tokens of document `i` (starting with BOS where the model has one).
+    pub fn document(&self, i: usize) -> &[u32] {
+        let (s, l, _) = self.docs[i];
+        &self.tokens[s..s + l]
+    }
+
+    /// The name of the source document `i` came from.
+    pub fn source_of(&self, i: usize) -> &str {
+        &self.index.sources[self.docs[i].2].name
+    }
+
+    /// Document indices in file order (`seed: None`) or shuffled by `seed`.
+    pub fn order(&self, seed: Option<u64>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.docs.len()).collect();
+        if let Some(seed) = seed {
+            shuffle(&mut order, seed);
+        }
+        order
+    }
+
+    /// The documents, in file order or shuffled by `seed`.
+    pub fn documents(&self, seed: Option<u64>) -> impl Iterator<Item = &[u32]> + '_ {
+        self.order(seed).into_iter().map(move |i| self.document(i))
+    }
+
+    /// Fixed-length token sequences for an activation store: documents (in the order `seed`
+    /// gives) packed back to back and cut every `ctx_len` tokens. Each chunk starts with BOS
+    /// (a chunk that begins inside a document gets one prepended, as is usual when training
+    /// SAEs); the last partial chunk is dropped. Panics if `ctx_len < 2`.
+    pub fn chunks(&self, ctx_len: usize, seed: Option<u64>) -> Chunks<'_> {
+        assert!(ctx_len >= 2, "chunks: ctx_len must be at least 2 (got {ctx_len})");
+        Chunks { corpus: self, order: self.order(seed), doc: 0, pos: 0, ctx_len }
+    }
+}
+
+/// See `TokenCorpus::chunks`.
+pub struct Chunks<'a> {
+    corpus: &'a TokenCorpus,
+    order: Vec<usize>,
+    doc: usize,
+    pos: usize,
+    ctx_len: usize,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Vec<u32>;
+
+    fn next(&mut self) -> Option<Vec<u32>> {
+        let mut chunk = Vec::with_capacity(self.ctx_len);
+        while chunk.len() < self.ctx_len {
+            let &i = self.order.get(self.doc)?;
+            let d = self.corpus.document(i);
+            if self.pos >= d.len() {
+                self.doc += 1;
+                self.pos = 0;
+                continue;
+            }
+            if chunk.is_empty() {
+                if let Some(b) = self.corpus.bos() {
+                    if d[self.pos] != b {
+                        chunk.push(b);
+                    }
+                }
+            }
+            let take = (self.ctx_len - chunk.len()).min(d.len() - self.pos);
+            chunk.extend_from_slice(&d[self.pos..self.pos + take]);
+            self.pos += take;
+        }
+        Some(chunk)
+    }
+}
+
+/// SplitMix64: a tiny generator whose output is fixed by its definition, so a seed gives the
+/// same order on every machine and every version of this crate's dependencies.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Fisher–Yates with SplitMix64.
+pub fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut rng = SplitMix64(seed);
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
