@@ -136,8 +136,8 @@ impl Ref<'_> {
                 idx.sort_by(|&a, &b| pre[r * m + b].total_cmp(&pre[r * m + a]));
                 let mut eh = vec![0f64; d];
                 for &j in idx.iter().take(self.k_aux) {
-                    for i in 0..d {
-                        eh[i] += pre[r * m + j] * p.w_dec[j * d + i] as f64;
+                    for (i, e) in eh.iter_mut().enumerate() {
+                        *e += pre[r * m + j] * p.w_dec[j * d + i] as f64;
                     }
                 }
                 loss += self.aux_coef * (0..d).map(|i| (eh[i] - e0[r * d + i]).powi(2)).sum::<f64>() / n as f64;
@@ -216,8 +216,8 @@ fn check_gradients(cfg: TrainConfig, n: usize, seed: u64, dead: usize) {
         }
         let near = want.iter().filter(|v| **v != 0.0).count();
         assert!(near > 0, "no latent near its threshold: the check would be empty");
-        for j in 0..m {
-            assert!((g.threshold[j] as f64 - want[j]).abs() <= 1e-3 * (1.0 + want[j].abs()), "threshold[{j}]: {} vs {}", g.threshold[j], want[j]);
+        for (j, (&got, &w)) in g.threshold.iter().zip(&want).enumerate() {
+            assert!((got as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "threshold[{j}]: {got} vs {w}");
         }
     }
 }

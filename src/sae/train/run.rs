@@ -179,7 +179,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
         step += 1;
         rows += o.batch_size as u64;
         let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
-        if step % o.log_every.max(1) == 0 || step == total {
+        if step.is_multiple_of(o.log_every.max(1)) || step == total {
             for (h, s) in last.iter().enumerate() {
                 let line = json!({
                     "step": step,
@@ -212,7 +212,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
                 .join(" | "),
         );
         pb.set_position(step);
-        if o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total {
+        if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
             let state = CheckpointState {
                 format: checkpoint::FORMAT.into(),
                 fingerprint: fp.clone(),

@@ -280,7 +280,7 @@ impl Trainer {
 
     fn scaled(&self, x: &[f32]) -> Result<Vec<f32>> {
         let d = self.cfg.d_in;
-        if x.is_empty() || x.len() % d != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(d) {
             bail!("a batch of {} values is not a whole number of rows of width {d}", x.len());
         }
         Ok(if self.scale == 1.0 { x.to_vec() } else { x.par_iter().map(|v| v * self.scale).collect() })
