@@ -30,4 +30,4 @@ pub use params::Params;
 pub use run::{train, RunOptions, RunSummary};
 pub use source::{text_file_source, text_sequences, IterSource, TokenSource, VecSource};
 pub use store::{ActivationStore, StoreConfig, StoreState};
-pub use trainer::{Grads, StepStats, Trainer};
+pub use trainer::{Grads, Scratch, StepStats, Trainer};

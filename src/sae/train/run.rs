@@ -17,7 +17,7 @@ use super::checkpoint::{self, CheckpointState};
 use super::config::TrainConfig;
 use super::source::TokenSource;
 use super::store::{ActivationStore, StoreConfig};
-use super::trainer::{StepStats, Trainer};
+use super::trainer::{Scratch, StepStats, Trainer};
 use crate::{HookPoint, Model};
 
 pub const LOG: &str = "train_log.jsonl";
@@ -163,6 +163,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
     let (mut store_s, mut sae_s) = (0.0, 0.0);
     let mut last = vec![StepStats::default(); trainers.len()];
     let mut rows = 0u64;
+    let mut scratch = Scratch::default();
     let mut step = start;
     while step < total {
         let ts = Instant::now();
@@ -173,7 +174,11 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
         store_s += ts.elapsed().as_secs_f64();
         let tt = Instant::now();
         for (h, t) in trainers.iter_mut().enumerate() {
-            last[h] = t.step(&batch[h])?;
+            // One set of [batch, width] work buffers for all hooks: they step one at a time.
+            std::mem::swap(&mut t.scratch, &mut scratch);
+            let stats = t.step(&batch[h]);
+            std::mem::swap(&mut t.scratch, &mut scratch);
+            last[h] = stats?;
         }
         sae_s += tt.elapsed().as_secs_f64();
         step += 1;

@@ -90,6 +90,15 @@ pub struct Trainer {
     pub scale: f32,
     /// Whether the first batch has set `scale` and `b_dec`.
     pub initialized: bool,
+    /// Work buffers; see `Scratch`.
+    pub scratch: Scratch,
+}
+
+/// The [batch, width] work buffers of a step (pre-activations, and dL/dpre on the dense route):
+/// the largest allocations of training. Trainers that step one after another (one per hook)
+/// can share one set by swapping it in and out (`std::mem::swap(&mut t.scratch, &mut shared)`).
+#[derive(Debug, Default)]
+pub struct Scratch {
     pre: Vec<f32>,
     dense_buf: Vec<f32>,
 }
@@ -206,8 +215,7 @@ impl Trainer {
             topk_threshold: 0.0,
             scale: 1.0,
             initialized,
-            pre: Vec::new(),
-            dense_buf: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -293,10 +301,10 @@ impl Trainer {
         let mut xc = xs.to_vec();
         xc.par_chunks_mut(d).for_each(|r| r.iter_mut().zip(&p.b_dec).for_each(|(v, b)| *v -= b));
         let tp = std::time::Instant::now();
-        self.pre.resize(n * m, 0.0);
-        matmul(&mut self.pre, Mat::rows(&xc, n, d), Mat::transposed(&p.w_enc_t, d, m));
+        self.scratch.pre.resize(n * m, 0.0);
+        matmul(&mut self.scratch.pre, Mat::rows(&xc, n, d), Mat::transposed(&p.w_enc_t, d, m));
         prof("gemm", tp);
-        let pre = &self.pre;
+        let pre = &self.scratch.pre;
         let s = self.step;
         let theta: Vec<f32> = p.threshold.iter().map(|t| t.max(0.0)).collect();
 
@@ -438,7 +446,7 @@ impl Trainer {
         let p = &self.params;
         let theta: Vec<f32> = p.threshold.iter().map(|t| t.max(0.0)).collect();
         // f in place of pre.
-        let f = &mut self.pre;
+        let f = &mut self.scratch.pre;
         f.par_chunks_mut(m).for_each(|row| {
             for j in 0..m {
                 let v = row[j] + p.b_enc[j];
@@ -446,7 +454,7 @@ impl Trainer {
                 row[j] = if v > th { v } else { 0.0 };
             }
         });
-        let f = &self.pre;
+        let f = &self.scratch.pre;
         let mut g = vec![0f32; n * d];
         matmul(&mut g, Mat::rows(f, n, m), Mat::rows(&p.w_dec, m, d));
         let mut row_err = vec![0f64; n];
@@ -465,8 +473,8 @@ impl Trainer {
         stats.fvu = sse / total_var.max(f64::MIN_POSITIVE);
 
         // dL/df, then dL/dpre in place.
-        self.dense_buf.resize(n * m, 0.0);
-        let dpre = &mut self.dense_buf;
+        self.scratch.dense_buf.resize(n * m, 0.0);
+        let dpre = &mut self.scratch.dense_buf;
         matmul(dpre, Mat::rows(&g, n, d), Mat::transposed(&p.w_dec, d, m));
         let mut gthr = vec![0f32; theta.len()];
         if let Some((bw, l0_term)) = jump {
@@ -483,7 +491,7 @@ impl Trainer {
                 *dv = if fv > 0.0 { *dv + l1 } else { 0.0 };
             }
         });
-        let dpre = &self.dense_buf;
+        let dpre = &self.scratch.dense_buf;
         let mut gdec = vec![0f32; m * d];
         matmul(&mut gdec, Mat::transposed(f, m, n), Mat::rows(&g, n, d));
         let mut genc = vec![0f32; m * d];
