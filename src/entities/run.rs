@@ -82,12 +82,18 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig) -> 
     }
     let mut scores = BTreeMap::new();
     for t in EntityType::ALL {
-        let mut dev: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
-        dev.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
-        dev.truncate(cfg.dev_size);
+        let mut of_type: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
+        of_type.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
         for spec in questions::attributes_of(t) {
             let key = label::template_key(t, spec.name);
-            let asked: Vec<&Entity> = dev.iter().copied().filter(|e| e.attributes.get(spec.name).is_some_and(|v| !v.is_empty())).collect();
+            // The most popular entities that have this attribute (the most popular songs, from
+            // Billboard, have no album).
+            let asked: Vec<&Entity> = of_type
+                .iter()
+                .copied()
+                .filter(|e| e.attributes.get(spec.name).is_some_and(|v| !v.is_empty()))
+                .take(cfg.dev_size)
+                .collect();
             if cfg.templates == TemplateChoice::Paper || spec.base.len() == 1 || asked.is_empty() {
                 scores.insert(key, TemplateScore { chosen: 0, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct: vec![], asked: 0 });
                 continue;
