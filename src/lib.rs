@@ -8,6 +8,7 @@
 //! * `fetch`: named models fetched into a cache outside the repository
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
 //! * `report`: charts and tables
+//! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
@@ -19,6 +20,7 @@ pub mod fetch;
 pub mod hooks;
 pub mod model;
 pub mod report;
+pub mod rng;
 pub mod sae;
 pub mod tokenizer;
 

@@ -360,7 +360,7 @@ fn chunks_pack_documents_with_bos_in_a_seeded_order() {
     assert_eq!(c.order(Some(7)), c.order(Some(7)));
     let mut v: Vec<u32> = (0..5).collect();
     store::shuffle(&mut v, 42);
-    assert_eq!(store::SplitMix64(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+    assert_eq!(knowlens::rng::SplitMix64(0).next_u64(), 0xE220_A839_7B1D_CDAF);
 
     // No BOS: plain packing.
     let nobos = TokenCorpus::from_documents(vec![(vec![5, 6, 7], 0), (vec![8, 9], 0)], vec!["s".into()], None, 10);

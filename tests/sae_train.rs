@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use knowlens::sae::train::rng::SplitMix64;
+use knowlens::rng::SplitMix64;
 use knowlens::sae::train::{ArchConfig, Backward, Params, TrainConfig, Trainer};
 use knowlens::{HookPoint, Sae};
 

@@ -284,7 +284,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let z = normal_upper_quantile((active / a.arch.width as f64).clamp(1e-9, 1.0)) as f32;
         t.params.b_enc.iter_mut().for_each(|b| *b = -z);
     }
-    let mut rng = train::rng::SplitMix64::derive(a.seed, 99, 0);
+    let mut rng = knowlens::rng::SplitMix64::derive(a.seed, 99, 0);
     let batches: Vec<Vec<f32>> = (0..2).map(|_| (0..n * d).map(|_| rng.normal() as f32).collect()).collect();
     let mut times = Vec::new();
     let mut last = None;

@@ -280,25 +280,8 @@ impl Iterator for Chunks<'_> {
     }
 }
 
-/// SplitMix64: a tiny generator whose output is fixed by its definition, so a seed gives the
-/// same order on every machine and every version of this crate's dependencies.
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// Fisher–Yates with SplitMix64.
+/// Fisher–Yates with a SplitMix64 seeded by `seed` (`crate::rng`), so a seed gives the same order
+/// on every machine and with every version of the dependencies.
 pub fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut rng = SplitMix64(seed);
-    for i in (1..v.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
+    crate::rng::shuffle(v, &mut crate::rng::SplitMix64(seed));
 }

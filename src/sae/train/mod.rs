@@ -18,7 +18,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod kernels;
 pub mod params;
-pub mod rng;
 pub mod run;
 pub mod select;
 pub mod source;

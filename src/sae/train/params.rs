@@ -6,7 +6,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 
 use super::config::{ArchConfig, BDecInit, TrainConfig};
-use super::rng::{SplitMix64, TAG_INIT};
+use crate::rng::{SplitMix64, TAG_INIT};
 use crate::sae::{Architecture, Sae};
 use crate::HookPoint;
 

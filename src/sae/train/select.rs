@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, m: usize) -> Vec<f32> {
-        let mut rng = super::super::rng::SplitMix64(7);
+        let mut rng = crate::rng::SplitMix64(7);
         (0..n * m).map(|_| rng.normal() as f32).collect()
     }
 

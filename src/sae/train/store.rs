@@ -17,7 +17,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::rng::{shuffle, SplitMix64, TAG_SHUFFLE};
+use crate::rng::{shuffle, SplitMix64, TAG_SHUFFLE};
 use super::source::TokenSource;
 use crate::{HookPoint, HookSpec, Model};
 
