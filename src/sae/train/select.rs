@@ -135,24 +135,19 @@ pub fn topk_among(pre: &[f32], b_enc: &[f32], among: &[u32], k: usize) -> Csr {
     Csr::from_rows(rows)
 }
 
-/// Entries with `pre + b_enc > θ_j` (θ = 0 for a plain ReLU when `threshold` is empty).
-pub fn above_rows(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> Csr {
+/// Entries `(j, pre + b_enc)` of each row for which `keep(j, pre + b_enc)` holds.
+fn rows_where(pre: &[f32], b_enc: &[f32], keep: impl Fn(usize, f32) -> bool + Sync) -> Csr {
     let m = b_enc.len();
     let rows: Vec<Vec<(u32, f32)>> = pre
         .par_chunks(m)
-        .map(|row| {
-            let mut out = Vec::new();
-            for j in 0..m {
-                let v = row[j] + b_enc[j];
-                let th = if threshold.is_empty() { 0.0 } else { threshold[j] };
-                if v > th {
-                    out.push((j as u32, v));
-                }
-            }
-            out
-        })
+        .map(|row| (0..m).map(|j| (j, row[j] + b_enc[j])).filter(|&(j, v)| keep(j, v)).map(|(j, v)| (j as u32, v)).collect())
         .collect();
     Csr::from_rows(rows)
+}
+
+/// Entries with `pre + b_enc > θ_j` (θ = 0 for a plain ReLU when `threshold` is empty).
+pub fn above_rows(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> Csr {
+    rows_where(pre, b_enc, |j, v| v > if threshold.is_empty() { 0.0 } else { threshold[j] })
 }
 
 /// Number of entries with `pre + b_enc > θ_j`.
@@ -170,21 +165,7 @@ pub fn count_above(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> usize {
 /// Entries with `|pre + b_enc − θ_j| < half_width` (JumpReLU's rectangle kernel), with
 /// their pre-activation.
 pub fn near_rows(pre: &[f32], b_enc: &[f32], threshold: &[f32], half_width: f32) -> Csr {
-    let m = b_enc.len();
-    let rows: Vec<Vec<(u32, f32)>> = pre
-        .par_chunks(m)
-        .map(|row| {
-            let mut out = Vec::new();
-            for j in 0..m {
-                let v = row[j] + b_enc[j];
-                if (v - threshold[j]).abs() < half_width {
-                    out.push((j as u32, v));
-                }
-            }
-            out
-        })
-        .collect();
-    Csr::from_rows(rows)
+    rows_where(pre, b_enc, |j, v| (v - threshold[j]).abs() < half_width)
 }
 
 /// BatchTopK: the `kk` largest positive values of `relu(pre + b_enc)` over the whole batch
