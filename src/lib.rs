@@ -6,6 +6,7 @@
 //! * `tokenizer`: tokenizers identical to the references, and chat templates
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
+//! * `gguf`: GGUF headers read defensively (model loader and tokenizer)
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod corpus;
 pub mod entities;
 pub mod fetch;
+pub mod gguf;
 pub mod hooks;
 pub mod model;
 pub mod report;
@@ -24,7 +26,7 @@ pub mod rng;
 pub mod sae;
 pub mod tokenizer;
 
-pub use batch::Batch;
-pub use hooks::{ActivationCache, HookPoint, HookSpec, Intervention, LogitsAt, Positions};
-pub use model::{Model, Precision};
+pub use batch::{Batch, EntityBatch, Layout};
+pub use hooks::{ActivationCache, ActivationEdit, HookPoint, HookSpec, Intervention, LogitsAt, Positions};
+pub use model::{ForwardInput, ForwardOutput, Model, Precision};
 pub use sae::Sae;

@@ -50,3 +50,5 @@ pub fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
 /// Purposes of derived streams.
 pub const TAG_INIT: u64 = 1;
 pub const TAG_SHUFFLE: u64 = 2;
+/// Token sampling in generation (one stream per prompt row).
+pub const TAG_SAMPLE: u64 = 3;

@@ -8,5 +8,5 @@ mod spec;
 
 pub use cache::ActivationCache;
 pub use point::{HookPoint, BLOCK_HOOKS};
-pub use runtime::HookRuntime;
-pub use spec::{Edit, HookSpec, Intervention, LogitsAt, Positions};
+pub(crate) use runtime::HookRuntime;
+pub use spec::{ActivationEdit, Edit, HookSpec, Intervention, LogitsAt, Positions};

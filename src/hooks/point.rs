@@ -15,6 +15,10 @@ pub enum HookPoint {
     Embed,
     /// `blocks.{l}.hook_resid_pre` [b, s, d]: the residual stream entering block l.
     ResidPre(usize),
+    /// `blocks.{l}.attn.hook_attn_scores` [b, head, query, key]: attention scores before the
+    /// softmax, scaled, soft-capped (Gemma 2) and masked (-inf where a key is not visible), as
+    /// TransformerLens takes them.
+    AttnScores(usize),
     /// `blocks.{l}.attn.hook_pattern` [b, head, query, key]: attention probabilities.
     AttnPattern(usize),
     /// `blocks.{l}.attn.hook_z` [b, s, head, d_head]: per-head attention output before o_proj.
@@ -32,8 +36,9 @@ pub enum HookPoint {
 }
 
 /// Every per-block hook kind, in the order the forward pass reaches them.
-pub const BLOCK_HOOKS: [&str; 7] = [
+pub const BLOCK_HOOKS: [&str; 8] = [
     "hook_resid_pre",
+    "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
     "hook_attn_out",
@@ -48,6 +53,7 @@ impl HookPoint {
         match *self {
             HookPoint::Embed | HookPoint::LnFinal => None,
             HookPoint::ResidPre(l)
+            | HookPoint::AttnScores(l)
             | HookPoint::AttnPattern(l)
             | HookPoint::AttnZ(l)
             | HookPoint::AttnOut(l)
@@ -71,9 +77,24 @@ impl HookPoint {
     /// The axis that indexes token positions (the query axis for attention patterns).
     pub fn position_axis(&self) -> usize {
         match self {
-            HookPoint::AttnPattern(_) => 2,
+            HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => 2,
             _ => 1,
         }
+    }
+
+    /// The axis that indexes attention heads, for hooks that have one.
+    pub fn head_axis(&self) -> Option<usize> {
+        match self {
+            HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => Some(1),
+            HookPoint::AttnZ(_) => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Whether the activation is [b, head, query, key] (scores and patterns): its key axis is
+    /// also a position axis.
+    pub fn is_attention_map(&self) -> bool {
+        matches!(self, HookPoint::AttnScores(_) | HookPoint::AttnPattern(_))
     }
 
     /// Every hook point of a model with `n_layers` blocks, in forward order.
@@ -82,6 +103,7 @@ impl HookPoint {
         for l in 0..n_layers {
             v.extend([
                 HookPoint::ResidPre(l),
+                HookPoint::AttnScores(l),
                 HookPoint::AttnPattern(l),
                 HookPoint::AttnZ(l),
                 HookPoint::AttnOut(l),
@@ -111,6 +133,7 @@ impl fmt::Display for HookPoint {
             HookPoint::Embed => write!(f, "hook_embed"),
             HookPoint::LnFinal => write!(f, "ln_final.hook_normalized"),
             HookPoint::ResidPre(l) => write!(f, "blocks.{l}.hook_resid_pre"),
+            HookPoint::AttnScores(l) => write!(f, "blocks.{l}.attn.hook_attn_scores"),
             HookPoint::AttnPattern(l) => write!(f, "blocks.{l}.attn.hook_pattern"),
             HookPoint::AttnZ(l) => write!(f, "blocks.{l}.attn.hook_z"),
             HookPoint::AttnOut(l) => write!(f, "blocks.{l}.hook_attn_out"),
@@ -142,6 +165,7 @@ impl FromStr for HookPoint {
         let l: usize = layer.parse().map_err(|_| unknown())?;
         Ok(match name {
             "hook_resid_pre" => HookPoint::ResidPre(l),
+            "attn.hook_attn_scores" => HookPoint::AttnScores(l),
             "attn.hook_pattern" => HookPoint::AttnPattern(l),
             "attn.hook_z" => HookPoint::AttnZ(l),
             "hook_attn_out" => HookPoint::AttnOut(l),

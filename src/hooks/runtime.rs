@@ -4,40 +4,56 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context, Result};
-use candle_core::{Tensor, D};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
 
-use super::{HookPoint, HookSpec, Intervention, Positions};
-use crate::batch::Batch;
+use super::{HookPoint, HookSpec, Intervention};
+use crate::batch::Layout;
 
-pub struct HookRuntime<'a> {
+/// One edit, resolved against the chunk being run.
+struct Resolved<'a> {
+    /// [b, s] u8: 1 at the selected query positions.
+    positions: Tensor,
+    head: Option<usize>,
+    /// For `MaskKeys`: [b, total keys] u8, 1 at the keys to knock out.
+    keys: Option<Tensor>,
+    op: &'a Intervention,
+}
+
+pub(crate) struct HookRuntime<'a> {
     spec: &'a HookSpec,
-    /// Per hook: (position mask [b, s] as u8, intervention), in the order given.
-    edits: HashMap<HookPoint, Vec<(Tensor, &'a Intervention)>>,
+    edits: HashMap<HookPoint, Vec<Resolved<'a>>>,
     captured: BTreeMap<HookPoint, Tensor>,
 }
 
 impl<'a> HookRuntime<'a> {
-    /// Resolves every edit's positions against the batch layout.
-    pub fn new(spec: &'a HookSpec, batch: &Batch, device: &candle_core::Device) -> Result<Self> {
-        let mut edits: HashMap<HookPoint, Vec<(Tensor, &Intervention)>> = HashMap::new();
+    /// Resolves every edit's positions against the layout of the chunk's queries and of the
+    /// attention keys (the same as the queries, unless a KV cache holds earlier positions).
+    pub(crate) fn new(spec: &'a HookSpec, queries: &Layout, keys: &Layout, device: &Device) -> Result<Self> {
+        let mut edits: HashMap<HookPoint, Vec<Resolved>> = HashMap::new();
         for e in &spec.edits {
-            let mask = position_mask(&e.positions, batch)
-                .with_context(|| format!("edit at {}", e.hook))?;
-            let mask = Tensor::from_vec(mask, (batch.rows(), batch.seq_len), device)?;
-            edits.entry(e.hook).or_default().push((mask, &e.op));
+            let ctx = || format!("edit at {}", e.hook);
+            let mask = queries.mask(&e.positions).with_context(ctx)?;
+            let positions = Tensor::from_vec(mask, (queries.rows(), queries.seq_len), device)?;
+            let keys = match &e.op {
+                Intervention::MaskKeys(k) => {
+                    let m = keys.mask(k).with_context(|| format!("knocked-out keys at {}", e.hook))?;
+                    Some(Tensor::from_vec(m, (keys.rows(), keys.seq_len), device)?)
+                }
+                _ => None,
+            };
+            edits.entry(e.hook).or_default().push(Resolved { positions, head: e.head, keys, op: &e.op });
         }
         Ok(Self { spec, edits, captured: BTreeMap::new() })
     }
 
     /// Passes an activation through the hook point: edits, then captures.
     #[inline]
-    pub fn apply(&mut self, point: HookPoint, x: Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(&mut self, point: HookPoint, x: Tensor) -> Result<Tensor> {
         let mut x = x;
         if let Some(edits) = self.edits.get(&point) {
-            for (mask, op) in edits {
-                x = apply_edit(&x, mask, op, point.position_axis())
-                    .with_context(|| format!("applying an edit at {point}"))?;
+            for e in edits {
+                x = apply_edit(&x, e, point).with_context(|| format!("applying an edit at {point}"))?;
             }
         }
         if self.spec.capture.contains(&point) {
@@ -46,23 +62,13 @@ impl<'a> HookRuntime<'a> {
         Ok(x)
     }
 
-    pub fn into_captured(self) -> BTreeMap<HookPoint, Tensor> {
+    pub(crate) fn into_captured(self) -> BTreeMap<HookPoint, Tensor> {
         self.captured
     }
 }
 
-/// A [rows * seq] mask with 1 at the selected columns.
-fn position_mask(positions: &Positions, batch: &Batch) -> Result<Vec<u8>> {
-    let s = batch.seq_len;
-    let mut m = vec![0u8; batch.rows() * s];
-    for (r, cols) in batch.columns(positions)?.into_iter().enumerate() {
-        cols.into_iter().for_each(|c| m[r * s + c] = 1);
-    }
-    Ok(m)
-}
-
-fn apply_edit(x: &Tensor, mask: &Tensor, op: &Intervention, axis: usize) -> Result<Tensor> {
-    let edited = match op {
+fn apply_edit(x: &Tensor, e: &Resolved, point: HookPoint) -> Result<Tensor> {
+    let edited = match e.op {
         Intervention::Add { vector, scale } => {
             let v = (vector.to_dtype(x.dtype())? * *scale)?;
             x.broadcast_add(&v)?
@@ -71,8 +77,17 @@ fn apply_edit(x: &Tensor, mask: &Tensor, op: &Intervention, axis: usize) -> Resu
             let v = v.to_dtype(x.dtype())?;
             if v.dims() == x.dims() {
                 v
+            } else if v.rank() == x.rank() {
+                bail!(
+                    "the replacement has shape {:?} but the activation has {:?}: patching from another \
+                     run needs the same batch size and padded token length",
+                    v.dims(),
+                    x.dims()
+                );
             } else {
-                v.broadcast_as(x.shape())?.contiguous()?
+                v.broadcast_as(x.shape())
+                    .with_context(|| format!("a replacement of shape {:?} does not fit {:?}", v.dims(), x.dims()))?
+                    .contiguous()?
             }
         }
         Intervention::Zero => x.zeros_like()?,
@@ -84,13 +99,47 @@ fn apply_edit(x: &Tensor, mask: &Tensor, op: &Intervention, axis: usize) -> Resu
             let coef = x.broadcast_mul(&unit)?.sum_keepdim(D::Minus1)?;
             (x - coef.broadcast_mul(&unit)?)?
         }
+        Intervention::MaskKeys(_) => {
+            // [b, total] → [b, 1, 1, total]: the knocked-out keys of each row.
+            let keys = e.keys.as_ref().context("knockout keys were not resolved")?;
+            let (b, total) = keys.dims2()?;
+            if x.dim(3)? != total {
+                bail!("knockout: {total} keys resolved but the scores have {}", x.dim(3)?);
+            }
+            let k = keys.reshape((b, 1, 1, total))?.broadcast_as(x.shape())?;
+            let neg_inf = Tensor::full(f32::NEG_INFINITY, x.shape(), x.device())?.to_dtype(x.dtype())?;
+            k.where_cond(&neg_inf, x)?
+        }
+        Intervention::Custom(edit) => {
+            let y = edit.edit(x).with_context(|| edit.describe())?;
+            if y.dims() != x.dims() {
+                bail!("{} returned shape {:?} for an activation of shape {:?}", edit.describe(), y.dims(), x.dims());
+            }
+            y
+        }
     };
-    // Shape the [b, s] mask so it broadcasts along the position axis.
-    let (b, s) = mask.dims2()?;
-    let mut shape = vec![1usize; x.rank()];
-    shape[0] = b;
-    shape[axis] = s;
-    let m = mask.reshape(shape)?.broadcast_as(x.shape())?;
-    Ok(m.where_cond(&edited, x)?)
+    let mask = select_mask(&e.positions, e.head, x, point)?;
+    Ok(mask.where_cond(&edited, x)?)
 }
 
+/// The [b, s] position mask shaped to broadcast over `x` along the hook's position axis, and
+/// restricted to one head when asked.
+fn select_mask(positions: &Tensor, head: Option<usize>, x: &Tensor, point: HookPoint) -> Result<Tensor> {
+    let (b, s) = positions.dims2()?;
+    let mut shape = vec![1usize; x.rank()];
+    shape[0] = b;
+    shape[point.position_axis()] = s;
+    let mut m = positions.reshape(shape)?;
+    if let Some(h) = head {
+        let axis = point.head_axis().context("this hook has no head axis")?;
+        let n = x.dim(axis)?;
+        let mut one_hot = vec![0u8; n];
+        *one_hot.get_mut(h).with_context(|| format!("head {h} of {n}"))? = 1;
+        let mut hshape = vec![1usize; x.rank()];
+        hshape[axis] = n;
+        let hm = Tensor::from_vec(one_hot, hshape, x.device())?;
+        // u8 product of 0/1 masks: selected position and selected head.
+        m = m.to_dtype(DType::U8)?.broadcast_mul(&hm)?;
+    }
+    Ok(m.broadcast_as(x.shape())?.contiguous()?)
+}

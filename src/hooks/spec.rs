@@ -3,24 +3,22 @@
 //! state, so nothing leaks from one run into the next (TransformerLens's "main footgun").
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 
 use super::HookPoint;
+pub use crate::batch::Positions;
 
-/// Token positions, counted within each row's own tokens (0 is the row's first token, usually
-/// BOS), whatever left padding the batch added. Negative values count from the row's end:
-/// -1 is the last token.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Positions {
-    /// Every position of every row (padding included; padding is ignored by later layers).
-    All,
-    /// The last token of each row.
-    Last,
-    /// The same positions in every row.
-    Each(Vec<i64>),
-    /// Positions chosen per row, e.g. the last token of the entity name in each prompt.
-    Rows(Vec<Vec<i64>>),
+/// An edit computed from the activation itself, for what the built-in interventions cannot say
+/// (e.g. clamping one SAE latent: `sae::LatentEdit`). `edit` receives the whole activation
+/// ([b, s, ...]) and returns a tensor of the same shape; only the selected positions (and head)
+/// of the result are kept.
+pub trait ActivationEdit: Send + Sync {
+    fn edit(&self, x: &Tensor) -> anyhow::Result<Tensor>;
+    /// A short description for errors and logs.
+    fn describe(&self) -> String;
 }
 
 /// An edit of one activation at the selected positions.
@@ -37,13 +35,28 @@ pub enum Intervention {
     Scale(f64),
     /// Remove the component along `direction` (normalised here): `x - (x·d̂) d̂`.
     ProjectOut(Tensor),
+    /// Attention knockout, at `blocks.l.attn.hook_attn_scores` only: the selected queries may
+    /// not attend to these key positions (their scores become -inf before the softmax, so the
+    /// rest renormalises). Key positions count within each row's own tokens, like `Positions`.
+    MaskKeys(Positions),
+    /// Any edit computed from the activation (see `ActivationEdit`).
+    Custom(Arc<dyn ActivationEdit>),
 }
 
-/// One intervention at one hook point and some positions.
+impl fmt::Debug for dyn ActivationEdit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActivationEdit({})", self.describe())
+    }
+}
+
+/// One intervention at one hook point and some positions (and, at per-head hooks, one head).
 #[derive(Debug, Clone)]
 pub struct Edit {
     pub hook: HookPoint,
     pub positions: Positions,
+    /// Only this head, at hooks with a head axis (`attn.hook_z`, `attn.hook_pattern`,
+    /// `attn.hook_attn_scores`); `None` edits every head.
+    pub head: Option<usize>,
     pub op: Intervention,
 }
 
@@ -83,7 +96,15 @@ impl HookSpec {
     }
 
     pub fn edit(mut self, hook: HookPoint, positions: Positions, op: Intervention) -> Self {
-        self.edits.push(Edit { hook, positions, op });
+        self.edits.push(Edit { hook, positions, head: None, op });
+        self
+    }
+
+    /// An edit of one head only, at a hook with a head axis: per-head patching
+    /// (`Replace` at `attn.hook_z`), head ablation (`Zero` / `Scale`), knockout of one head's
+    /// attention (`MaskKeys` at `attn.hook_attn_scores`).
+    pub fn edit_head(mut self, hook: HookPoint, head: usize, positions: Positions, op: Intervention) -> Self {
+        self.edits.push(Edit { hook, positions, head: Some(head), op });
         self
     }
 
@@ -113,9 +134,23 @@ impl HookSpec {
             || self.edits.iter().any(|e| e.hook == HookPoint::LnFinal)
     }
 
-    pub fn check(&self, n_layers: usize) -> anyhow::Result<()> {
+    /// Checks hooks against the model's depth and head count, and each edit against its hook.
+    pub fn check(&self, n_layers: usize, n_heads: usize) -> anyhow::Result<()> {
         for h in self.capture.iter().chain(self.edits.iter().map(|e| &e.hook)) {
             h.check_layer(n_layers)?;
+        }
+        for e in &self.edits {
+            if let Some(head) = e.head {
+                if e.hook.head_axis().is_none() {
+                    anyhow::bail!("edit of head {head} at {}: this hook has no head axis (use attn.hook_z, attn.hook_pattern or attn.hook_attn_scores)", e.hook);
+                }
+                if head >= n_heads {
+                    anyhow::bail!("edit of head {head} at {}: the model has {n_heads} heads (0..={})", e.hook, n_heads - 1);
+                }
+            }
+            if matches!(e.op, Intervention::MaskKeys(_)) && !matches!(e.hook, HookPoint::AttnScores(_)) {
+                anyhow::bail!("MaskKeys at {}: attention knockout applies at blocks.<l>.attn.hook_attn_scores only", e.hook);
+            }
         }
         Ok(())
     }

@@ -4,15 +4,13 @@
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use rand::distributions::{Distribution, WeightedIndex};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::Serialize;
 
-use super::transformer::{Chunk, KvCache};
+use super::transformer::{ForwardInput, KvCache};
 use super::Model;
 use crate::batch::Batch;
-use crate::hooks::{ActivationCache, Edit, HookRuntime, HookSpec, Positions};
+use crate::hooks::{ActivationCache, Edit, HookSpec, LogitsAt, Positions};
+use crate::rng::{SplitMix64, TAG_SAMPLE};
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -75,7 +73,6 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
     }
     let t = &model.transformer;
     let cfg = &t.cfg;
-    spec.check(cfg.n_layers)?;
     if batch.seq_len + opts.max_tokens > cfg.context_length {
         bail!(
             "prompt ({} tokens) plus max tokens ({}) exceeds the model's context of {}",
@@ -84,39 +81,31 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
             cfg.context_length
         );
     }
-    let dev = t.device();
     let b = batch.rows();
     let ends = end_ids(model);
-    let mut rngs: Vec<StdRng> = match &opts.row_seeds {
+    let mut rngs: Vec<SplitMix64> = match &opts.row_seeds {
         Some(seeds) if seeds.len() != b => bail!("{} row seeds for a batch of {b} rows", seeds.len()),
-        Some(seeds) => seeds.iter().map(|&s| StdRng::seed_from_u64(s)).collect(),
-        None => (0..b).map(|r| StdRng::seed_from_u64(opts.seed.wrapping_add(r as u64))).collect(),
+        Some(seeds) => seeds.iter().map(|&s| SplitMix64::derive(s, TAG_SAMPLE, 0)).collect(),
+        None => (0..b).map(|r| SplitMix64::derive(opts.seed.wrapping_add(r as u64), TAG_SAMPLE, 0)).collect(),
     };
 
-    // Prefill.
+    // Prefill: the caller's captures and edits, logits at each prompt's last token.
     let mut kv = KvCache::default();
-    let ids = batch.ids_tensor(dev)?;
-    let positions = batch.position_ids();
+    let prefill_spec = HookSpec { logits: LogitsAt::Last, ..spec.clone() };
+    let prefill = t.forward(&ForwardInput::batch(batch), &prefill_spec, Some(&mut kv))?;
+    let mut logits = prefill.logits.expect("logits were asked for");
+    let prompt_cache = prefill.cache;
     let mut key_valid = batch.key_valid();
-    let mut hooks = HookRuntime::new(spec, batch, dev)?;
-    let chunk = Chunk { ids: &ids, positions: &positions, key_valid: &key_valid };
-    let x = t.blocks_forward(&chunk, cfg.n_layers, Some(&mut kv), &mut hooks)?;
-    let y = t.final_norm(&x.narrow(1, batch.seq_len - 1, 1)?, &mut hooks)?;
-    let mut logits = t.unembed(&y.squeeze(1)?)?;
-    let prompt_cache = ActivationCache { tensors: hooks.into_captured(), pad: batch.pad.clone() };
 
     // Edits for generated positions, if asked: the same ops at every new position.
     let step_spec = HookSpec {
         capture: Default::default(),
         edits: if opts.steer_generated {
-            spec.edits
-                .iter()
-                .map(|e| Edit { hook: e.hook, positions: Positions::All, op: e.op.clone() })
-                .collect()
+            spec.edits.iter().map(|e| Edit { positions: Positions::All, ..e.clone() }).collect()
         } else {
             Vec::new()
         },
-        logits: Default::default(),
+        logits: LogitsAt::Last,
     };
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done: Vec<Option<StopReason>> = vec![None; b];
@@ -151,16 +140,10 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
             next = keep.iter().map(|&i| next[i as usize]).collect();
             active = keep.iter().map(|&i| active[i as usize]).collect();
         }
-        let n = active.len();
-        let ids = Tensor::from_vec(next, (n, 1), dev)?;
         let positions: Vec<Vec<u32>> = active.iter().map(|&r| vec![(batch.len_of(r) + step) as u32]).collect();
         key_valid.iter_mut().for_each(|k| k.push(true));
-        let step_batch = Batch { ids: vec![vec![0]; n], pad: vec![0; n], seq_len: 1 };
-        let mut hooks = HookRuntime::new(&step_spec, &step_batch, dev)?;
-        let chunk = Chunk { ids: &ids, positions: &positions, key_valid: &key_valid };
-        let x = t.blocks_forward(&chunk, cfg.n_layers, Some(&mut kv), &mut hooks)?;
-        let y = t.final_norm(&x, &mut hooks)?;
-        logits = t.unembed(&y.squeeze(1)?)?;
+        let input = ForwardInput::continuation(next.iter().map(|&id| vec![id]).collect(), positions, key_valid.clone())?;
+        logits = t.forward(&input, &step_spec, Some(&mut kv))?.logits.expect("logits were asked for");
     }
 
     let gens = (0..b)
@@ -183,19 +166,31 @@ pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOp
 
 /// Next token per active row: argmax, or a sample from softmax(logits / temperature) drawn with
 /// that row's own generator.
-fn pick(logits: &Tensor, temperature: f64, rngs: &mut [StdRng], active: &[usize]) -> Result<Vec<u32>> {
+fn pick(logits: &Tensor, temperature: f64, rngs: &mut [SplitMix64], active: &[usize]) -> Result<Vec<u32>> {
     if temperature == 0.0 {
         return Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?);
     }
     let rows = logits.to_vec2::<f32>()?;
-    rows.iter()
-        .zip(active)
-        .map(|(row, &r)| {
-            let rng = &mut rngs[r];
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let w: Vec<f64> = row.iter().map(|&l| (((l - max) as f64) / temperature).exp()).collect();
-            let dist = WeightedIndex::new(&w).map_err(|e| anyhow::anyhow!("sampling: {e}"))?;
-            Ok(dist.sample(rng) as u32)
-        })
-        .collect()
+    rows.iter().zip(active).map(|(row, &r)| sample(row, temperature, &mut rngs[r])).collect()
+}
+
+/// One draw from softmax(logits / temperature) by inverting the cumulative weights with a
+/// uniform number from the row's own generator (fixed by its definition, like every seeded
+/// stream of knowlens).
+fn sample(logits: &[f32], temperature: f64, rng: &mut SplitMix64) -> Result<u32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        bail!("sampling: the logits are not finite (max {max})");
+    }
+    let w: Vec<f64> = logits.iter().map(|&l| (((l - max) as f64) / temperature).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.next_f64() * total;
+    for (i, &wi) in w.iter().enumerate() {
+        if u < wi {
+            return Ok(i as u32);
+        }
+        u -= wi;
+    }
+    // Rounding left u just above the last weight: the last token with any weight.
+    Ok(w.iter().rposition(|&x| x > 0.0).unwrap_or(0) as u32)
 }

@@ -17,16 +17,14 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file;
-use candle_core::Tensor;
 
-use crate::batch::Batch;
-use crate::hooks::{ActivationCache, HookRuntime, HookSpec, LogitsAt};
+use crate::batch::{Batch, EntityBatch};
+pub use crate::gguf::read_gguf_header;
+use crate::hooks::HookSpec;
 use crate::tokenizer::Tokenizer;
 pub use config::{Arch, ModelConfig};
 use meta::{GgufMeta, HfConfig};
-pub use transformer::Transformer;
-use transformer::Chunk;
+pub use transformer::{ForwardInput, ForwardOutput, KvCache, Orthogonalization, Transformer};
 pub use weights::Precision;
 
 /// A model ready to run: weights, configuration and tokenizer.
@@ -36,13 +34,6 @@ pub struct Model {
     /// Where it was loaded from.
     pub source: PathBuf,
     pub precision: Precision,
-}
-
-/// What one forward pass returns.
-pub struct ForwardOutput {
-    /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`, [b, k, vocab] for `At`.
-    pub logits: Option<Tensor>,
-    pub cache: ActivationCache,
 }
 
 impl Model {
@@ -152,72 +143,24 @@ impl Model {
         Batch::new(rows, self.tokenizer.pad)
     }
 
-    /// One hooked forward pass over a batch.
+    /// One hooked forward pass over a batch (see `Transformer::forward`).
     pub fn run(&self, batch: &Batch, spec: &HookSpec) -> Result<ForwardOutput> {
-        let t = &self.transformer;
-        let n_layers = t.cfg.n_layers;
-        spec.check(n_layers)?;
-        let ids = batch.ids_tensor(t.device())?;
-        let positions = batch.position_ids();
-        let key_valid = batch.key_valid();
-        let chunk = Chunk { ids: &ids, positions: &positions, key_valid: &key_valid };
-        let mut hooks = HookRuntime::new(spec, batch, t.device())?;
-        let x = t.blocks_forward(&chunk, spec.blocks_needed(n_layers), None, &mut hooks)?;
-        let logits = if spec.needs_final_norm() {
-            let y = t.final_norm(&x, &mut hooks)?;
-            match &spec.logits {
-                LogitsAt::None => None,
-                LogitsAt::Last => Some(t.unembed(&y.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?)?),
-                LogitsAt::All => Some(t.unembed(&y)?),
-                LogitsAt::At(positions) => {
-                    let cols = batch.columns(positions)?;
-                    let k = cols[0].len();
-                    if cols.iter().any(|c| c.len() != k) {
-                        bail!("logits positions must select the same number of tokens in every row");
-                    }
-                    let rows = cols
-                        .iter()
-                        .enumerate()
-                        .map(|(r, c)| {
-                            let idx = Tensor::from_vec(c.iter().map(|&x| x as u32).collect::<Vec<_>>(), k, t.device())?;
-                            Ok(y.get(r)?.index_select(&idx, 0)?)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(t.unembed(&Tensor::stack(&rows, 0)?)?)
-                }
+        self.transformer.forward(&ForwardInput::batch(batch), spec, None)
+    }
+
+    /// Prompts that each name an entity, tokenized with the model's BOS rule and batched, with
+    /// the positions of the tokens that cover the entity (its first occurrence in the prompt).
+    pub fn entity_batch(&self, prompts: &[(&str, &str)], parse_special: bool) -> Result<EntityBatch> {
+        let mut rows = Vec::with_capacity(prompts.len());
+        let mut spans = Vec::with_capacity(prompts.len());
+        for (i, (prompt, entity)) in prompts.iter().enumerate() {
+            if prompt.is_empty() {
+                bail!("prompt {i} is empty");
             }
-        } else {
-            None
-        };
-        Ok(ForwardOutput { logits, cache: ActivationCache { tensors: hooks.into_captured(), pad: batch.pad.clone() } })
+            rows.push(self.tokenizer.encode_prompt(prompt, parse_special)?);
+            spans.push(self.tokenizer.span_positions(prompt, entity, true, parse_special).with_context(|| format!("prompt {i}"))?);
+        }
+        Ok(EntityBatch { batch: self.batch_from_ids(&rows)?, spans })
     }
 }
 
-/// Parses a GGUF header, turning every failure (and any panic of the parser on hostile input)
-/// into an error that names the file.
-pub fn read_gguf_header<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> Result<gguf_file::Content> {
-    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gguf_file::Content::read(reader)));
-    let content = match parsed {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => bail!("{}: not a valid GGUF file: {e}", path.display()),
-        Err(_) => bail!("{}: not a valid GGUF file: the header is corrupt", path.display()),
-    };
-    let file_len = reader.seek(std::io::SeekFrom::End(0))?;
-    for (name, info) in &content.tensor_infos {
-        let elems = info.shape.dims().iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-        let bytes = elems.and_then(|e| {
-            let bs = info.ggml_dtype.block_size() as u64;
-            (e % bs == 0).then(|| e / bs * info.ggml_dtype.type_size() as u64)
-        });
-        let end = bytes.and_then(|b| content.tensor_data_offset.checked_add(info.offset)?.checked_add(b));
-        match end {
-            Some(end) if end <= file_len => {}
-            Some(end) => bail!(
-                "{}: truncated GGUF file: tensor '{name}' ends at byte {end} but the file has {file_len} bytes",
-                path.display()
-            ),
-            None => bail!("{}: corrupt GGUF file: tensor '{name}' has an impossible shape {:?}", path.display(), info.shape.dims()),
-        }
-    }
-    Ok(content)
-}

@@ -5,10 +5,10 @@
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
 
-use super::transformer::{Chunk, KvCache};
+use super::transformer::{ForwardInput, KvCache};
 use super::Model;
 use crate::batch::Batch;
-use crate::hooks::{HookRuntime, HookSpec};
+use crate::hooks::{HookPoint, HookSpec};
 
 /// One continuation token under teacher forcing.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,18 +38,16 @@ pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize
         return Ok(Vec::new());
     }
     let t = &model.transformer;
-    let cfg = &t.cfg;
     let dev = t.device();
-    let spec = HookSpec::new();
+    // The final norm's output, unembedded here in bounded chunks of rows: the full logits of
+    // every continuation position at once would not fit in memory with a 262k vocabulary.
+    let spec = HookSpec::new().capture([HookPoint::LnFinal]);
 
     // The prompts, once, keeping their keys and values.
     let mut kv = KvCache::default();
-    let ids = batch.ids_tensor(dev)?;
-    let positions = batch.position_ids();
+    let normed = t.forward(&ForwardInput::batch(batch), &spec, Some(&mut kv))?.cache;
+    let last = normed.get(HookPoint::LnFinal)?.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?;
     let key_valid = batch.key_valid();
-    let mut hooks = HookRuntime::new(&spec, batch, dev)?;
-    let x = t.blocks_forward(&Chunk { ids: &ids, positions: &positions, key_valid: &key_valid }, cfg.n_layers, Some(&mut kv), &mut hooks)?;
-    let last = t.final_norm(&x.narrow(1, batch.seq_len - 1, 1)?, &mut hooks)?.squeeze(1)?;
 
     // First tokens are predicted at each prompt's last position.
     let rows: Vec<u32> = continuations.iter().map(|(r, _)| *r as u32).collect();
@@ -76,8 +74,6 @@ pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize
         .iter()
         .map(|(_, c)| (0..steps).map(|j| c.get(j).copied().filter(|_| j + 1 < c.len()).unwrap_or(model.tokenizer.pad)).collect())
         .collect();
-    let feed_batch = Batch { ids: feed, pad: vec![0; n], seq_len: steps };
-    let ids = feed_batch.ids_tensor(dev)?;
     let positions: Vec<Vec<u32>> = continuations.iter().map(|(r, _)| (0..steps).map(|j| (batch.len_of(*r) + j) as u32).collect()).collect();
     let key_valid: Vec<Vec<bool>> = continuations
         .iter()
@@ -87,9 +83,8 @@ pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize
             k
         })
         .collect();
-    let mut hooks = HookRuntime::new(&spec, &feed_batch, dev)?;
-    let x = t.blocks_forward(&Chunk { ids: &ids, positions: &positions, key_valid: &key_valid }, cfg.n_layers, Some(&mut kv), &mut hooks)?;
-    let y = t.final_norm(&x, &mut hooks)?; // [n, steps, d]
+    let out = t.forward(&ForwardInput::continuation(feed, positions, key_valid)?, &spec, Some(&mut kv))?.cache;
+    let y = out.get(HookPoint::LnFinal)?; // [n, steps, d]
     for start in (0..n).step_by(SUB) {
         let m = SUB.min(n - start);
         let logits = t.unembed(&y.narrow(0, start, m)?.flatten(0, 1)?)?; // [m*steps, vocab]

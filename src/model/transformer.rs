@@ -8,6 +8,7 @@
 //!     h = attn_norm(x)
 //!     q, k, v = h Wq, h Wk, h Wv;  [Gemma 3: q, k = q_norm(q), k_norm(k)];  RoPE(q, k)
 //!     s = q k^T * scale  [Gemma 2: c * tanh(s / c)];  causal + padding [+ sliding-window] mask
+//!                                                                       blocks.l.attn.hook_attn_scores
 //!     p = softmax(s)                                                    blocks.l.attn.hook_pattern
 //!     z = p v                                                           blocks.l.attn.hook_z
 //!     a = z Wo  [Gemma: post_attention_norm(a)]                         blocks.l.hook_attn_out
@@ -25,7 +26,8 @@ use candle_core::{Device, Tensor};
 use super::activation::gelu_tanh_mul;
 use super::config::{Activation, ModelConfig, RopeLayout};
 use super::weights::{Embedding, Linear, Precision, WeightSource};
-use crate::hooks::{HookPoint, HookRuntime};
+use crate::batch::{Batch, Layout};
+use crate::hooks::{ActivationCache, HookPoint, HookRuntime, HookSpec, LogitsAt};
 
 pub struct RmsNorm {
     weight: Tensor,
@@ -83,6 +85,11 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Number of rows held.
+    pub fn rows(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dim(0).unwrap_or(0)).unwrap_or(0)
+    }
+
     /// Keeps only the given batch rows (in that order): generation drops finished rows so the
     /// remaining ones decode faster.
     pub fn retain_rows(&mut self, rows: &[u32]) -> Result<()> {
@@ -96,14 +103,64 @@ impl KvCache {
     }
 }
 
-/// One call of the blocks on a chunk of tokens.
-pub struct Chunk<'a> {
+/// The tokens of one forward call: a whole left-padded batch, or the next chunk after a KV
+/// cache (one token per row when decoding).
+#[derive(Debug, Clone)]
+pub struct ForwardInput {
     /// [b, t] token ids.
-    pub ids: &'a Tensor,
+    ids: Vec<Vec<u32>>,
     /// RoPE positions of the chunk's tokens, b × t.
-    pub positions: &'a [Vec<u32>],
+    positions: Vec<Vec<u32>>,
     /// For each row, whether each key (cached ones first, then the chunk's) is a real token.
-    pub key_valid: &'a [Vec<bool>],
+    key_valid: Vec<Vec<bool>>,
+    /// Where the chunk's tokens sit (what hook positions are counted against).
+    layout: Layout,
+}
+
+impl ForwardInput {
+    /// A whole batch, from its first token (no KV cache, or an empty one).
+    pub fn batch(batch: &Batch) -> Self {
+        Self { ids: batch.ids.clone(), positions: batch.position_ids(), key_valid: batch.key_valid(), layout: batch.layout() }
+    }
+
+    /// Tokens that continue rows whose earlier keys are in a KV cache: `ids[r]` at RoPE
+    /// positions `positions[r]`; `key_valid[r]` covers the cached keys and then these tokens.
+    /// Hook positions count within the chunk.
+    pub fn continuation(ids: Vec<Vec<u32>>, positions: Vec<Vec<u32>>, key_valid: Vec<Vec<bool>>) -> Result<Self> {
+        let b = ids.len();
+        let t = ids.first().map(|r| r.len()).unwrap_or(0);
+        if b == 0 || t == 0 {
+            bail!("a forward call needs at least one row and one token");
+        }
+        if ids.iter().any(|r| r.len() != t) || positions.len() != b || positions.iter().any(|p| p.len() != t) {
+            bail!("every row of a continuation needs the same number of tokens and positions");
+        }
+        if key_valid.len() != b {
+            bail!("key masks for {} rows, but {b} rows", key_valid.len());
+        }
+        Ok(Self { ids, positions, key_valid, layout: Layout::unpadded(b, t) })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Tokens per row in this call.
+    pub fn len(&self) -> usize {
+        self.layout.seq_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What one forward call returns.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`, [b, k, vocab] for `At`.
+    pub logits: Option<Tensor>,
+    pub cache: ActivationCache,
 }
 
 impl Transformer {
@@ -148,33 +205,83 @@ impl Transformer {
         &self.device
     }
 
+    /// The one forward entry: runs `input` (after the keys in `kv`, if given, and appending its
+    /// own keys there), applying the spec's edits and captures, and computing logits where the
+    /// spec asks. Without logits the pass stops after the deepest hook used. `Model::run`,
+    /// generation and scoring all come through here.
+    pub fn forward(&self, input: &ForwardInput, spec: &HookSpec, kv: Option<&mut KvCache>) -> Result<ForwardOutput> {
+        let cfg = &self.cfg;
+        spec.check(cfg.n_layers, cfg.n_heads)?;
+        let past = kv.as_ref().map(|c| c.len()).unwrap_or(0);
+        let total = past + input.len();
+        if let Some((r, k)) = input.key_valid.iter().enumerate().find(|(_, k)| k.len() != total) {
+            bail!("key mask of row {r} has {} entries, expected {total} ({past} cached + {} new)", k.len(), input.len());
+        }
+        if kv.as_ref().is_some_and(|c| !c.is_empty() && c.rows() != input.rows()) {
+            bail!("the KV cache holds {} rows but the input has {}", kv.as_ref().map(|c| c.rows()).unwrap_or(0), input.rows());
+        }
+        let keys = Layout::of_keys(&input.key_valid);
+        let mut hooks = HookRuntime::new(spec, &input.layout, &keys, &self.device)?;
+        let n_blocks = if kv.is_some() { cfg.n_layers } else { spec.blocks_needed(cfg.n_layers) };
+        let x = self.blocks_forward(input, n_blocks, kv, &mut hooks)?;
+        let logits = if spec.needs_final_norm() {
+            let y = hooks.apply(HookPoint::LnFinal, self.output_norm.forward(&x)?)?;
+            match &spec.logits {
+                LogitsAt::None => None,
+                LogitsAt::Last => Some(self.unembed(&y.narrow(1, input.len() - 1, 1)?.squeeze(1)?)?),
+                LogitsAt::All => Some(self.unembed(&y)?),
+                LogitsAt::At(positions) => {
+                    let cols = input.layout.columns(positions).context("logits positions")?;
+                    let k = cols[0].len();
+                    if cols.iter().any(|c| c.len() != k) {
+                        bail!("logits positions must select the same number of tokens in every row");
+                    }
+                    let rows = cols
+                        .iter()
+                        .enumerate()
+                        .map(|(r, c)| {
+                            let idx = Tensor::from_vec(c.iter().map(|&x| x as u32).collect::<Vec<_>>(), k, &self.device)?;
+                            Ok(y.get(r)?.index_select(&idx, 0)?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(self.unembed(&Tensor::stack(&rows, 0)?)?)
+                }
+            }
+        } else {
+            None
+        };
+        Ok(ForwardOutput { logits, cache: ActivationCache { tensors: hooks.into_captured(), layout: input.layout.clone() } })
+    }
+
     /// Runs the embedding and the first `n_blocks` blocks on a chunk, applying hooks.
     /// Returns the residual stream after the last block run, [b, t, d].
-    pub fn blocks_forward(
+    fn blocks_forward(
         &self,
-        chunk: &Chunk,
+        input: &ForwardInput,
         n_blocks: usize,
         mut kv: Option<&mut KvCache>,
         hooks: &mut HookRuntime,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
-        let (b, t) = chunk.ids.dims2()?;
+        let (b, t) = (input.rows(), input.len());
         let past = kv.as_ref().map(|c| c.len()).unwrap_or(0);
         if let Some(c) = kv.as_mut() {
             c.layers.resize(cfg.n_layers, None);
         }
-        let mut x = self.embed.forward(chunk.ids)?;
+        let flat: Vec<u32> = input.ids.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (b, t), &self.device)?;
+        let mut x = self.embed.forward(&ids)?;
         if let Some(s) = cfg.embed_scale {
             x = (x * s)?;
         }
         x = hooks.apply(HookPoint::Embed, x)?;
 
-        let masks = MaskSet::new(cfg, chunk, past, &self.device)?;
+        let masks = MaskSet::new(cfg, input, past, &self.device)?;
         // RoPE tables per distinct frequency set (Gemma 3 has two: local and global layers).
         let mut rope: Vec<(&[f32], (Tensor, Tensor))> = Vec::new();
         for layer in cfg.layers.iter().take(n_blocks) {
             if !rope.iter().any(|(f, _)| *f == layer.rope_inv_freq.as_slice()) {
-                let tables = rope_tables(&layer.rope_inv_freq, chunk.positions, &self.device)?;
+                let tables = rope_tables(&layer.rope_inv_freq, &input.positions, &self.device)?;
                 rope.push((layer.rope_inv_freq.as_slice(), tables));
             }
         }
@@ -216,7 +323,7 @@ impl Transformer {
             if let Some(c) = cfg.attn_softcap {
                 scores = ((scores / c)?.tanh()? * c)?;
             }
-            let scores = scores.broadcast_add(masks.for_layer(l))?;
+            let scores = hooks.apply(HookPoint::AttnScores(l), scores.broadcast_add(masks.for_layer(l))?)?;
             let pattern = candle_nn::ops::softmax_last_dim(&scores)?;
             let pattern = hooks.apply(HookPoint::AttnPattern(l), pattern)?;
             let z = pattern
@@ -254,11 +361,6 @@ impl Transformer {
         Ok(x)
     }
 
-    /// `ln_final.hook_normalized`: the final norm, [b, t, d].
-    pub fn final_norm(&self, x: &Tensor, hooks: &mut HookRuntime) -> Result<Tensor> {
-        hooks.apply(HookPoint::LnFinal, self.output_norm.forward(x)?)
-    }
-
     /// Logits for normalised hidden states [..., d] → [..., vocab].
     pub fn unembed(&self, y: &Tensor) -> Result<Tensor> {
         let mut logits = self.unembed.forward(y)?;
@@ -266,6 +368,38 @@ impl Transformer {
             logits = ((logits / c)?.tanh()? * c)?;
         }
         Ok(logits)
+    }
+
+    /// Removes `direction` [d_model] from every matrix that writes to the residual stream: the
+    /// token embeddings, each block's attention output (W_O) and MLP output (W_down). The
+    /// unembedding is left as it is (a tied one keeps the original table). Float32 weights only.
+    /// With `NormAware` (or without post-norms) the residual stream then has no component along
+    /// the direction at any layer, up to float rounding.
+    pub fn orthogonalize(&mut self, direction: &Tensor, how: Orthogonalization) -> Result<()> {
+        let d = direction.to_dtype(candle_core::DType::F32)?.flatten_all()?;
+        if d.dim(0)? != self.cfg.d_model {
+            bail!("the direction has {} entries but the model's d_model is {}", d.dim(0)?, self.cfg.d_model);
+        }
+        let embed = self.embed.without_direction(&d)?;
+        let mut blocks_out = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let along = |post: &Option<RmsNorm>| -> Result<Tensor> {
+                Ok(match (how, post) {
+                    (Orthogonalization::NormAware, Some(n)) => (&d * &n.weight)?,
+                    _ => d.clone(),
+                })
+            };
+            let o = blk.o.without_output_direction(&along(&blk.post_attention_norm)?)?;
+            let down = blk.down.without_output_direction(&along(&blk.post_ffw_norm)?)?;
+            blocks_out.push((o, down));
+        }
+        // Nothing is changed until every matrix could be computed.
+        self.embed = embed;
+        for (blk, (o, down)) in self.blocks.iter_mut().zip(blocks_out) {
+            blk.o = o;
+            blk.down = down;
+        }
+        Ok(())
     }
 
     /// `y W_Uᵀ` without Gemma 2's final softcap: the linear map from the final norm's output to
@@ -281,6 +415,20 @@ impl Transformer {
     }
 }
 
+/// How `Transformer::orthogonalize` treats the norms that Gemma applies to each block's output
+/// before it is added to the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orthogonalization {
+    /// Remove the direction d from the output of W_O and W_down (and from the embeddings), as
+    /// Arditi et al. do. Exact for architectures without post-norms (Llama); under Gemma's
+    /// post-norms the normalised output keeps a component along d.
+    Plain,
+    /// Where a post-norm with weight g follows, remove g ⊙ d instead: the norm's output
+    /// `o / rms(o) ⊙ g` then has `⟨o ⊙ g, d⟩ / rms = ⟨o, g ⊙ d⟩ / rms = 0`, so every write to the
+    /// residual stream is orthogonal to d in every architecture.
+    NormAware,
+}
+
 /// Additive attention masks (0 or -inf), [b, 1, t, T], one per distinct sliding window.
 struct MaskSet {
     global: Tensor,
@@ -289,7 +437,7 @@ struct MaskSet {
 }
 
 impl MaskSet {
-    fn new(cfg: &ModelConfig, chunk: &Chunk, past: usize, device: &Device) -> Result<Self> {
+    fn new(cfg: &ModelConfig, input: &ForwardInput, past: usize, device: &Device) -> Result<Self> {
         let windows: Vec<Option<usize>> = cfg.layers.iter().map(|l| l.sliding_window).collect();
         let mut local_w = None;
         for w in windows.iter().flatten() {
@@ -299,9 +447,9 @@ impl MaskSet {
                 _ => {}
             }
         }
-        let global = build_mask(chunk, past, None, device)?;
+        let global = build_mask(input, past, None, device)?;
         let local = match local_w {
-            Some(w) => Some((w, build_mask(chunk, past, Some(w), device)?)),
+            Some(w) => Some((w, build_mask(input, past, Some(w), device)?)),
             None => None,
         };
         Ok(Self { global, local, windows })
@@ -318,12 +466,11 @@ impl MaskSet {
 /// Query i (absolute index past + i) may see key j if j ≤ past + i, key j is a real token, and
 /// (local layers) past + i - j < window. Each query always sees itself, so padding rows never
 /// produce an all-masked softmax.
-fn build_mask(chunk: &Chunk, past: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
-    let b = chunk.key_valid.len();
-    let t = chunk.positions.first().map(|p| p.len()).unwrap_or(0);
+fn build_mask(input: &ForwardInput, past: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let (b, t) = (input.rows(), input.len());
     let total = past + t;
     let mut m = vec![0f32; b * t * total];
-    for (r, valid) in chunk.key_valid.iter().enumerate() {
+    for (r, valid) in input.key_valid.iter().enumerate() {
         if valid.len() != total {
             bail!("key mask of row {r} has {} entries, expected {total}", valid.len());
         }

@@ -55,6 +55,31 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// The same map with the component of every output along `u` removed: `W ← (I − ûûᵀ) W`,
+    /// so `forward(x) · û = 0` for every x. Float32 weights only.
+    pub fn without_output_direction(&self, u: &Tensor) -> Result<Linear> {
+        let u = unit(u)?;
+        Ok(match self {
+            // Wᵀ [in, out]: Wᵀ − (Wᵀ û) ûᵀ.
+            Linear::DenseT(wt) => Linear::DenseT((wt - wt.matmul(&u.unsqueeze(1)?)?.matmul(&u.unsqueeze(0)?)?)?),
+            // W [out, in]: W − û (ûᵀ W).
+            Linear::DenseRows(w) => Linear::DenseRows((w - u.unsqueeze(1)?.matmul(&u.unsqueeze(0)?.matmul(w)?)?)?),
+            Linear::Quant(_) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
+        })
+    }
+}
+
+/// `u / ‖u‖` as float32; errors on a zero vector.
+fn unit(u: &Tensor) -> Result<Tensor> {
+    let u = u.to_dtype(DType::F32)?.flatten_all()?;
+    let norm = u.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+    if !(norm > 0.0 && norm.is_finite()) {
+        bail!("the direction has norm {norm}: it must be a finite, non-zero vector");
+    }
+    Ok((u / norm as f64)?)
+}
+
 /// The token embedding table, [vocab, d].
 #[derive(Debug, Clone)]
 pub enum Embedding {
@@ -71,6 +96,15 @@ impl Embedding {
                 w.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, w.dim(1)?))?
             }
             Embedding::Quant(q) => q.embedding(ids)?,
+        })
+    }
+
+    /// The table with every row's component along `u` removed. Float32 weights only.
+    pub fn without_direction(&self, u: &Tensor) -> Result<Embedding> {
+        let u = unit(u)?;
+        Ok(match self {
+            Embedding::Dense(w) => Embedding::Dense((w - w.matmul(&u.unsqueeze(1)?)?.matmul(&u.unsqueeze(0)?)?)?),
+            Embedding::Quant(_) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
         })
     }
 

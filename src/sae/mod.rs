@@ -9,6 +9,7 @@
 //! * `npy`: the NumPy `.npz` / `.npy` reader (stored and deflated archives)
 //! * `eval`: SAELens's evaluation metrics (L0, explained variance, CE loss recovered, ...)
 //! * `dashboard`: per-latent HTML dashboards (top contexts, density, logit effects)
+//! * `steer`: editing one latent (clamp, add, scale) inside a forward pass or a generation
 //! * `tensors`: named-tensor checks shared by the loaders (missing, mis-shaped, dtype)
 //! * `train`: training SAEs (activation store, TopK / BatchTopK / JumpReLU / ReLU trainers, resume)
 
@@ -20,6 +21,7 @@ mod gemma_scope;
 mod load;
 mod npy;
 mod saelens;
+pub mod steer;
 mod tensors;
 pub mod train;
 
@@ -28,3 +30,4 @@ pub use autoencoder::{Sae, SaeFormat};
 pub use gemma_scope::{hook_from_gemma_scope_2, hook_from_path};
 pub use dashboard::{DashboardConfig, Dashboards, LatentSelection};
 pub use eval::{EvalConfig, SaeEval};
+pub use steer::{LatentEdit, LatentOp};

@@ -56,7 +56,7 @@ impl Tokenizer {
         }
         let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let mut reader = std::io::BufReader::new(file);
-        let content = crate::model::read_gguf_header(&mut reader, path)?;
+        let content = crate::gguf::read_gguf_header(&mut reader, path)?;
         Self::from_gguf(&content, path)
     }
 
