@@ -44,7 +44,12 @@ fn every_hook_point_matches_transformers() {
         let spec = HookSpec::new().capture(HookPoint::all(n)).logits(LogitsAt::All);
         let out = m.run(&batch, &spec).unwrap();
         for hook in HookPoint::all(n) {
-            let want = &exp[&hook.to_string()];
+            let Some(want) = exp.get(&hook.to_string()) else {
+                // transformers exposes no pre-softmax scores; tests/api.rs checks that their
+                // softmax is the pattern checked here, bit for bit.
+                assert!(matches!(hook, HookPoint::AttnScores(_)), "{arch}: the fixture lacks {hook}");
+                continue;
+            };
             for r in 0..batch.rows() {
                 // Compare real positions only: padding queries are undefined in both.
                 let got = out.cache.row(hook, r).unwrap();

@@ -46,7 +46,7 @@ pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize
     // The prompts, once, keeping their keys and values.
     let mut kv = KvCache::default();
     let normed = t.forward(&ForwardInput::batch(batch), &spec, Some(&mut kv))?.cache;
-    let last = normed.get(HookPoint::LnFinal)?.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?;
+    let last = normed.get(HookPoint::LnFinal)?.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?.contiguous()?;
     let key_valid = batch.key_valid();
 
     // First tokens are predicted at each prompt's last position.
