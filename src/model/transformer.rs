@@ -90,8 +90,57 @@ impl KvCache {
         self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dim(0).unwrap_or(0)).unwrap_or(0)
     }
 
-    /// Keeps only the given batch rows (in that order): generation drops finished rows so the
-    /// remaining ones decode faster.
+    /// Appends the rows of `other` after this cache's rows. The shorter of the two is
+    /// left-padded with zero keys and values, which the caller marks invalid in its key masks
+    /// (`pad_self`, `pad_other` are how many columns each side got).
+    pub fn append_rows(&mut self, other: KvCache) -> Result<(usize, usize)> {
+        if self.is_empty() || self.rows() == 0 {
+            let pad = 0;
+            *self = other;
+            return Ok((pad, pad));
+        }
+        let (t_self, t_other) = (self.len(), other.len());
+        let (pad_self, pad_other) = (t_other.saturating_sub(t_self), t_self.saturating_sub(t_other));
+        let left_pad = |t: &Tensor, n: usize| -> Result<Tensor> {
+            if n == 0 {
+                return Ok(t.clone());
+            }
+            let (b, h, _, d) = t.dims4()?;
+            let z = Tensor::zeros((b, h, n, d), t.dtype(), t.device())?;
+            Ok(Tensor::cat(&[&z, t], 2)?)
+        };
+        if other.layers.len() != self.layers.len() {
+            bail!("appending a KV cache of {} layers to one of {}", other.layers.len(), self.layers.len());
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            match (mine.as_mut(), theirs) {
+                (Some((k, v)), Some((k2, v2))) => {
+                    *k = Tensor::cat(&[&left_pad(k, pad_self)?, &left_pad(&k2, pad_other)?], 0)?;
+                    *v = Tensor::cat(&[&left_pad(v, pad_self)?, &left_pad(&v2, pad_other)?], 0)?;
+                }
+                (None, None) => {}
+                _ => bail!("appending a KV cache that covers other layers"),
+            }
+        }
+        Ok((pad_self, pad_other))
+    }
+
+    /// Drops the first `n` positions of every row (columns that are padding in every row).
+    pub fn trim_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let len = self.len();
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.narrow(2, n, len - n)?.contiguous()?;
+            *v = v.narrow(2, n, len - n)?.contiguous()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps only the given batch rows (in that order; a row may repeat): generation drops
+    /// finished rows so the remaining ones decode faster, and copies a prompt's row once per
+    /// sample.
     pub fn retain_rows(&mut self, rows: &[u32]) -> Result<()> {
         let Some(first) = self.layers.iter().flatten().next() else { return Ok(()) };
         let idx = Tensor::from_slice(rows, rows.len(), first.0.device())?;
