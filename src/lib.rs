@@ -6,6 +6,7 @@
 //! * `tokenizer`: tokenizers identical to the references, and chat templates
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
+//! * `fsio`: atomic file writes (temporary file, sync, rename)
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod corpus;
 pub mod entities;
 pub mod fetch;
+pub mod fsio;
 pub mod hooks;
 pub mod model;
 pub mod report;

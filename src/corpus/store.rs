@@ -82,16 +82,11 @@ pub fn write(dir: &Path, index: &CorpusIndex, train: &[u32], heldout: &[u32]) ->
     if index_path.exists() {
         fs::remove_file(&index_path).with_context(|| format!("removing {}", index_path.display()))?;
     }
-    let pid = std::process::id();
     for (name, tokens) in [(&index.train.file, train), (&index.heldout.file, heldout)] {
-        let tmp = dir.join(format!(".{name}.{pid}"));
         let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, dir.join(name)).with_context(|| format!("moving into {}", dir.join(name).display()))?;
+        crate::fsio::write_atomic(&dir.join(name), &bytes)?;
     }
-    let tmp = dir.join(format!(".index.json.{pid}"));
-    fs::write(&tmp, serde_json::to_string(index)?).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &index_path).with_context(|| format!("moving into {}", index_path.display()))?;
+    crate::fsio::write_atomic(&index_path, serde_json::to_string(index)?.as_bytes())?;
     Ok(())
 }
 
