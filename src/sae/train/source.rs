@@ -1,6 +1,6 @@
 //! Where an activation store gets its token sequences: anything that hands out fixed-length
-//! token sequences one at a time. The corpus module's chunk iterator, an in-memory list and a
-//! plain text file cut into chunks all fit behind `TokenSource`.
+//! token sequences one at a time. An in-memory list (`VecSource`, e.g. of `TokenCorpus::chunks`)
+//! and a plain text file cut into sequences (`text_file_source`) fit behind `TokenSource`.
 
 use std::path::Path;
 
@@ -67,28 +67,6 @@ impl TokenSource for VecSource {
     fn skip(&mut self, n: u64) -> Result<()> {
         self.next += n;
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
-
-/// Any iterator of sequences (e.g. `TokenCorpus::chunks`).
-pub struct IterSource<I> {
-    iter: I,
-    name: String,
-}
-
-impl<I: Iterator<Item = Vec<u32>>> IterSource<I> {
-    pub fn new(iter: I, name: impl Into<String>) -> Self {
-        Self { iter, name: name.into() }
-    }
-}
-
-impl<I: Iterator<Item = Vec<u32>>> TokenSource for IterSource<I> {
-    fn next_sequence(&mut self) -> Result<Option<Vec<u32>>> {
-        Ok(self.iter.next())
     }
 
     fn describe(&self) -> String {
