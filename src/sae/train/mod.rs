@@ -28,6 +28,6 @@ pub mod trainer;
 pub use config::{ArchConfig, BDecInit, Backward, TrainConfig};
 pub use params::Params;
 pub use run::{train, RunOptions, RunSummary};
-pub use source::{text_file_source, text_sequences, TokenSource, VecSource};
+pub use source::{text_file_source, TokenSource, VecSource};
 pub use store::{ActivationStore, StoreConfig, StoreState};
 pub use trainer::{Grads, Scratch, StepStats, Trainer};
