@@ -11,7 +11,8 @@
 //! takes `ctx_len − 1` stream tokens. Sequences span document boundaries (the next document's
 //! BOS sits inside the sequence), as is usual when training SAEs. The tail shorter than a whole
 //! sequence is dropped, so every sequence has the same length; a stream shorter than one
-//! sequence gives none.
+//! sequence gives none. A caller that can use one shorter sequence (the SAE evaluation of a
+//! short text) asks for it explicitly with `short_text_sequence`.
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -65,6 +66,13 @@ pub fn text_sequences(tok: &Tokenizer, text: &str, ctx_len: usize) -> Result<Vec
     let ids: Vec<Vec<u32>> = pieces.par_iter().map(|p| tok.encode(p, false, false)).collect::<Result<_>>()?;
     let bos = if tok.add_bos { tok.bos } else { None };
     Ok(sequences(ids.into_iter().flatten(), bos, ctx_len).collect())
+}
+
+/// A text too short for one `text_sequences` sequence, whole, as one shorter sequence: BOS
+/// (where the model uses one) and all its tokens.
+pub fn short_text_sequence(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let bos = if tok.add_bos { tok.bos } else { None };
+    Ok(bos.into_iter().chain(tok.encode(text, false, false)?).collect())
 }
 
 /// Pieces of at least `target` bytes that end at a line end (the last may be shorter).

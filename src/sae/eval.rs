@@ -58,7 +58,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Sae;
-use crate::corpus::text_sequences;
+use crate::corpus::sequences::{short_text_sequence, text_sequences};
 use crate::{Batch, HookPoint, HookSpec, Intervention, Model, Positions};
 
 /// The default fraction of tokens above which a latent counts as dense.
@@ -442,7 +442,8 @@ impl Accum {
 /// (`corpus::text_sequences`: tokenized without BOS, BOS in front of every sequence where the
 /// model uses one, the partial tail dropped). With `max_tokens`, only the first
 /// ⌈max_tokens / context⌉ sequences are kept, and the text is tokenized only about as far as
-/// they need. A text shorter than one sequence is an error.
+/// they need. A text shorter than one sequence is evaluated whole, as one shorter sequence
+/// (`corpus::sequences::short_text_sequence`).
 pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_tokens: Option<usize>) -> Result<Vec<Vec<u32>>> {
     if context < 2 || context > model.cfg().context_length {
         bail!("--context {context}: must be between 2 and the model's context of {}", model.cfg().context_length);
@@ -467,7 +468,12 @@ pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_token
         seqs.truncate(m.div_ceil(context));
     }
     if seqs.is_empty() {
-        bail!("{}: fewer than {context} tokens, not one sequence of --context {context} (try a smaller --context)", path.display());
+        // Shorter than one sequence: evaluated whole.
+        let whole = short_text_sequence(&model.tokenizer, text).with_context(|| format!("tokenizing {}", path.display()))?;
+        if whole.len() < 2 {
+            bail!("{}: the text holds fewer than 2 tokens: nothing to evaluate", path.display());
+        }
+        seqs.push(whole);
     }
     Ok(seqs)
 }
