@@ -152,7 +152,7 @@ fn fetch_into(p: &Preset, tmp: &Path, target: &Path) -> Result<()> {
     if digest != p.sha256 {
         bail!("checksum mismatch for {}: got sha256 {digest}, expected {}", p.name, p.sha256);
     }
-    fs::rename(&partial, target).with_context(|| format!("moving into {}", target.display()))?;
+    crate::fsio::move_into_place(&partial, target)?;
     eprintln!("knowlens: {} ready at {}", p.name, target.display());
     Ok(())
 }

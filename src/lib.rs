@@ -7,6 +7,7 @@
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
 //! * `gguf`: GGUF headers read defensively (model loader and tokenizer)
+//! * `fsio`: atomic file writes (temporary file, sync, rename)
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
@@ -19,6 +20,7 @@ pub mod corpus;
 pub mod entities;
 pub mod fetch;
 pub mod gguf;
+pub mod fsio;
 pub mod hooks;
 pub mod model;
 pub mod report;

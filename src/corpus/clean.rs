@@ -299,7 +299,7 @@ pub fn factbook_prose(json: &Value) -> Vec<String> {
     let mut fields = Vec::new();
     collect_text_fields(json, &mut Vec::new(), &mut fields);
     // Keys come in name order (serde_json's map); the background goes first.
-    fields.sort_by_key(|(path, _)| path.first().map_or(true, |p| p != "Introduction"));
+    fields.sort_by_key(|(path, _)| path.first().is_none_or(|p| p != "Introduction"));
     for (path, text) in fields {
         let is_background = path.first().is_some_and(|p| p == "Introduction");
         for para in paragraphs(&decode_entities(&strip_html_tags(&text))) {

@@ -4,7 +4,8 @@
 //! (`clean`, `wiki`), drop paragraphs that repeat an earlier one (`Deduper`), group paragraphs
 //! into documents, optionally add sentences about entities (`entities`), tokenize with BOS per
 //! document, set aside a seeded held-out share of the documents, and write the token cache
-//! (`store`). `TokenCorpus` reads the cache back for an activation store.
+//! (`store`). `TokenCorpus` reads the cache back for an activation store; `sequences` cuts token
+//! streams and texts into training sequences by one rule.
 //!
 //! Cache layout under `$KNOWLENS_HOME/corpus/`:
 //! `raw/<package>-<version>/` (unpacked source files) and
@@ -12,6 +13,7 @@
 
 pub mod clean;
 pub mod entities;
+pub mod sequences;
 pub mod sources;
 pub mod store;
 pub mod wiki;
@@ -23,6 +25,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+pub use sequences::{sequences, text_sequences};
 pub use sources::{Source, SOURCES};
 pub use store::{CorpusIndex, SourceStats, Split, TokenCorpus};
 

@@ -240,10 +240,7 @@ impl Source {
         let n = unpack(archive, &unpacked, self.members)?;
         eprintln!("knowlens: corpus: {} verified, {n} files unpacked", self.name);
         fs::write(unpacked.join(".complete"), format!("{} {}\n", self.spec(), self.sha256))?;
-        if dir.exists() {
-            fs::remove_dir_all(dir).with_context(|| format!("removing the incomplete {}", dir.display()))?;
-        }
-        fs::rename(&unpacked, dir).with_context(|| format!("moving into {}", dir.display()))?;
+        crate::fsio::move_into_place(&unpacked, dir)?;
         Ok(())
     }
 }

@@ -82,16 +82,11 @@ pub fn write(dir: &Path, index: &CorpusIndex, train: &[u32], heldout: &[u32]) ->
     if index_path.exists() {
         fs::remove_file(&index_path).with_context(|| format!("removing {}", index_path.display()))?;
     }
-    let pid = std::process::id();
     for (name, tokens) in [(&index.train.file, train), (&index.heldout.file, heldout)] {
-        let tmp = dir.join(format!(".{name}.{pid}"));
         let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, dir.join(name)).with_context(|| format!("moving into {}", dir.join(name).display()))?;
+        crate::fsio::write_atomic(&dir.join(name), &bytes)?;
     }
-    let tmp = dir.join(format!(".index.json.{pid}"));
-    fs::write(&tmp, serde_json::to_string(index)?).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &index_path).with_context(|| format!("moving into {}", index_path.display()))?;
+    crate::fsio::write_atomic(&index_path, serde_json::to_string(index)?.as_bytes())?;
     Ok(())
 }
 
@@ -233,50 +228,14 @@ impl TokenCorpus {
         self.order(seed).into_iter().map(move |i| self.document(i))
     }
 
-    /// Fixed-length token sequences for an activation store: documents (in the order `seed`
-    /// gives) packed back to back and cut every `ctx_len` tokens. Each chunk starts with BOS
-    /// (a chunk that begins inside a document gets one prepended, as is usual when training
-    /// SAEs); the last partial chunk is dropped. Panics if `ctx_len < 2`.
-    pub fn chunks(&self, ctx_len: usize, seed: Option<u64>) -> Chunks<'_> {
+    /// Fixed-length token sequences for an activation store: the documents, in the order `seed`
+    /// gives, back to back, cut by the one rule of `corpus::sequences` (every chunk starts with
+    /// BOS where the model has one, prepended to a chunk that begins inside a document; chunks
+    /// span document boundaries; the last partial chunk is dropped). Panics if `ctx_len < 2`.
+    pub fn chunks(&self, ctx_len: usize, seed: Option<u64>) -> impl Iterator<Item = Vec<u32>> + '_ {
         assert!(ctx_len >= 2, "chunks: ctx_len must be at least 2 (got {ctx_len})");
-        Chunks { corpus: self, order: self.order(seed), doc: 0, pos: 0, ctx_len }
-    }
-}
-
-/// See `TokenCorpus::chunks`.
-pub struct Chunks<'a> {
-    corpus: &'a TokenCorpus,
-    order: Vec<usize>,
-    doc: usize,
-    pos: usize,
-    ctx_len: usize,
-}
-
-impl Iterator for Chunks<'_> {
-    type Item = Vec<u32>;
-
-    fn next(&mut self) -> Option<Vec<u32>> {
-        let mut chunk = Vec::with_capacity(self.ctx_len);
-        while chunk.len() < self.ctx_len {
-            let &i = self.order.get(self.doc)?;
-            let d = self.corpus.document(i);
-            if self.pos >= d.len() {
-                self.doc += 1;
-                self.pos = 0;
-                continue;
-            }
-            if chunk.is_empty() {
-                if let Some(b) = self.corpus.bos() {
-                    if d[self.pos] != b {
-                        chunk.push(b);
-                    }
-                }
-            }
-            let take = (self.ctx_len - chunk.len()).min(d.len() - self.pos);
-            chunk.extend_from_slice(&d[self.pos..self.pos + take]);
-            self.pos += take;
-        }
-        Some(chunk)
+        let tokens = self.order(seed).into_iter().flat_map(move |i| self.document(i).iter().copied());
+        super::sequences::sequences(tokens, self.bos(), ctx_len)
     }
 }
 

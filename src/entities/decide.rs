@@ -3,14 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
-use rand::seq::SliceRandom;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Entity;
 use super::label::QuestionRecord;
 use super::questions::{self, EntityType};
+use crate::rng::{shuffle, SplitMix64, TAG_CONTROLS, TAG_SPLIT};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,7 +93,9 @@ pub struct Splits {
 }
 
 /// 50 / 10 / 40 per (type, class), seeded: each type keeps its share in every split, and an
-/// entity appears in exactly one split. Dropped entities are not split.
+/// entity appears in exactly one split. Dropped entities are not split. Each group's ids are
+/// sorted and shuffled by a `crate::rng` stream derived from (seed, type, class), so the result
+/// depends on nothing but the ids and the seed.
 pub fn split(labels: &[EntityLabel], seed: u64) -> Splits {
     let fractions = [0.5, 0.1, 0.4];
     let mut s = Splits { seed, fractions, ..Default::default() };
@@ -106,8 +106,7 @@ pub fn split(labels: &[EntityLabel], seed: u64) -> Splits {
     for ((t, class), mut ids) in groups {
         ids.sort_unstable();
         // One generator per group, seeded from the group, so adding a type never reshuffles another.
-        let mut rng = StdRng::seed_from_u64(seed ^ ((t as u64) << 8) ^ class as u64);
-        ids.shuffle(&mut rng);
+        shuffle(&mut ids, &mut SplitMix64::derive(seed, TAG_SPLIT, group_key(t, class as u64)));
         let n = ids.len();
         let n_train = (n as f64 * fractions[0]).round() as usize;
         let n_val = ((n as f64 * fractions[1]).round() as usize).min(n - n_train);
@@ -140,8 +139,15 @@ pub struct Controls {
     pub token_lengths: BTreeMap<String, BTreeMap<EntityType, BTreeMap<usize, usize>>>,
 }
 
+/// The stream index of a (type, class) or (type, name token count) group.
+fn group_key(t: EntityType, k: u64) -> u64 {
+    ((t as u64) << 32) | k
+}
+
+/// Known and unknown entities matched one to one within each (type, name token count) bucket,
+/// chosen at random (each bucket's sorted ids shuffled by a stream derived from the seed and the
+/// bucket), and fabricated names matched to the chosen unknown ones the same way.
 pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], fabricated: &[Entity], seed: u64) -> Result<Controls> {
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut buckets: BTreeMap<(EntityType, usize), [Vec<String>; 2]> = BTreeMap::new();
     let mut hist: BTreeMap<String, BTreeMap<EntityType, BTreeMap<usize, usize>>> = BTreeMap::new();
     let mut bump = |set: &str, t: EntityType, n: usize| *hist.entry(set.into()).or_default().entry(t).or_default().entry(n).or_default() += 1;
@@ -163,10 +169,11 @@ pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], fabricated: &[Entity], 
     }
     let (mut mk, mut mu, mut mf) = (Vec::new(), Vec::new(), Vec::new());
     for ((t, n), [mut k, mut u]) in buckets {
+        let mut rng = SplitMix64::derive(seed, TAG_CONTROLS, group_key(t, n as u64));
         k.sort_unstable();
         u.sort_unstable();
-        k.shuffle(&mut rng);
-        u.shuffle(&mut rng);
+        shuffle(&mut k, &mut rng);
+        shuffle(&mut u, &mut rng);
         let m = k.len().min(u.len());
         for _ in 0..m {
             bump("matched", t, n);
@@ -175,7 +182,7 @@ pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], fabricated: &[Entity], 
         let unknown: Vec<String> = u.into_iter().take(m).collect();
         if let Some(f) = fab.get_mut(&(t, n)) {
             f.sort_unstable();
-            f.shuffle(&mut rng);
+            shuffle(f, &mut rng);
             let take = f.len().min(unknown.len());
             mf.extend(f.drain(..take));
         }
@@ -185,4 +192,45 @@ pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], fabricated: &[Entity], 
         v.sort_unstable();
     }
     Ok(Controls { matched_known: mk, matched_unknown: mu, fabricated: mf, token_lengths: hist })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(t: EntityType, i: usize, n_correct: usize) -> EntityLabel {
+        EntityLabel {
+            id: format!("{t}/{i}"),
+            entity_type: t,
+            name: format!("n{i}"),
+            popularity_rank: None,
+            n_attributes: 3,
+            n_correct,
+            class: classify(n_correct, 2),
+            records: vec![],
+        }
+    }
+
+    #[test]
+    fn each_group_is_shuffled_by_its_own_seeded_stream() {
+        let movies: Vec<EntityLabel> = (0..20).map(|i| label(EntityType::Movie, i, 3)).collect();
+        let alone = split(&movies, 42);
+        // The rule spelled out: the group's sorted ids, shuffled by the stream of (seed, type,
+        // class), the first half to train.
+        let mut ids: Vec<String> = movies.iter().map(|l| l.id.clone()).collect();
+        ids.sort_unstable();
+        shuffle(&mut ids, &mut SplitMix64::derive(42, TAG_SPLIT, group_key(EntityType::Movie, Class::Known as u64)));
+        let mut train = ids[..10].to_vec();
+        train.sort_unstable();
+        assert_eq!(alone.train[&Class::Known], train);
+        assert_eq!((alone.validation[&Class::Known].len(), alone.test[&Class::Known].len()), (2, 8));
+        // Adding another type (or class) leaves this group's split as it was.
+        let mut more = movies.clone();
+        more.extend((0..20).map(|i| label(EntityType::City, i, 0)));
+        more.extend((20..30).map(|i| label(EntityType::Movie, i, 0)));
+        let both = split(&more, 42);
+        assert_eq!(both.train[&Class::Known], alone.train[&Class::Known]);
+        assert_eq!(both.test[&Class::Known], alone.test[&Class::Known]);
+        assert_ne!(split(&movies, 43).train, alone.train);
+    }
 }

@@ -192,9 +192,7 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
         buf.push(b'\n');
     }
     // Written whole and renamed, so a reader never sees half a file.
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, buf)?;
-    std::fs::rename(&tmp, path)?;
+    crate::fsio::write_atomic(path, &buf)?;
     Ok(())
 }
 

@@ -167,4 +167,26 @@ impl ModelConfig {
         }
         Ok(())
     }
+
+    /// The width of one token's activation at `hook`, as an SAE reads it: `d_model` for the
+    /// residual stream and the block outputs, `n_heads · head_dim` for `attn.hook_z` (flattened
+    /// over heads, as SAELens's `reshape_activations = hook_z` does). Errors for a block the
+    /// model does not have and for `attn.hook_pattern`, which has no per-token width.
+    pub fn hook_width(&self, hook: crate::HookPoint) -> anyhow::Result<usize> {
+        use crate::HookPoint;
+        hook.check_layer(self.n_layers)?;
+        Ok(match hook {
+            HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => {
+                anyhow::bail!("hook {hook} holds attention maps [head, query, key], which have no per-token width")
+            }
+            HookPoint::AttnZ(_) => self.n_heads * self.head_dim,
+            HookPoint::Embed
+            | HookPoint::ResidPre(_)
+            | HookPoint::AttnOut(_)
+            | HookPoint::ResidMid(_)
+            | HookPoint::MlpOut(_)
+            | HookPoint::ResidPost(_)
+            | HookPoint::LnFinal => self.d_model,
+        })
+    }
 }

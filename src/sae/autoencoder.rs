@@ -200,15 +200,7 @@ impl Sae {
     pub fn check_model(&self, model: &Model) -> Result<()> {
         let cfg = model.cfg();
         let name = || format!("SAE {}", self.source.display());
-        self.hook.check_layer(cfg.n_layers).with_context(name)?;
-        let width = match self.hook {
-            HookPoint::AttnPattern(_) => {
-                bail!("{}: hook {} holds attention patterns, which no SAE reads", name(), self.hook)
-            }
-            // SAELens flattens [.., head, d_head] for hook_z SAEs (reshape_activations = hook_z).
-            HookPoint::AttnZ(_) => cfg.n_heads * cfg.head_dim,
-            _ => cfg.d_model,
-        };
+        let width = cfg.hook_width(self.hook).with_context(name)?;
         if width != self.d_in() {
             bail!(
                 "{} has d_in {} but {} of {} has width {width}",

@@ -23,7 +23,6 @@
 //! Like the evaluation (`sae::eval`), BOS, EOS and padding are never counted: they get no
 //! examples or histogram entries, though they may appear in a context window.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +31,8 @@ use serde::Serialize;
 
 use super::eval::{counted_mask, hook_rows, special_ids};
 use super::Sae;
+use crate::report::chart::log_histogram_svg;
+use crate::report::html::{escape, figure, token_strip, token_text, Html, Page, StripToken, Table};
 use crate::{Batch, HookPoint, HookSpec, Model};
 
 /// Which latents get a dashboard.
@@ -336,132 +337,50 @@ fn display_token(model: &Model, id: u32) -> String {
 }
 
 // ------------------------------------------------------------------------------------------------
-// HTML
+// HTML: laid out here, rendered by `report::html` (escaping, stylesheet, page) and
+// `report::chart` (the histogram).
 
-/// Writes `render_html(d)` to `path`.
+/// Writes `render_html(d)` to `path` (atomically).
 pub fn write_html(d: &Dashboards, path: &Path) -> Result<()> {
-    std::fs::write(path, render_html(d)).with_context(|| format!("{}: cannot write", path.display()))
+    page(d).write(path)
 }
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A token's text with whitespace made visible (newline ↵, tab →) and invisible characters
-/// spelled out (`⟨U+200C⟩`), escaped.
-fn token_html(s: &str) -> String {
-    let mut visible = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => visible.push('↵'),
-            '\r' => visible.push('⏎'),
-            '\t' => visible.push('→'),
-            c if c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}') => {
-                let _ = write!(visible, "⟨U+{:04X}⟩", c as u32);
-            }
-            c => visible.push(c),
-        }
-    }
-    escape_html(&visible)
-}
-
-const CSS: &str = r#"
-:root { --ink:#1d2330; --muted:#6b7280; --line:#e5e7eb; --card:#fff; --bg:#f6f7f9; --pos:#1f7a4d; --neg:#b3261e; --act:255,122,0; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink); font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; }
-header { padding:20px 28px 12px; background:#fff; border-bottom:1px solid var(--line); }
-h1 { font-size:20px; margin:0 0 6px; }
-.meta { color:var(--muted); font-size:13px; }
-.meta code { color:var(--ink); }
-main { padding:16px 28px 40px; max-width:1400px; }
-table.index { border-collapse:collapse; background:#fff; border:1px solid var(--line); border-radius:8px; margin-bottom:20px; font-size:13px; }
-table.index th, table.index td { padding:4px 12px; border-bottom:1px solid var(--line); text-align:right; }
-table.index th:first-child, table.index td:first-child, table.index td.toks { text-align:left; }
-table.index a { color:#2456c7; text-decoration:none; }
-section.latent { background:var(--card); border:1px solid var(--line); border-radius:10px; margin:0 0 22px; padding:16px 20px; }
-section.latent h2 { margin:0 0 4px; font-size:17px; }
-.stats { color:var(--muted); font-size:13px; margin-bottom:12px; }
-.stats b { color:var(--ink); font-weight:600; }
-.grid { display:grid; grid-template-columns: 380px 1fr; gap:22px; }
-@media (max-width: 900px) { .grid { grid-template-columns: 1fr; } }
-h3 { font-size:12px; text-transform:uppercase; letter-spacing:.05em; color:var(--muted); margin:12px 0 6px; }
-.logits { display:grid; grid-template-columns:1fr 1fr; gap:10px; }
-table.lg { border-collapse:collapse; width:100%; font-size:12.5px; }
-table.lg td { padding:1px 4px; }
-table.lg td.v { text-align:right; font-variant-numeric:tabular-nums; width:56px; }
-table.lg .tok { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; white-space:pre; border-radius:3px; padding:0 3px; }
-.pos .tok { background:rgba(31,122,77,.12); } .pos td.v { color:var(--pos); }
-.neg .tok { background:rgba(179,38,30,.10); } .neg td.v { color:var(--neg); }
-.ex { display:flex; gap:10px; align-items:baseline; padding:5px 0; border-bottom:1px dashed var(--line); }
-.ex .val { min-width:64px; text-align:right; font-variant-numeric:tabular-nums; color:var(--muted); font-size:12px; }
-.ex .ctx { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12.5px; white-space:pre-wrap; word-break:break-word; }
-.t { border-radius:2px; padding:1px 0; }
-.t.peak { outline:1.5px solid rgba(var(--act),1); }
-.t.edge { color:var(--muted); }
-.none { color:var(--muted); font-style:italic; }
-svg text { font:10px system-ui,sans-serif; fill:#6b7280; }
-footer { color:var(--muted); font-size:12px; padding:0 28px 28px; }
-"#;
 
 /// The dashboards as one self-contained HTML page.
 pub fn render_html(d: &Dashboards) -> String {
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>SAE latents · {}</title><style>{CSS}</style></head><body>\n",
-        escape_html(&d.hook)
-    );
-    let _ = write!(
-        h,
-        "<header><h1>SAE latent dashboards</h1><div class=\"meta\">SAE <code>{}</code> at <code>{}</code> · \
-         d_in {} · d_sae {} · model <code>{}</code> · {} tokens in {} sequences (BOS, EOS and padding not counted)</div></header>\n<main>\n",
-        escape_html(&d.sae),
-        escape_html(&d.hook),
+    page(d).render()
+}
+
+fn page(d: &Dashboards) -> Page {
+    let meta = Html::raw(format!(
+        "SAE <code>{}</code> at <code>{}</code> · d_in {} · d_sae {} · model <code>{}</code> · {} tokens in {} sequences \
+         (BOS, EOS and padding not counted)",
+        escape(&d.sae),
+        escape(&d.hook),
         d.d_in,
         d.d_sae,
-        escape_html(&d.model),
+        escape(&d.model),
         d.n_tokens,
         d.n_sequences
-    );
-    // Index.
-    h.push_str("<table class=\"index\"><tr><th>latent</th><th>density</th><th>max act</th><th>top promoted tokens</th></tr>\n");
+    ));
+    let mut index = Table::new(&["latent", "density", "max act", "top promoted tokens"]).class("index");
     for l in &d.latents {
-        let toks: Vec<String> = l.promoted.iter().take(5).map(|e| format!("<code>{}</code>", token_html(&e.token))).collect();
-        let _ = writeln!(
-            h,
-            "<tr><td><a href=\"#latent-{0}\">#{0}</a></td><td>{1}</td><td>{2:.3}</td><td class=\"toks\">{3}</td></tr>",
-            l.latent,
-            percent(l.density),
-            l.max_activation,
-            toks.join(" ")
-        );
+        let toks: Vec<String> = l.promoted.iter().take(5).map(|e| format!("<code>{}</code>", token_text(&e.token))).collect();
+        index.row(vec![
+            Html::raw(format!("<a href=\"#latent-{0}\">#{0}</a>", l.latent)),
+            Html::text(&percent(l.density)),
+            Html::text(&format!("{:.3}", l.max_activation)),
+            Html::raw(toks.join(" ")),
+        ]);
     }
-    h.push_str("</table>\n");
+    let mut page = Page::new(&format!("SAE latent dashboards · {}", d.hook)).meta(meta).table(index);
     for l in &d.latents {
-        render_latent(&mut h, l);
+        page = page.section("latent", &format!("latent-{}", l.latent), latent_html(l));
     }
-    let _ = write!(
-        h,
-        "</main><footer>Logit effects: {}. Contexts: ±window tokens around each sequence's peak, \
-         at most one per sequence; background ∝ activation / the latent's max; hover a token for its value. \
-         Generated by knowlens.</footer></body></html>\n",
-        escape_html(&d.logits_method)
-    );
-    h
+    page.footer(Html::raw(format!(
+        "Logit effects: {}. Contexts: ±window tokens around each sequence's peak, at most one per sequence; \
+         background ∝ activation / the latent's max; hover a token for its value. Generated by knowlens.",
+        escape(&d.logits_method)
+    )))
 }
 
 fn percent(x: f64) -> String {
@@ -474,121 +393,54 @@ fn percent(x: f64) -> String {
     }
 }
 
-fn render_latent(h: &mut String, l: &LatentDashboard) {
-    let _ = write!(
-        h,
-        "<section class=\"latent\" id=\"latent-{0}\"><h2>Latent #{0}</h2>\
-         <div class=\"stats\">density <b>{1}</b> ({2} tokens) · max activation <b>{3:.3}</b> · mean when active <b>{4:.3}</b></div>\
-         <div class=\"grid\"><div>",
+fn latent_html(l: &LatentDashboard) -> Html {
+    let mut h = Html::raw(format!(
+        "<h2>Latent #{0}</h2><div class=\"stats\">density <b>{1}</b> ({2} tokens) · max activation <b>{3:.3}</b> · \
+         mean when active <b>{4:.3}</b></div>",
         l.latent,
         percent(l.density),
         l.n_fired,
         l.max_activation,
         l.mean_activation
-    );
-    h.push_str("<h3>Activation density</h3>");
-    h.push_str(&histogram_svg(&l.histogram, l.density));
-    h.push_str("<h3>Logit effects</h3>");
+    ));
+    let mut left = Html::raw("<h3>Activation density</h3>");
+    let title = format!("tokens (log scale) · density {}", percent(l.density));
+    left.push(figure(&log_histogram_svg(&l.histogram.counts, l.histogram.max as f64, "activation", &title, "tokens"), ""));
+    left.push(Html::raw("<h3>Logit effects</h3>"));
     if l.promoted.is_empty() && l.suppressed.is_empty() {
-        h.push_str("<div class=\"none\">not available for this hook</div>");
+        left.push(Html::raw("<div class=\"none\">not available for this hook</div>"));
     } else {
-        h.push_str("<div class=\"logits\">");
-        for (class, title, entries) in [("pos", "promoted", &l.promoted), ("neg", "suppressed", &l.suppressed)] {
-            let _ = write!(h, "<table class=\"lg {class}\"><tr><td colspan=\"2\" class=\"none\">{title}</td></tr>");
-            for e in entries.iter() {
-                let _ = write!(
-                    h,
-                    "<tr><td><span class=\"tok\" title=\"id {}\">{}</span></td><td class=\"v\">{:+.3}</td></tr>",
-                    e.id,
-                    token_html(&e.token),
-                    e.value
-                );
+        let mut pair = Html::default();
+        for (class, title, entries) in [("signed pos", "promoted", &l.promoted), ("signed neg", "suppressed", &l.suppressed)] {
+            let mut t = Table::new(&[]).class(class);
+            t.row(vec![Html::raw(format!("<span class=\"none\">{title}</span>"))]);
+            for e in entries {
+                t.row(vec![Html::token(&e.token, &format!("id {}", e.id)), Html::text(&format!("{:+.3}", e.value))]);
             }
-            h.push_str("</table>");
+            pair.push(t.to_html());
         }
-        h.push_str("</div>");
+        left.push(Html::wrap("div", "pair", pair));
     }
-    h.push_str("</div><div><h3>Top activations</h3>");
+    let mut right = Html::raw("<h3>Top activations</h3>");
     if l.examples.is_empty() {
-        h.push_str("<div class=\"none\">never fired on these tokens</div>");
+        right.push(Html::raw("<div class=\"none\">never fired on these tokens</div>"));
     }
     let scale = l.max_activation.max(f32::MIN_POSITIVE);
     for ex in &l.examples {
-        let _ = write!(h, "<div class=\"ex\"><span class=\"val\" title=\"sequence {} position {}\">{:.3}</span><span class=\"ctx\">", ex.sequence, ex.position, ex.max_activation);
-        for (i, (tok, &a)) in ex.tokens.iter().zip(&ex.activations).enumerate() {
-            let alpha = (a / scale).clamp(0.0, 1.0) * 0.85;
-            let mut class = String::from("t");
-            if i == ex.center {
-                class.push_str(" peak");
-            }
-            let style = if alpha > 0.0 { format!(" style=\"background:rgba(var(--act),{alpha:.3})\"") } else { String::new() };
-            let _ = write!(
-                h,
-                "<span class=\"{class}\"{style} title=\"{} · id {} · {:.3}\">{}</span>",
-                escape_html(&format!("{tok:?}")),
-                ex.ids[i],
-                a,
-                token_html(tok)
-            );
-        }
-        h.push_str("</span></div>");
+        let mut row = Html::raw(format!(
+            "<span class=\"val\" title=\"sequence {} position {}\">{:.3}</span>",
+            ex.sequence, ex.position, ex.max_activation
+        ));
+        row.push(token_strip(ex.tokens.iter().zip(&ex.activations).enumerate().map(|(i, (tok, &a))| StripToken {
+            text: tok,
+            weight: a / scale,
+            peak: i == ex.center,
+            tooltip: format!("{tok:?} · id {} · {a:.3}", ex.ids[i]),
+        })));
+        right.push(Html::wrap("div", "ex", row));
     }
-    h.push_str("</div></div></section>\n");
-}
-
-/// Bars of log10(count + 1) per activation bin, with axes.
-fn histogram_svg(hist: &Histogram, density: f64) -> String {
-    let (w, ht) = (370.0f64, 150.0f64);
-    let (left, right, top, bottom) = (34.0, 8.0, 16.0, 22.0);
-    let (pw, ph) = (w - left - right, ht - top - bottom);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" viewBox=\"0 0 {w} {ht}\" role=\"img\">");
-    let max_count = hist.counts.iter().copied().max().unwrap_or(0);
-    if max_count == 0 {
-        s.push_str(&format!("<text x=\"{}\" y=\"{}\">no activations</text></svg>", left, top + ph / 2.0));
-        return s;
-    }
-    let top_log = ((max_count + 1) as f64).log10().ceil().max(1.0);
-    let y = |c: f64| top + ph - ph * (c + 1.0).log10() / top_log;
-    // Grid lines at powers of ten.
-    for e in 0..=(top_log as u32) {
-        let yy = top + ph - ph * e as f64 / top_log;
-        let _ = write!(
-            s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eef0f3\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            left + pw,
-            left - 4.0,
-            yy + 3.0,
-            if e == 0 { "0".to_string() } else { format!("1e{e}") }
-        );
-    }
-    let n = hist.counts.len() as f64;
-    let bw = pw / n;
-    for (i, &c) in hist.counts.iter().enumerate() {
-        if c == 0 {
-            continue;
-        }
-        let x = left + i as f64 * bw;
-        let y0 = y(c as f64);
-        let lo = hist.max as f64 * i as f64 / n;
-        let hi = hist.max as f64 * (i + 1) as f64 / n;
-        let _ = write!(
-            s,
-            "<rect x=\"{x:.1}\" y=\"{y0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"rgb(255,122,0)\" fill-opacity=\"{:.2}\"><title>{lo:.3} – {hi:.3}: {c} tokens</title></rect>",
-            (bw - 1.0).max(0.5),
-            top + ph - y0,
-            0.35 + 0.65 * (i as f64 + 1.0) / n
-        );
-    }
-    let (right_x, axis_y, label_y, mid_x) = (left + pw, top + ph, ht - 6.0, left + pw / 2.0);
-    let _ = write!(
-        s,
-        "<line x1=\"{left}\" x2=\"{right_x}\" y1=\"{axis_y:.1}\" y2=\"{axis_y:.1}\" stroke=\"#9ca3af\"/>\
-         <text x=\"{left}\" y=\"{label_y:.1}\">0</text>\
-         <text x=\"{right_x}\" y=\"{label_y:.1}\" text-anchor=\"end\">{max:.3}</text>\
-         <text x=\"{mid_x:.1}\" y=\"{label_y:.1}\" text-anchor=\"middle\">activation</text>\
-         <text x=\"{left}\" y=\"10\">tokens (log scale) · density {density}</text></svg>",
-        max = hist.max,
-        density = percent(density)
-    );
-    s
+    let mut grid = Html::wrap("div", "", left);
+    grid.push(Html::wrap("div", "", right));
+    h.push(Html::wrap("div", "grid", grid));
+    h
 }

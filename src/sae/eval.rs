@@ -58,6 +58,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Sae;
+use crate::corpus::sequences::{short_text_sequence, text_sequences};
 use crate::{Batch, HookPoint, HookSpec, Intervention, Model, Positions};
 
 /// The default fraction of tokens above which a latent counts as dense.
@@ -435,42 +436,20 @@ impl Accum {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Text → evaluation sequences. A stand-in for the corpus module: swap `text_file_sequences` for it.
+// Text file → evaluation sequences.
 
-/// Cuts a token stream (without BOS) into sequences of `context` tokens, each made of `bos` (when
-/// given) followed by the next `context − 1` tokens. A shorter tail is dropped unless it would
-/// be the only sequence. With `max_tokens`, stops once that many tokens are covered (rounded up
-/// to whole sequences).
-pub fn chunk_tokens(ids: &[u32], bos: Option<u32>, context: usize, max_tokens: Option<usize>) -> Result<Vec<Vec<u32>>> {
-    let body = context.saturating_sub(bos.is_some() as usize);
-    if body == 0 {
-        bail!("context length {context} leaves no room for text");
-    }
-    let mut out: Vec<Vec<u32>> = Vec::new();
-    let mut covered = 0;
-    for piece in ids.chunks(body) {
-        if max_tokens.is_some_and(|m| covered >= m) {
-            break;
-        }
-        if piece.len() < body && !out.is_empty() {
-            break;
-        }
-        let mut seq: Vec<u32> = bos.into_iter().collect();
-        seq.extend_from_slice(piece);
-        covered += seq.len();
-        out.push(seq);
-    }
-    if out.iter().map(Vec::len).sum::<usize>() < 2 {
-        bail!("the text holds fewer than 2 tokens: nothing to evaluate");
-    }
-    Ok(out)
-}
-
-/// Reads a UTF-8 text file, tokenizes it with the model's tokenizer (no special-token parsing)
-/// and cuts it into `context`-token sequences that start with BOS (`chunk_tokens`).
+/// Reads a UTF-8 text file and cuts it into `context`-token sequences by the corpus's one rule
+/// (`corpus::text_sequences`: tokenized without BOS, BOS in front of every sequence where the
+/// model uses one, the partial tail dropped). With `max_tokens`, only the first
+/// ⌈max_tokens / context⌉ sequences are kept, and the text is tokenized only about as far as
+/// they need. A text shorter than one sequence is evaluated whole, as one shorter sequence
+/// (`corpus::sequences::short_text_sequence`).
 pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_tokens: Option<usize>) -> Result<Vec<Vec<u32>>> {
     if context < 2 || context > model.cfg().context_length {
         bail!("--context {context}: must be between 2 and the model's context of {}", model.cfg().context_length);
+    }
+    if max_tokens == Some(0) {
+        bail!("--tokens 0: nothing to evaluate");
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     // A token is rarely longer than 16 bytes: no need to tokenize far past what is asked for.
@@ -484,26 +463,17 @@ pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_token
         }
         _ => text.as_str(),
     };
-    let ids = model.tokenizer.encode(text, false, false).with_context(|| format!("tokenizing {}", path.display()))?;
-    let bos = model.tokenizer.bos.filter(|_| model.tokenizer.add_bos);
-    chunk_tokens(&ids, bos, context, max_tokens).with_context(|| format!("{}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_start_with_bos_and_drop_a_short_tail() {
-        let ids: Vec<u32> = (10..20).collect();
-        let c = chunk_tokens(&ids, Some(2), 4, None).unwrap();
-        assert_eq!(c, vec![vec![2, 10, 11, 12], vec![2, 13, 14, 15], vec![2, 16, 17, 18]]);
-        let c = chunk_tokens(&ids, Some(2), 4, Some(5)).unwrap();
-        assert_eq!(c.len(), 2);
-        // A text shorter than one context is kept whole.
-        assert_eq!(chunk_tokens(&ids[..2], Some(2), 8, None).unwrap(), vec![vec![2, 10, 11]]);
-        assert_eq!(chunk_tokens(&ids, None, 5, None).unwrap().len(), 2);
-        assert!(chunk_tokens(&[], Some(2), 8, None).is_err());
-        assert!(chunk_tokens(&ids, Some(2), 1, None).is_err());
+    let mut seqs = text_sequences(&model.tokenizer, text, context).with_context(|| format!("tokenizing {}", path.display()))?;
+    if let Some(m) = max_tokens {
+        seqs.truncate(m.div_ceil(context));
     }
+    if seqs.is_empty() {
+        // Shorter than one sequence: evaluated whole.
+        let whole = short_text_sequence(&model.tokenizer, text).with_context(|| format!("tokenizing {}", path.display()))?;
+        if whole.len() < 2 {
+            bail!("{}: the text holds fewer than 2 tokens: nothing to evaluate", path.display());
+        }
+        seqs.push(whole);
+    }
+    Ok(seqs)
 }

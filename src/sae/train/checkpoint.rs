@@ -14,7 +14,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +21,7 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use super::store::StoreState;
+use crate::fsio::{move_into_place, sync_dir, write_atomic, write_synced};
 use super::trainer::Trainer;
 
 pub const FORMAT: &str = "knowlens-sae-checkpoint/1";
@@ -109,33 +109,18 @@ fn trainer_arrays(t: &Trainer) -> Vec<(String, Raw)> {
     out
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("{}: cannot write", path.display()))?;
-    f.sync_all().with_context(|| format!("{}: cannot sync", path.display()))
-}
-
 fn write_tensors(path: &Path, arrays: &[(String, Raw)]) -> Result<()> {
     let bytes = safetensors::tensor::serialize(arrays.iter().map(|(n, r)| (n.as_str(), r)), &None)
         .with_context(|| format!("{}: cannot serialize", path.display()))?;
     write_synced(path, &bytes)
 }
 
-fn sync_dir(dir: &Path) {
-    // Best effort: makes the renames durable across a power cut (a kill does not need it).
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
-
 /// Writes a checkpoint of `trainers` and the store into `out`, atomically, and removes older
 /// ones.
 pub fn save(out: &Path, state: &CheckpointState, trainers: &[Trainer], carry: &[Vec<f32>]) -> Result<()> {
     let name = format!("checkpoint-{}", state.step);
-    let tmp = out.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
+    let dir = out.join(&name);
+    let tmp = crate::fsio::temp_path(&dir);
     fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     for (i, t) in trainers.iter().enumerate() {
         write_tensors(&tmp.join(format!("hook{i}.safetensors")), &trainer_arrays(t))?;
@@ -144,16 +129,8 @@ pub fn save(out: &Path, state: &CheckpointState, trainers: &[Trainer], carry: &[
     write_tensors(&tmp.join("carry.safetensors"), &carry_arrays)?;
     write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
     sync_dir(&tmp);
-    let dir = out.join(&name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::rename(&tmp, &dir).with_context(|| format!("{}: cannot move into place", dir.display()))?;
-    sync_dir(out);
-    let ptr_tmp = out.join(format!(".{POINTER}.tmp"));
-    write_synced(&ptr_tmp, serde_json::to_string(&Pointer { dir: name.clone(), step: state.step })?.as_bytes())?;
-    fs::rename(&ptr_tmp, out.join(POINTER))?;
-    sync_dir(out);
+    move_into_place(&tmp, &dir)?;
+    write_atomic(&out.join(POINTER), serde_json::to_string(&Pointer { dir: name.clone(), step: state.step })?.as_bytes())?;
     remove_others(out, Some(&name))
 }
 
@@ -165,6 +142,10 @@ pub fn remove_others(out: &Path, keep: Option<&str>) -> Result<()> {
         let is_ckpt = name.starts_with("checkpoint-") || (name.starts_with(".checkpoint-") && name.ends_with(".tmp"));
         if is_ckpt && Some(name.as_str()) != keep && e.path().is_dir() {
             fs::remove_dir_all(e.path()).with_context(|| format!("{}: cannot remove", e.path().display()))?;
+        }
+        // A pointer whose write was interrupted before its rename.
+        if name.starts_with(&format!(".{POINTER}.")) && name.ends_with(".tmp") && e.path().is_file() {
+            fs::remove_file(e.path()).with_context(|| format!("{}: cannot remove", e.path().display()))?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Training sparse autoencoders on a model's activations, on the CPU, with hand-written
 //! gradients that exploit sparsity.
 //!
-//! * `source`: `TokenSource`, where token sequences come from (in-memory, iterators, text files)
+//! * `source`: `TokenSource`, where token sequences come from (in memory, text files)
 //! * `store`: the activation store (several hooks from one forward pass, seeded shuffle buffer)
 //! * `config`: architectures (TopK, BatchTopK, JumpReLU, ReLU + L1) and optimiser settings
 //! * `params`: parameter layout and initialisation, conversion to a `Sae`
@@ -11,7 +11,8 @@
 //! * `trainer`: one SAE's step: forward, sparse backward and update
 //! * `checkpoint`: atomic checkpoints for bit-exact resume
 //! * `run`: the training loop (store → trainers, progress bar, JSONL log, checkpoints, saving)
-//! * `rng`: seeded streams
+//!
+//! Seeded streams (initial weights, buffer shuffles) come from `crate::rng`.
 
 pub mod adam;
 pub mod checkpoint;
@@ -27,6 +28,6 @@ pub mod trainer;
 pub use config::{ArchConfig, BDecInit, Backward, TrainConfig};
 pub use params::Params;
 pub use run::{train, RunOptions, RunSummary};
-pub use source::{text_file_source, text_sequences, IterSource, TokenSource, VecSource};
+pub use source::{text_file_source, TokenSource, VecSource};
 pub use store::{ActivationStore, StoreConfig, StoreState};
 pub use trainer::{Grads, Scratch, StepStats, Trainer};

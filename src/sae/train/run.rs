@@ -298,8 +298,6 @@ fn truncate_log(path: &Path, step: u64) -> Result<()> {
             serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)
         })
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    fs::write(&tmp, keep.iter().map(|l| format!("{l}\n")).collect::<String>())?;
-    fs::rename(&tmp, path)?;
+    crate::fsio::write_atomic(path, keep.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())?;
     Ok(())
 }

@@ -1,12 +1,11 @@
 //! Where an activation store gets its token sequences: anything that hands out fixed-length
-//! token sequences one at a time. The corpus module's chunk iterator, an in-memory list and a
-//! plain text file cut into chunks all fit behind `TokenSource`.
+//! token sequences one at a time. An in-memory list (`VecSource`, e.g. of `TokenCorpus::chunks`)
+//! and a plain text file cut into sequences (`text_file_source`) fit behind `TokenSource`.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
-
+use crate::corpus::text_sequences;
 use crate::tokenizer::Tokenizer;
 
 /// Token sequences for an activation store, each starting with BOS where the model uses one.
@@ -74,87 +73,20 @@ impl TokenSource for VecSource {
     }
 }
 
-/// Any iterator of sequences (e.g. `TokenCorpus::chunks`).
-pub struct IterSource<I> {
-    iter: I,
-    name: String,
-}
-
-impl<I: Iterator<Item = Vec<u32>>> IterSource<I> {
-    pub fn new(iter: I, name: impl Into<String>) -> Self {
-        Self { iter, name: name.into() }
-    }
-}
-
-impl<I: Iterator<Item = Vec<u32>>> TokenSource for IterSource<I> {
-    fn next_sequence(&mut self) -> Result<Option<Vec<u32>>> {
-        Ok(self.iter.next())
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
-
-/// A plain UTF-8 text cut into sequences of `ctx_len` tokens: the text is tokenized without BOS
-/// (in pieces of about 64 KiB split at line ends, in parallel), then cut every `ctx_len − 1`
-/// tokens with BOS in front of each piece where the model uses one (`ctx_len` without). The last
-/// partial piece is dropped.
-pub fn text_sequences(tok: &Tokenizer, text: &str, ctx_len: usize) -> Result<Vec<Vec<u32>>> {
-    if ctx_len < 2 {
-        bail!("context length must be at least 2 (got {ctx_len})");
-    }
-    let pieces = split_at_lines(text, 1 << 16);
-    let ids: Vec<Vec<u32>> = pieces.par_iter().map(|p| tok.encode(p, false, false)).collect::<Result<_>>()?;
-    let bos = if tok.add_bos { tok.bos } else { None };
-    let body = ctx_len - usize::from(bos.is_some());
-    let all: Vec<u32> = ids.into_iter().flatten().collect();
-    Ok(all
-        .chunks_exact(body)
-        .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
-        .collect())
-}
-
-/// `text_sequences` of a file, as a repeating source (a short file is read in several epochs).
+/// `corpus::text_sequences` of a file, as a repeating source (a short file is read in several
+/// epochs).
 pub fn text_file_source(tok: &Tokenizer, path: &Path, ctx_len: usize) -> Result<VecSource> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
-    let seqs = text_sequences(tok, &text, ctx_len)?;
+    let seqs = text_sequences(tok, &text, ctx_len).with_context(|| path.display().to_string())?;
     if seqs.is_empty() {
         bail!("{}: fewer than {ctx_len} tokens, not one sequence of the context length", path.display());
     }
     Ok(VecSource::new(seqs, true, path.display().to_string()))
 }
 
-/// Pieces of at least `target` bytes that end at a line end (the last may be shorter).
-fn split_at_lines(text: &str, target: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + target).min(text.len());
-        while !text.is_char_boundary(end) {
-            end += 1;
-        }
-        let end = match text[end..].find('\n') {
-            Some(i) => end + i + 1,
-            None => text.len(),
-        };
-        out.push(&text[start..end]);
-        start = end;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pieces_cover_the_text_and_end_at_lines() {
-        let text = "ab\ncdé\nfg\nh";
-        let p = split_at_lines(text, 2);
-        assert_eq!(p.concat(), text);
-        assert!(p[..p.len() - 1].iter().all(|s| s.ends_with('\n')));
-    }
 
     #[test]
     fn vec_source_repeats_and_skips() {

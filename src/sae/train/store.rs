@@ -46,17 +46,6 @@ pub struct StoreState {
     pub batches_taken: u64,
 }
 
-/// The width of the activation a hook holds (hook_z is flattened over heads, as SAELens does).
-pub fn hook_width(model: &Model, hook: HookPoint) -> Result<usize> {
-    let cfg = model.cfg();
-    hook.check_layer(cfg.n_layers)?;
-    Ok(match hook {
-        HookPoint::AttnPattern(_) => bail!("{hook} holds attention patterns, which no SAE reads"),
-        HookPoint::AttnZ(_) => cfg.n_heads * cfg.head_dim,
-        _ => cfg.d_model,
-    })
-}
-
 pub struct ActivationStore<'a> {
     model: &'a Model,
     source: Box<dyn TokenSource + 'a>,
@@ -87,7 +76,7 @@ impl<'a> ActivationStore<'a> {
         if cfg.batch_size == 0 || cfg.buffer_batches == 0 || cfg.model_batch == 0 {
             bail!("batch size, buffer batches and model batch must be positive");
         }
-        let widths = cfg.hooks.iter().map(|&h| hook_width(model, h)).collect::<Result<Vec<_>>>()?;
+        let widths = cfg.hooks.iter().map(|&h| model.cfg().hook_width(h)).collect::<Result<Vec<_>>>()?;
         let n = cfg.hooks.len();
         let bos = model.tokenizer.bos;
         Ok(Self {
