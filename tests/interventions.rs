@@ -180,7 +180,9 @@ fn generation_matches_teacher_forcing_and_prompt_only_steering() {
 #[test]
 fn sampling_is_seeded_and_independent_of_the_batch() {
     let (m, b) = setup();
-    let opts = GenerateOptions { max_tokens: 8, temperature: 3.0, seed: 7, ..Default::default() };
+    // The tiny model puts most of its mass on repeating the last token; a high temperature
+    // makes the draws depend on the seed (at 3.0 two seeds can draw the same 16 tokens).
+    let opts = GenerateOptions { max_tokens: 8, temperature: 20.0, seed: 7, ..Default::default() };
     let (a, _) = generate(&m, &b, &HookSpec::new(), &opts).unwrap();
     let (again, _) = generate(&m, &b, &HookSpec::new(), &opts).unwrap();
     assert_eq!(a[0].ids, again[0].ids);
@@ -189,7 +191,7 @@ fn sampling_is_seeded_and_independent_of_the_batch() {
     assert_eq!(alone[0].ids, a[0].ids);
     let other = GenerateOptions { seed: 8, ..opts };
     let (c, _) = generate(&m, &b, &HookSpec::new(), &other).unwrap();
-    assert!(c.iter().zip(&a).any(|(x, y)| x.ids != y.ids), "a different seed gave the same samples");
+    assert!(c.iter().zip(&a).any(|(x, y)| x.ids != y.ids), "a different seed gave the same samples: {:?} {:?}", a.iter().map(|g| &g.ids).collect::<Vec<_>>(), c.iter().map(|g| &g.ids).collect::<Vec<_>>());
 }
 
 #[test]
