@@ -7,6 +7,7 @@
 //! * `batch`: left-padded batches with per-row positions
 //! * `fetch`: named models fetched into a cache outside the repository
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
+//! * `progress`: progress events from long runs (drawn by the CLI, silent elsewhere)
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
@@ -19,6 +20,7 @@ pub mod entities;
 pub mod fetch;
 pub mod hooks;
 pub mod model;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod sae;
