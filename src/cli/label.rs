@@ -1,6 +1,7 @@
 //! `knowlens label`: ask the model about every entity and label it known / unknown.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -9,6 +10,7 @@ use knowlens::entities::decide::Class;
 use knowlens::entities::label::{LabelOptions, Mode};
 use knowlens::entities::run::{self, RunConfig, TemplateChoice};
 use knowlens::entities::EntityType;
+use knowlens::progress::Progress;
 
 use super::progress::{named, Bars};
 use super::ModelArgs;
@@ -57,6 +59,44 @@ pub struct LabelArgs {
     /// Seed of the train / validation / test split (the paper's: 42).
     #[arg(long, default_value_t = RunConfig::DEFAULT_SPLIT_SEED)]
     split_seed: u64,
+    /// Kill the process (SIGKILL) once this many batches are answered and stored: for tests of
+    /// resuming.
+    #[arg(long, hide = true)]
+    abort_after_batches: Option<u64>,
+}
+
+/// Draws the bars and kills the process after `limit` batches (`--abort-after-batches`).
+struct AbortAfter {
+    bars: Bars,
+    limit: Option<u64>,
+    batches: AtomicU64,
+}
+
+impl Progress for AbortAfter {
+    fn start(&self, label: &str, total: Option<u64>) {
+        self.bars.start(label, total)
+    }
+    fn set_position(&self, pos: u64) {
+        self.bars.set_position(pos)
+    }
+    fn advance(&self, n: u64) {
+        self.bars.advance(n);
+        // The labeling run advances once per batch, after the batch's records are stored.
+        if self.limit.is_some_and(|l| self.batches.fetch_add(1, Ordering::SeqCst) + 1 >= l) {
+            // SIGKILL to ourselves: exactly what an interrupted run goes through.
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(std::process::id().to_string()).status();
+            std::process::abort();
+        }
+    }
+    fn message(&self, msg: &str) {
+        self.bars.message(msg)
+    }
+    fn log(&self, line: &str) {
+        self.bars.log(line)
+    }
+    fn finish(&self) {
+        self.bars.finish()
+    }
 }
 
 pub fn run(a: LabelArgs) -> Result<()> {
@@ -93,7 +133,8 @@ pub fn run(a: LabelArgs) -> Result<()> {
     if a.chat && model.tokenizer.chat_template.is_none() {
         bail!("--chat: {} has no chat template", model.source.display());
     }
-    let outcome = run::run(&model, &data.entities, &data.fabricated, &cfg, &Bars::default())?;
+    let progress = AbortAfter { bars: Bars::default(), limit: a.abort_after_batches, batches: AtomicU64::new(0) };
+    let outcome = run::run(&model, &data.entities, &data.fabricated, &cfg, &progress)?;
     let count = |c: Class| outcome.labels.iter().filter(|l| l.class == c).count();
     println!(
         "{} entities: {} known, {} unknown, {} dropped; {} questions asked now ({:.0} s, {:.1}/s), {} resumed",
