@@ -67,7 +67,7 @@ fn check_f32_against_transformers(preset: &str) {
 }
 
 fn check_quantized_against_llamacpp(preset: &str) {
-    let Some(m) = real_or_skip(preset, Precision::Quantized) else { return };
+    let Some(m): Option<Model> = real_or_skip(preset, Precision::Quantized) else { return };
     let ps = prompts(preset);
     let exp = expected(&format!("{preset}/golden.safetensors"));
     let batch = m.batch_from_ids(&ps.iter().map(|p| p.ids.clone()).collect::<Vec<_>>()).unwrap();
