@@ -86,14 +86,25 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     bail!("--model '{spec}': neither a known model ({}) nor an existing path", names.join(", "))
 }
 
+/// Where the preset's GGUF file lives in the cache (whether or not it has been fetched).
+pub fn cached_path(p: &Preset) -> Result<PathBuf> {
+    Ok(home()?.join("models").join(p.name).join(p.file_name))
+}
+
+/// The preset's GGUF path if the cache holds it complete (the expected size), without fetching.
+pub fn cached(p: &Preset) -> Result<Option<PathBuf>> {
+    let path = cached_path(p)?;
+    Ok(fs::metadata(&path).is_ok_and(|m| m.len() == p.size).then_some(path))
+}
+
 /// Fetches in one process run one at a time (tests load models from several threads).
 static FETCH_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The preset's GGUF path, fetching it first if it is not in the cache.
 pub fn ensure(p: &Preset) -> Result<PathBuf> {
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = home()?.join("models").join(p.name);
-    let target = dir.join(p.file_name);
+    let target = cached_path(p)?;
+    let dir = target.parent().context("cached model path has no directory")?.to_path_buf();
     if target.exists() {
         let len = fs::metadata(&target)?.len();
         if len == p.size {

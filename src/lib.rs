@@ -9,6 +9,7 @@
 //! * `gguf`: GGUF headers read defensively (model loader and tokenizer)
 //! * `fsio`: atomic file writes (temporary file, sync, rename)
 //! * `entities`: entity datasets, questions, answer matching and known / unknown labels
+//! * `progress`: progress events from long runs (drawn by the CLI, silent elsewhere)
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
@@ -23,6 +24,7 @@ pub mod gguf;
 pub mod fsio;
 pub mod hooks;
 pub mod model;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod sae;

@@ -414,7 +414,7 @@ fn build_with_entities_only_writes_a_readable_cache() {
     opts.sources = Vec::new();
     opts.entities = vec![rows];
     opts.heldout_fraction = 0.0;
-    let report = corpus::build(&opts).unwrap();
+    let report = corpus::build(&opts, &knowlens::progress::Silent).unwrap();
     assert!(!report.cached);
     assert!(report.dir.starts_with(home.path().join("corpus").join("gemma3")), "{}", report.dir.display());
     assert_eq!(report.index.stats[0].name, "entities");
@@ -428,9 +428,9 @@ fn build_with_entities_only_writes_a_readable_cache() {
     assert_eq!(c.bos(), if tok.add_bos { tok.bos } else { None });
     // Building again finds the cache; --force rebuilds the same bytes.
     let bytes = fs::read(report.dir.join("tokens.bin")).unwrap();
-    assert!(corpus::build(&opts).unwrap().cached);
+    assert!(corpus::build(&opts, &knowlens::progress::Silent).unwrap().cached);
     opts.force = true;
-    assert!(!corpus::build(&opts).unwrap().cached);
+    assert!(!corpus::build(&opts, &knowlens::progress::Silent).unwrap().cached);
     assert_eq!(fs::read(report.dir.join("tokens.bin")).unwrap(), bytes);
 }
 

@@ -18,7 +18,7 @@ fn known_llamacpp_override(preset: &str, text: &str, special: bool, got: &[u32],
 }
 
 fn check_cases(preset: &str) {
-    let m = real(preset, Precision::Quantized);
+    let Some(m) = real_or_skip(preset, Precision::Quantized) else { return };
     let text = std::fs::read_to_string(fixture(&format!("{preset}/tokenizer_cases.json"))).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = v["cases"].as_array().unwrap();
@@ -49,7 +49,7 @@ fn smollm2_tokenizer_matches_llamacpp() {
 
 #[test]
 fn smollm2_chat_template_renders_like_jinja2() {
-    let m = real("smollm2-135m-instruct", Precision::Quantized);
+    let Some(m) = real_or_skip("smollm2-135m-instruct", Precision::Quantized) else { return };
     let text = std::fs::read_to_string(fixture("smollm2-135m-instruct/chat_cases.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let t = m.tokenizer.chat_template.as_ref().expect("SmolLM2 has a chat template");
@@ -64,7 +64,7 @@ fn smollm2_chat_template_renders_like_jinja2() {
 
 #[test]
 fn gemma3_decodes_what_it_encodes() {
-    let m = real("gemma-3-270m", Precision::Quantized);
+    let Some(m) = real_or_skip("gemma-3-270m", Precision::Quantized) else { return };
     for s in ["Michael Jordan", "Hello  world\n\nfoo", "naïve café 東京 🙂", "<start_of_turn>user\nHi<end_of_turn>\n"] {
         let ids = m.tokenizer.encode(s, false, true).unwrap();
         assert_eq!(m.tokenizer.decode(&ids).unwrap(), s);
@@ -73,7 +73,7 @@ fn gemma3_decodes_what_it_encodes() {
 
 #[test]
 fn entity_positions_cover_exactly_the_entity_tokens() {
-    let m = real("gemma-3-270m", Precision::Quantized);
+    let Some(m) = real_or_skip("gemma-3-270m", Precision::Quantized) else { return };
     let text = "The movie 'The Godfather' was directed by";
     // <bos> The ▁movie ▁' The ▁Godfather ' ▁was ▁directed ▁by
     assert_eq!(m.tokenizer.span_positions(text, "The Godfather", true, false).unwrap(), vec![4, 5]);

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use knowlens::model::generate::{generate, GenerateOptions};
 use knowlens::{HookPoint, HookSpec, LogitsAt};
@@ -54,6 +54,15 @@ pub fn bench_ids(rows: usize, len: usize, bos: Option<u32>, vocab: usize) -> Vec
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("--reps must be at least 1 (the timed repetitions whose median is reported)");
+    }
+    if a.batch == 0 || a.tokens == 0 {
+        bail!("--batch ({}) and --tokens ({}) must be at least 1", a.batch, a.tokens);
+    }
+    if matches!(a.workload, Workload::Decode) && a.new_tokens == 0 {
+        bail!("--new-tokens must be at least 1 for the decode workload");
+    }
     let m = a.model.load()?;
     let cfg = m.cfg();
     let bos = if m.tokenizer.add_bos { m.tokenizer.bos } else { None };

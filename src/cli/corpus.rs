@@ -56,7 +56,7 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     opts.version = a.version;
     opts.force = a.force;
     let t0 = Instant::now();
-    let report = corpus::build(&opts)?;
+    let report = corpus::build(&opts, &super::progress::Bars::default())?;
     let wall = t0.elapsed().as_secs_f64();
     let stats = &report.index.stats;
     let total_tokens: u64 = stats.iter().map(|s| s.tokens + s.heldout_tokens).sum();

@@ -1,14 +1,18 @@
 //! `knowlens label`: ask the model about every entity and label it known / unknown.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use knowlens::entities::dataset::{self, Require};
+use knowlens::entities::dataset::{self, discover};
 use knowlens::entities::decide::Class;
 use knowlens::entities::label::{LabelOptions, Mode};
 use knowlens::entities::run::{self, RunConfig, TemplateChoice};
+use knowlens::entities::EntityType;
+use knowlens::progress::Progress;
 
+use super::progress::{named, Bars};
 use super::ModelArgs;
 
 #[derive(Args)]
@@ -22,30 +26,30 @@ pub struct LabelArgs {
     /// Output directory (one subdirectory per mode); rerunning resumes.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value_t = Mode::Greedy)]
+    #[arg(long, value_parser = named::<Mode>(&Mode::NAMES), default_value = "greedy")]
     mode: Mode,
     /// Label only this many entities per type, evenly spread over the popularity range.
     #[arg(long)]
     per_type: Option<usize>,
-    /// Only these types (player, movie, city, song).
-    #[arg(long, value_delimiter = ',')]
-    types: Vec<String>,
-    #[arg(long, default_value_t = 64)]
+    /// Only these types.
+    #[arg(long, value_delimiter = ',', value_parser = named::<EntityType>(&EntityType::NAMES))]
+    types: Vec<EntityType>,
+    #[arg(long, default_value_t = LabelOptions::default().batch_size)]
     batch_size: usize,
     /// Samples at T = 1 per question in sampled mode.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = LabelOptions::default().samples)]
     samples: usize,
     /// Matching samples for an attribute to count as reliably correct (sampled mode).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = LabelOptions::default().min_correct_samples)]
     min_correct_samples: usize,
     /// Attributes correct for an entity to be known.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_KNOWN_MIN)]
     known_min: usize,
     /// Base-model templates: the paper's, or the best per attribute on a development sample.
-    #[arg(long, value_enum, default_value_t = TemplateChoice::Auto)]
+    #[arg(long, value_parser = named::<TemplateChoice>(&TemplateChoice::NAMES), default_value = "auto")]
     templates: TemplateChoice,
     /// Most popular entities per type used to choose templates.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_DEV_SIZE)]
     dev_size: usize,
     /// Ask through the model's chat template (for chat models).
     #[arg(long)]
@@ -53,51 +57,49 @@ pub struct LabelArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Seed of the train / validation / test split (the paper's: 42).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = RunConfig::DEFAULT_SPLIT_SEED)]
     split_seed: u64,
+    /// Kill the process (SIGKILL) once this many batches are answered and stored: for tests of
+    /// resuming.
+    #[arg(long, hide = true)]
+    abort_after_batches: Option<u64>,
+}
+
+/// Draws the bars and kills the process after `limit` batches (`--abort-after-batches`).
+struct AbortAfter {
+    bars: Bars,
+    limit: Option<u64>,
+    batches: AtomicU64,
+}
+
+impl Progress for AbortAfter {
+    fn start(&self, label: &str, total: Option<u64>) {
+        self.bars.start(label, total)
+    }
+    fn set_position(&self, pos: u64) {
+        self.bars.set_position(pos)
+    }
+    fn advance(&self, n: u64) {
+        self.bars.advance(n);
+        // The labeling run advances once per batch, after the batch's records are stored.
+        if self.limit.is_some_and(|l| self.batches.fetch_add(1, Ordering::SeqCst) + 1 >= l) {
+            // SIGKILL to ourselves: exactly what an interrupted run goes through.
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(std::process::id().to_string()).status();
+            std::process::abort();
+        }
+    }
+    fn message(&self, msg: &str) {
+        self.bars.message(msg)
+    }
+    fn log(&self, line: &str) {
+        self.bars.log(line)
+    }
+    fn finish(&self) {
+        self.bars.finish()
+    }
 }
 
 pub fn run(a: LabelArgs) -> Result<()> {
-    let mut files = Vec::new();
-    let mut fabricated_files = Vec::new();
-    for p in &a.entities {
-        if p.is_dir() {
-            files.extend(dataset::dataset_files(p)?);
-            let f = p.join("fabricated.jsonl");
-            if f.exists() {
-                fabricated_files.push(f);
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
-    if files.is_empty() {
-        bail!("no entity files found in {:?}", a.entities);
-    }
-    let report = dataset::load(&files, Require::Attributes)?;
-    dataset::print_skipped(&report.skipped, 20);
-    let mut entities = report.entities;
-    if !a.types.is_empty() {
-        entities.retain(|e| a.types.iter().any(|t| t == e.entity_type.as_str()));
-    }
-    if let Some(n) = a.per_type {
-        entities = run::spread_subset(&entities, n);
-    }
-    if entities.is_empty() {
-        bail!("no entities to label");
-    }
-    let fabricated = if fabricated_files.is_empty() {
-        Vec::new()
-    } else {
-        let r = dataset::load(&fabricated_files, Require::NameOnly)?;
-        dataset::print_skipped(&r.skipped, 20);
-        r.entities
-    };
-    eprintln!("{} entities from {} files ({} rows skipped)", entities.len(), files.len(), report.skipped.len());
-    let model = a.model.load()?;
-    if a.chat && model.tokenizer.chat_template.is_none() {
-        bail!("--chat: {} has no chat template", model.source.display());
-    }
     let cfg = RunConfig {
         out: a.out.clone(),
         opts: LabelOptions {
@@ -113,9 +115,26 @@ pub fn run(a: LabelArgs) -> Result<()> {
         templates: a.templates,
         dev_size: a.dev_size,
         split_seed: a.split_seed,
-        quiet: false,
     };
-    let outcome = run::run(&model, &entities, &fabricated, &cfg)?;
+    // Settings are checked before the model loads.
+    cfg.validate()?;
+    let files = discover(&a.entities)?;
+    let mut data = files.load()?;
+    dataset::print_skipped(&data.skipped, 20);
+    data.retain_types(&a.types);
+    if let Some(n) = a.per_type {
+        data.entities = run::spread_subset(&data.entities, n);
+    }
+    if data.entities.is_empty() {
+        bail!("no entities to label");
+    }
+    eprintln!("{} entities from {} files ({} rows skipped)", data.entities.len(), files.real.len(), data.skipped.len());
+    let model = a.model.load()?;
+    if a.chat && model.tokenizer.chat_template.is_none() {
+        bail!("--chat: {} has no chat template", model.source.display());
+    }
+    let progress = AbortAfter { bars: Bars::default(), limit: a.abort_after_batches, batches: AtomicU64::new(0) };
+    let outcome = run::run(&model, &data.entities, &data.fabricated, &cfg, &progress)?;
     let count = |c: Class| outcome.labels.iter().filter(|l| l.class == c).count();
     println!(
         "{} entities: {} known, {} unknown, {} dropped; {} questions asked now ({:.0} s, {:.1}/s), {} resumed",

@@ -5,10 +5,9 @@ mod corpus;
 mod demo;
 mod inspect;
 mod label;
+mod progress;
 mod sae;
 mod sae_train;
-
-use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -30,7 +29,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = fetch::DEFAULT_MODEL)]
     pub model: String,
     /// f32: dequantize to float32 (exact, matches transformers); quantized: GGUF blocks as stored.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = progress::named::<Precision>(&["f32", "quantized"]), default_value = "f32")]
     pub precision: Precision,
 }
 
@@ -93,10 +92,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Models => {
-            let home = fetch::home()?;
             for p in fetch::PRESETS {
-                let path: PathBuf = home.join("models").join(p.name).join(p.file_name);
-                let state = if path.exists() { path.display().to_string() } else { "not fetched".into() };
+                let state = match fetch::cached(p)? {
+                    Some(path) => path.display().to_string(),
+                    None => format!("not fetched ({})", fetch::cached_path(p)?.display()),
+                };
                 println!("{:<24} {}\n{:<24} {}", p.name, p.description, "", state);
             }
             Ok(())

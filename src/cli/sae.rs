@@ -56,6 +56,9 @@ pub struct TextArgs {
 impl TextArgs {
     fn sequences(&self, m: &Model) -> Result<Vec<Vec<u32>>> {
         let context = self.context.unwrap_or(128.min(m.cfg().context_length));
+        if context < 2 {
+            bail!("--context {context}: must be at least 2 (BOS and one token)");
+        }
         match (&self.corpus, &self.text_file) {
             (Some(dir), _) => {
                 let corpus = knowlens::corpus::TokenCorpus::open_split(dir, knowlens::corpus::Split::Heldout)?;

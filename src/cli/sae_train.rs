@@ -5,10 +5,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
+use knowlens::progress::Progress;
 use knowlens::sae::train::{self, ArchConfig, BDecInit, RunOptions, TrainConfig, Trainer};
 use knowlens::HookPoint;
 use serde_json::json;
 
+use super::progress::{named, Bars, LogOnly};
 use super::ModelArgs;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -27,26 +29,26 @@ pub struct ArchArgs {
     #[arg(long, value_enum, default_value_t = Arch::Topk)]
     arch: Arch,
     /// Active latents per token (topk, batchtopk).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_K)]
     k: usize,
     /// Number of latents (d_sae).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = TrainConfig::DEFAULT_WIDTH)]
     width: usize,
     /// L1 coefficient (standard), ramped up over --sparsity-warm-up-steps.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_L1_COEFFICIENT)]
     l1_coefficient: f32,
     /// L0 coefficient (jumprelu), ramped up over --sparsity-warm-up-steps.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_L0_COEFFICIENT)]
     l0_coefficient: f32,
     #[arg(long, default_value_t = 0)]
     sparsity_warm_up_steps: u64,
     /// Width of the rectangle kernel of JumpReLU's straight-through gradients.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_JUMPRELU_BANDWIDTH)]
     jumprelu_bandwidth: f32,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_JUMPRELU_INIT_THRESHOLD)]
     jumprelu_init_threshold: f32,
     /// Rate of BatchTopK's running threshold.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = ArchConfig::DEFAULT_TOPK_THRESHOLD_LR)]
     topk_threshold_lr: f64,
 }
 
@@ -85,7 +87,7 @@ pub struct TrainArgs {
     /// Activation rows per step.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
-    #[arg(long, default_value_t = 4e-4)]
+    #[arg(long, default_value_t = TrainConfig::DEFAULT_LR)]
     lr: f32,
     /// Linear learning-rate warm-up steps.
     #[arg(long, default_value_t = 0)]
@@ -114,15 +116,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 16)]
     model_batch: usize,
     /// AuxK coefficient (topk, batchtopk).
-    #[arg(long, default_value_t = 1.0 / 32.0)]
+    #[arg(long, default_value_t = TrainConfig::DEFAULT_AUX_COEFFICIENT)]
     aux_coefficient: f32,
     /// Dead latents AuxK uses per row (0: d_in / 2).
     #[arg(long, default_value_t = 0)]
     aux_k: usize,
     /// A latent not fired for this many tokens counts as dead.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = TrainConfig::DEFAULT_DEAD_TOKENS)]
     dead_tokens: u64,
-    #[arg(long, value_enum, default_value_t = BDecInit::GeometricMedian)]
+    #[arg(long, value_parser = named::<BDecInit>(&BDecInit::NAMES), default_value = "geometric-median")]
     b_dec_init: BDecInit,
     /// Train on raw activations instead of scaling them to mean norm sqrt(d_in) (the scale is
     /// folded into the saved weights either way).
@@ -152,7 +154,25 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if a.batch_size == 0 || a.tokens < a.batch_size as u64 {
         bail!("--tokens ({}) must be at least one batch (--batch-size {})", a.tokens, a.batch_size);
     }
+    if a.context_size < 2 {
+        bail!("--context-size must be at least 2 (BOS and one token), got {}", a.context_size);
+    }
+    if a.buffer_batches == 0 || a.model_batch == 0 {
+        bail!("--buffer-batches ({}) and --model-batch ({}) must be at least 1", a.buffer_batches, a.model_batch);
+    }
     let steps = a.tokens / a.batch_size as u64;
+    let mut cfg = TrainConfig::new(0, a.arch.width, a.arch.config(), steps);
+    cfg.lr = a.lr;
+    cfg.warmup_steps = a.warmup_steps;
+    cfg.decay_steps = a.decay_steps.unwrap_or(cfg.decay_steps);
+    cfg.aux_coefficient = a.aux_coefficient;
+    cfg.aux_k = a.aux_k;
+    cfg.dead_tokens = a.dead_tokens;
+    cfg.b_dec_init = a.b_dec_init;
+    cfg.normalize = !a.no_normalize;
+    cfg.seed = a.seed;
+    // Settings are checked before the model loads.
+    cfg.validate()?;
     let model = a.model.load()?;
     let source = match (&a.corpus, &a.text_file) {
         (Some(dir), _) => {
@@ -167,16 +187,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         (None, Some(f)) => train::text_file_source(&model.tokenizer, f, a.context_size)?,
         (None, None) => bail!("give --corpus or --text-file"),
     };
-    let mut cfg = TrainConfig::new(0, a.arch.width, a.arch.config(), steps);
-    cfg.lr = a.lr;
-    cfg.warmup_steps = a.warmup_steps;
-    cfg.decay_steps = a.decay_steps.unwrap_or(steps / 5);
-    cfg.aux_coefficient = a.aux_coefficient;
-    cfg.aux_k = a.aux_k;
-    cfg.dead_tokens = a.dead_tokens;
-    cfg.b_dec_init = a.b_dec_init;
-    cfg.normalize = !a.no_normalize;
-    cfg.seed = a.seed;
     let opts = RunOptions {
         out: a.out.clone(),
         hooks: hooks.clone(),
@@ -189,10 +199,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         log_every: a.log_every,
         model_name: a.model.model.clone(),
         fingerprint_extra: json!({ "model_path": model.source, "precision": format!("{:?}", model.precision) }),
-        progress: !a.no_progress,
         throttle_ms: a.throttle_ms,
     };
-    let s = train::train(&model, Box::new(source), &opts)?;
+    let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
+    let s = train::train(&model, Box::new(source), &opts, progress.as_ref())?;
     if s.already_done {
         eprintln!("{} already holds this finished run ({} steps)", a.out.display(), s.steps);
     }
@@ -274,9 +284,21 @@ fn normal_upper_quantile(p: f64) -> f64 {
 /// tools/bench_sae_torch.py).
 pub fn bench(a: BenchArgs) -> Result<()> {
     let (d, n) = (a.d_in, a.batch_size);
+    if a.steps == 0 {
+        bail!("--steps must be at least 1 (the timed steps whose median is reported)");
+    }
+    if d == 0 || n == 0 {
+        bail!("--d-in ({d}) and --batch-size ({n}) must be at least 1");
+    }
+    if let Some(active) = a.active {
+        if !(active.is_finite() && active > 0.0) {
+            bail!("--active must be a positive number of latents, got {active}");
+        }
+    }
     let mut cfg = TrainConfig::new(d, a.arch.width, a.arch.config(), (a.steps + a.warmup) as u64);
     cfg.seed = a.seed;
     cfg.decay_steps = 0;
+    cfg.validate()?;
     let mut t = Trainer::new(cfg)?;
     if let Some(active) = a.active {
         // Inputs are scaled to mean norm sqrt(d_in) and encoder rows have unit norm, so each

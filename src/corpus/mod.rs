@@ -29,6 +29,7 @@ pub use sequences::{sequences, text_sequences};
 pub use sources::{Source, SOURCES};
 pub use store::{CorpusIndex, SourceStats, Split, TokenCorpus};
 
+use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
 use sources::Format;
 
@@ -196,7 +197,8 @@ fn model_dir_name(spec: &str, path: &Path) -> String {
 }
 
 /// Runs the whole corpus step (see the module docs) and returns where it wrote and what.
-pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+/// `progress` sees a stage per source cleaned and one for tokenizing (in documents).
+pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport> {
     let home = crate::fetch::home()?.join("corpus");
     let model_path = crate::fetch::resolve_model(&opts.model)?;
     let tokenizer = Tokenizer::from_model_path(&model_path)?;
@@ -248,11 +250,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if !opts.force && index_path.exists() {
         if let Ok(index) = CorpusIndex::read(&index_path) {
             if index.recipe == recipe {
-                eprintln!("knowlens: corpus: {} is up to date (--force rebuilds)", dir.display());
+                progress.log(&format!("knowlens: corpus: {} is up to date (--force rebuilds)", dir.display()));
                 return Ok(BuildReport { dir, index, cached: true });
             }
         }
-        eprintln!("knowlens: corpus: {} holds another recipe; rebuilding", dir.display());
+        progress.log(&format!("knowlens: corpus: {} holds another recipe; rebuilding", dir.display()));
     }
 
     // Clean text per source, deduplicated across sources in table order.
@@ -261,7 +263,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mut docs: Vec<(usize, String)> = Vec::new();
     for (k, source) in opts.sources.iter().enumerate() {
         let files = source.ensure(&home.join("raw"))?;
-        eprintln!("knowlens: corpus: cleaning {} ({} files)", source.name, files.len());
+        progress.log(&format!("knowlens: corpus: cleaning {} ({} files)", source.name, files.len()));
+        progress.start(&format!("cleaning {}", source.name), None);
         for raw in extract(source.format, &files)? {
             let before = raw.len();
             let kept: Vec<String> = raw.into_iter().filter(|p| dedup.keep(p)).collect();
@@ -274,11 +277,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 }
             }
         }
+        progress.finish();
     }
     if !opts.entities.is_empty() {
         let k = infos.len() - 1;
         let rows = entities::read_rows(&opts.entities)?;
-        eprintln!("knowlens: corpus: {} entity rows from {} file(s)", rows.len(), opts.entities.len());
+        progress.log(&format!("knowlens: corpus: {} entity rows from {} file(s)", rows.len(), opts.entities.len()));
         for doc in entities::documents(&rows) {
             if dedup.keep(&doc) {
                 docs.push((k, doc));
@@ -289,11 +293,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     }
 
     let chars: usize = docs.iter().map(|(_, d)| d.len()).sum();
-    eprintln!("knowlens: corpus: tokenizing {} documents ({:.1} MB) for {model_name}", docs.len(), chars as f64 / 1e6);
+    progress.log(&format!("knowlens: corpus: tokenizing {} documents ({:.1} MB) for {model_name}", docs.len(), chars as f64 / 1e6));
+    progress.start("tokenizing documents", Some(docs.len() as u64));
     let encoded: Vec<Vec<u32>> = docs
         .par_iter()
-        .map(|(_, text)| tokenizer.encode(text, true, false))
+        .map(|(_, text)| {
+            let ids = tokenizer.encode(text, true, false);
+            progress.advance(1);
+            ids
+        })
         .collect::<Result<_>>()?;
+    progress.finish();
 
     let mut train = Vec::new();
     let mut heldout = Vec::new();
@@ -329,6 +339,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         heldout: store::SplitIndex { file: "heldout.bin".into(), tokens: heldout.len() as u64, documents: heldout_docs },
     };
     store::write(&dir, &index, &train, &heldout)?;
-    eprintln!("knowlens: corpus: wrote {}", dir.display());
+    progress.log(&format!("knowlens: corpus: wrote {}", dir.display()));
     Ok(BuildReport { dir, index, cached: false })
 }

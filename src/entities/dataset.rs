@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::questions::{self, EntityType};
@@ -142,13 +142,79 @@ pub fn print_skipped(skipped: &[SkippedRow], max: usize) {
     }
 }
 
+/// The entity files of a dataset, as found by `discover`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetFiles {
+    /// Real entities, to label.
+    pub real: Vec<PathBuf>,
+    /// Fabricated names: the control set, never labeled.
+    pub fabricated: Vec<PathBuf>,
+}
+
+/// Real entities and fabricated names, loaded.
+#[derive(Debug, Default)]
+pub struct Dataset {
+    pub entities: Vec<Entity>,
+    pub fabricated: Vec<Entity>,
+    /// Rows skipped in either set (see `print_skipped`).
+    pub skipped: Vec<SkippedRow>,
+}
+
+/// Expands entity paths the way `knowlens label --entities` reads them: a file is a set of real
+/// entities; a directory contributes its `*.jsonl` files, except `fabricated.jsonl`, which is the
+/// fabricated-name control set. Errors when a path does not exist or nothing is found.
+pub fn discover(paths: &[PathBuf]) -> Result<DatasetFiles> {
+    let mut files = DatasetFiles::default();
+    for p in paths {
+        if p.is_dir() {
+            files.real.extend(dataset_files(p)?);
+            let f = p.join(FABRICATED_FILE);
+            if f.is_file() {
+                files.fabricated.push(f);
+            }
+        } else if p.is_file() {
+            files.real.push(p.clone());
+        } else {
+            bail!("entity path {} does not exist", p.display());
+        }
+    }
+    if files.real.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!("no entity files found in {}", shown.join(", "));
+    }
+    Ok(files)
+}
+
+impl DatasetFiles {
+    /// Loads the real entities (each with attributes to ask about) and the fabricated names.
+    pub fn load(&self) -> Result<Dataset> {
+        let real = load(&self.real, Require::Attributes)?;
+        let fabricated = load(&self.fabricated, Require::NameOnly)?;
+        let mut skipped = real.skipped;
+        skipped.extend(fabricated.skipped);
+        Ok(Dataset { entities: real.entities, fabricated: fabricated.entities, skipped })
+    }
+}
+
+impl Dataset {
+    /// Keeps only real entities of these types (all of them if `types` is empty).
+    pub fn retain_types(&mut self, types: &[EntityType]) {
+        if !types.is_empty() {
+            self.entities.retain(|e| types.contains(&e.entity_type));
+        }
+    }
+}
+
+/// The file of fabricated names in a dataset directory.
+pub const FABRICATED_FILE: &str = "fabricated.jsonl";
+
 /// Entity files under a dataset directory: every `*.jsonl` except fabricated names.
 pub fn dataset_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading entity directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .filter(|p| p.file_stem().is_some_and(|s| s != "fabricated"))
+        .filter(|p| p.file_name().is_some_and(|s| s != FABRICATED_FILE))
         .collect();
     files.sort();
     Ok(files)

@@ -10,8 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-use clap::ValueEnum;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -25,7 +27,9 @@ use crate::model::score::score_continuations;
 use crate::tokenizer::ChatMessage;
 use crate::Model;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+/// How an attribute is judged correct (see the module docs). Parsed from and displayed as its
+/// lowercase name (`greedy`, `sampled`, `likelihood`), the name its output directory has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Greedy,
@@ -34,11 +38,31 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Greedy, Mode::Sampled, Mode::Likelihood];
+    /// The names `FromStr` accepts, in `ALL`'s order.
+    pub const NAMES: [&'static str; 3] = ["greedy", "sampled", "likelihood"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Greedy => "greedy",
             Mode::Sampled => "sampled",
             Mode::Likelihood => "likelihood",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match Mode::ALL.into_iter().find(|m| m.as_str() == s) {
+            Some(m) => Ok(m),
+            None => bail!("unknown labeling mode {s:?} (valid: {})", Mode::NAMES.join(", ")),
         }
     }
 }
@@ -59,9 +83,36 @@ pub struct LabelOptions {
     pub chat: bool,
 }
 
+/// Greedy mode, 64 prompts per batch, the paper's sampling rule (3 of 10 samples), 4 gold
+/// values per likelihood question, seed 0, base-model prompts.
 impl Default for LabelOptions {
     fn default() -> Self {
         Self { mode: Mode::Greedy, batch_size: 64, samples: 10, min_correct_samples: 3, max_gold_values: 4, seed: 0, chat: false }
+    }
+}
+
+impl LabelOptions {
+    /// Errors (naming the setting) for values that cannot produce answers.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        if self.mode == Mode::Sampled {
+            if self.samples == 0 {
+                bail!("samples must be at least 1 in sampled mode");
+            }
+            if self.min_correct_samples == 0 || self.min_correct_samples > self.samples {
+                bail!(
+                    "min_correct_samples ({}) must be between 1 and samples ({}): otherwise every or no attribute is correct",
+                    self.min_correct_samples,
+                    self.samples
+                );
+            }
+        }
+        if self.mode == Mode::Likelihood && self.max_gold_values == 0 {
+            bail!("max_gold_values must be at least 1 in likelihood mode");
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +235,7 @@ fn sample_seed(seed: u64, key: &str, sample: usize) -> u64 {
 
 /// Answers a batch of questions (all with the same `max_new_tokens`) under `opts.mode`.
 pub fn answer(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
+    opts.validate()?;
     match opts.mode {
         Mode::Greedy => answer_generated(model, qs, opts, false),
         Mode::Sampled => answer_generated(model, qs, opts, true),

@@ -5,13 +5,17 @@
 //! * `questions`: the one table of attributes, prompts and answer kinds
 //! * `matching`, `refusals`: judging a completion as correct / refusal / error
 //! * `label`: asking the questions (greedy, sampled, likelihood modes)
+//! * `labels`: a labeling run's outputs (or the committed data/labels/) read back as typed values
 //! * `store`: the resumable record file
 //! * `decide`: entity classes, splits and confound controls
+//! * `config`: what a labeling run is (`RunConfig`) and where it writes
 //! * `run`, `summary`: the labeling run and its report
 
+pub mod config;
 pub mod dataset;
 pub mod decide;
 pub mod label;
+pub mod labels;
 pub mod matching;
 pub mod questions;
 pub mod refusals;

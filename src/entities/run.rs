@@ -2,43 +2,20 @@
 //! splits, controls and the summary.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+pub use super::config::{mode_dir, RunConfig, TemplateChoice};
 use super::dataset::Entity;
 use super::decide::{self, EntityLabel};
 use super::label::{self, answer, max_new_tokens, LabelOptions, Mode, QuestionRecord, TemplateTable};
-use super::matching::Outcome;
 use super::questions::{self, EntityType};
 use super::store::RecordStore;
 use super::summary;
+use crate::progress::Progress;
 use crate::Model;
-
-/// How base-model templates are picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TemplateChoice {
-    /// The paper's question + answer prefix for every attribute.
-    Paper,
-    /// Per attribute, the template with the best greedy accuracy on a development sample.
-    Auto,
-}
-
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub out: PathBuf,
-    pub opts: LabelOptions,
-    /// Attributes correct for an entity to be known (the paper: 2).
-    pub known_min: usize,
-    pub templates: TemplateChoice,
-    /// Most popular entities per type used to pick templates.
-    pub dev_size: usize,
-    pub split_seed: u64,
-    pub quiet: bool,
-}
 
 /// What one attribute's templates scored on the development sample.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,21 +33,8 @@ pub struct RunOutcome {
     pub seconds: f64,
 }
 
-fn progress(n: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n);
-    pb.set_style(
-        ProgressStyle::with_template(&format!("{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}}) {{msg}}"))
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb
-}
-
 /// Picks (or reloads) the base template of every attribute.
-pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig) -> Result<TemplateTable> {
+pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, progress: &dyn Progress) -> Result<TemplateTable> {
     if cfg.opts.chat {
         return Ok(TemplateTable::new());
     }
@@ -111,9 +75,7 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig) -> 
             }
             // Ties go to the earlier template (the paper's first).
             let chosen = (0..correct.len()).fold(0, |best, i| if correct[i] > correct[best] { i } else { best });
-            if !cfg.quiet {
-                eprintln!("template {key}: {correct:?} of {} correct → #{chosen} {:?}", asked.len(), spec.base[chosen]);
-            }
+            progress.log(&format!("template {key}: {correct:?} of {} correct → #{chosen} {:?}", asked.len(), spec.base[chosen]));
             scores.insert(key, TemplateScore { chosen, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct, asked: asked.len() });
         }
     }
@@ -121,16 +83,13 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig) -> 
     Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect())
 }
 
-/// Directory of one mode's outputs.
-pub fn mode_dir(out: &Path, mode: Mode) -> PathBuf {
-    out.join(mode.as_str())
-}
-
-/// Runs (or resumes) labeling and writes every output.
-pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunConfig) -> Result<RunOutcome> {
+/// Runs (or resumes) labeling and writes every output. `progress` sees one stage, the questions
+/// still to ask.
+pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunConfig, progress: &dyn Progress) -> Result<RunOutcome> {
+    cfg.validate()?;
     let dir = mode_dir(&cfg.out, cfg.opts.mode);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let templates = choose_templates(model, entities, cfg)?;
+    let templates = choose_templates(model, entities, cfg, progress)?;
     let questions = label::questions_for(model, entities, &templates, cfg.opts.chat)?;
 
     let (mut store, mut records) = RecordStore::open::<QuestionRecord>(&dir.join("completions.jsonl"))?;
@@ -139,19 +98,17 @@ pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunC
     let already_done = questions.len() - todo.len();
     // Batches of one answer length and similar prompt lengths waste the least padding.
     todo.sort_by_key(|q| (max_new_tokens(q.spec.kind), q.ids.len(), q.key()));
-    if !cfg.quiet {
-        eprintln!(
-            "labeling {} entities ({} questions, {} already answered, {} to ask) in {} mode → {}",
-            entities.len(),
-            questions.len(),
-            already_done,
-            todo.len(),
-            cfg.opts.mode.as_str(),
-            dir.display()
-        );
-    }
+    progress.log(&format!(
+        "labeling {} entities ({} questions, {} already answered, {} to ask) in {} mode → {}",
+        entities.len(),
+        questions.len(),
+        already_done,
+        todo.len(),
+        cfg.opts.mode.as_str(),
+        dir.display()
+    ));
     let start = std::time::Instant::now();
-    let pb = progress(todo.len() as u64, "questions", cfg.quiet);
+    progress.start("questions", Some(todo.len() as u64));
     let mut correct = 0usize;
     let mut i = 0;
     while i < todo.len() {
@@ -164,11 +121,11 @@ pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunC
         store.append(&recs)?;
         correct += recs.iter().filter(|r| r.correct).count();
         records.extend(recs);
-        pb.inc((j - i) as u64);
-        pb.set_message(format!("{:.1}% correct", 100.0 * correct as f64 / (j.max(1)) as f64));
+        progress.advance((j - i) as u64);
+        progress.message(&format!("{:.1}% correct", 100.0 * correct as f64 / (j.max(1)) as f64));
         i = j;
     }
-    pb.finish_and_clear();
+    progress.finish();
     let seconds = start.elapsed().as_secs_f64();
 
     let (labels, incomplete) = decide::label_entities(entities, &records, cfg.known_min);
@@ -211,19 +168,4 @@ pub fn spread_subset(entities: &[Entity], n: usize) -> Vec<Entity> {
         out.extend((0..n).map(|i| of[(i as f64 * step) as usize].clone()));
     }
     out
-}
-
-/// Outcome counts of greedy completions (used by the summary).
-pub fn outcome_counts(records: &[&QuestionRecord]) -> [usize; 3] {
-    let mut c = [0; 3];
-    for r in records {
-        if let Some(g) = &r.greedy {
-            c[match g.outcome {
-                Outcome::Correct => 0,
-                Outcome::Refusal => 1,
-                Outcome::Error => 2,
-            }] += 1;
-        }
-    }
-    c
 }

@@ -6,12 +6,29 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use super::config::{mode_dir, RunConfig};
 use super::decide::{classify, Class, Controls, EntityLabel};
-use super::label::Mode;
+use super::label::{Mode, QuestionRecord};
+use super::labels::read_entity_labels;
+use super::matching::Outcome;
 use super::questions::EntityType;
-use super::run::{mode_dir, outcome_counts, RunConfig};
 use crate::report::chart::{grouped_bars, Series};
 use crate::report::table::{frac, markdown};
+
+/// Outcome counts of greedy completions.
+pub fn outcome_counts(records: &[&QuestionRecord]) -> [usize; 3] {
+    let mut c = [0; 3];
+    for r in records {
+        if let Some(g) = &r.greedy {
+            c[match g.outcome {
+                Outcome::Correct => 0,
+                Outcome::Refusal => 1,
+                Outcome::Error => 2,
+            }] += 1;
+        }
+    }
+    c
+}
 
 fn class_counts(labels: &[&EntityLabel], known_min: usize) -> [usize; 3] {
     let mut c = [0; 3];
@@ -60,7 +77,7 @@ pub fn write(dir: &Path, labels: &[EntityLabel], cfg: &RunConfig, controls: &Con
     md += &markdown(&["type", "entities", "known", "unknown", "dropped", "known if ≥ 1 correct"], &rows);
 
     // Accuracy per attribute.
-    let mut by_attr: BTreeMap<(EntityType, String), Vec<&super::label::QuestionRecord>> = BTreeMap::new();
+    let mut by_attr: BTreeMap<(EntityType, String), Vec<&QuestionRecord>> = BTreeMap::new();
     for l in labels {
         for r in &l.records {
             by_attr.entry((r.entity_type, r.attribute.clone())).or_default().push(r);
@@ -125,14 +142,6 @@ pub fn write(dir: &Path, labels: &[EntityLabel], cfg: &RunConfig, controls: &Con
     Ok(())
 }
 
-fn read_labels(path: &Path) -> Result<Vec<EntityLabel>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
-        .collect()
-}
-
 /// Where two or more modes have labeled entities in `out`, writes `comparison.md`: agreement on
 /// each attribute's correctness and the confusion of entity classes, on the shared entities.
 pub fn compare_modes(out: &Path) -> Result<()> {
@@ -140,7 +149,7 @@ pub fn compare_modes(out: &Path) -> Result<()> {
         .into_iter()
         .filter_map(|m| {
             let p = mode_dir(out, m).join("labels.jsonl");
-            p.exists().then(|| read_labels(&p).map(|l| (m, l)))
+            p.exists().then(|| read_entity_labels(&p).map(|l| (m, l)))
         })
         .collect::<Result<_>>()?;
     if modes.len() < 2 {

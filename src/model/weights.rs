@@ -18,12 +18,33 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::config::Arch;
 
 /// How linear layers are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+/// Parsed from and displayed as `f32` / `quantized`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Precision {
     /// Dequantize everything to float32: matches Hugging Face transformers (float32).
     F32,
     /// Keep the GGUF's quantized blocks and use quantized matmuls (as llama.cpp does).
     Quantized,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Quantized => "quantized",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "quantized" => Ok(Precision::Quantized),
+            _ => bail!("unknown precision {s:?} (valid: f32, quantized)"),
+        }
+    }
 }
 
 /// A linear map `y = x W^T` (W is [out, in] in the checkpoints).

@@ -26,6 +26,26 @@ pub fn real(name: &str, precision: Precision) -> Model {
     Model::load(&path, precision).expect("real model loads")
 }
 
+/// The switch for machines without network: with `KNOWLENS_OFFLINE=1` (or `true`), tests that
+/// would fetch a model not already in the cache skip (printing why) instead of failing.
+pub const OFFLINE_VAR: &str = "KNOWLENS_OFFLINE";
+
+pub fn offline() -> bool {
+    std::env::var(OFFLINE_VAR).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// `real`, or None (with the reason on stderr) when offline and the model is not cached:
+/// `let Some(model) = real_or_skip(name, precision) else { return };`
+pub fn real_or_skip(name: &str, precision: Precision) -> Option<Model> {
+    let preset = knowlens::fetch::preset(name).expect("known preset");
+    if offline() && knowlens::fetch::cached(preset).expect("cache directory").is_none() {
+        let path = knowlens::fetch::cached_path(preset).expect("cache directory");
+        eprintln!("skipped: {OFFLINE_VAR} is set and {name} is not in the cache ({})", path.display());
+        return None;
+    }
+    Some(real(name, precision))
+}
+
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
@@ -113,4 +133,50 @@ pub fn write_tiny_llama_gguf(path: &std::path::Path, arch_name: &str) {
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).unwrap();
     gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+}
+
+/// Loads a labeling mode directory and checks that its files agree: every class follows the
+/// rule from its records, summary.json counts what labels.jsonl holds (per type and in all),
+/// every known / unknown entity is in exactly one split and no dropped one is, and the control
+/// sets have the sizes the summary reports.
+pub fn check_label_outputs(dir: &std::path::Path) -> knowlens::entities::labels::LabelSet {
+    use knowlens::entities::decide::{classify, Class};
+    use knowlens::entities::labels::LabelSet;
+    let set = LabelSet::load(dir).unwrap_or_else(|e| panic!("{e:#}"));
+    let known_min = set.known_min.expect("summary.json gives known_min");
+    for e in &set.entities {
+        let l = &e.label;
+        assert_eq!(l.n_attributes, l.records.len(), "{}", l.id);
+        assert_eq!(l.n_correct, l.records.iter().filter(|r| r.correct).count(), "{}", l.id);
+        assert_eq!(l.class, classify(l.n_correct, known_min), "{}: {} of {} correct", l.id, l.n_correct, l.n_attributes);
+        assert!(l.records.iter().all(|r| r.entity_id == l.id && r.entity_type == l.entity_type), "{}", l.id);
+        assert_eq!(e.split.is_none(), l.class == Class::Dropped, "{}: {:?} in split {:?}", l.id, l.class, e.split);
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let [k, u, d] = set.class_counts();
+    let all = &summary["all"];
+    assert_eq!([all["entities"].as_u64(), all["known"].as_u64(), all["unknown"].as_u64(), all["dropped"].as_u64()], [
+        Some(set.entities.len() as u64),
+        Some(k as u64),
+        Some(u as u64),
+        Some(d as u64)
+    ]);
+    for (t, of) in set.by_type() {
+        let count = |c: Class| of.iter().filter(|e| e.class() == c).count() as u64;
+        let s = &summary["types"][t.as_str()];
+        assert_eq!(s["entities"].as_u64(), Some(of.len() as u64), "{t}");
+        assert_eq!([s["known"].as_u64(), s["unknown"].as_u64(), s["dropped"].as_u64()], [
+            Some(count(Class::Known)),
+            Some(count(Class::Unknown)),
+            Some(count(Class::Dropped))
+        ]);
+    }
+    let in_splits: usize =
+        [&set.splits.train, &set.splits.validation, &set.splits.test].iter().flat_map(|m| m.values()).map(Vec::len).sum();
+    assert_eq!(in_splits, k + u, "every known and unknown entity in one split");
+    let (mk, mu) = set.matched();
+    assert_eq!(mk.len(), mu.len());
+    assert_eq!(summary["matched_pairs"].as_u64(), Some(mk.len() as u64));
+    assert_eq!(summary["fabricated_matched"].as_u64(), Some(set.fabricated_ids().len() as u64));
+    set
 }

@@ -1,6 +1,10 @@
 //! What a training run is: the architecture and its sparsity settings, the optimiser and its
 //! schedule, initialisation. Serialisable, so a checkpoint can refuse to resume a different run.
 
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 /// The SAE being trained and its sparsity mechanism.
@@ -22,6 +26,42 @@ pub enum ArchConfig {
 }
 
 impl ArchConfig {
+    /// Active latents per token of TopK / BatchTopK when not given.
+    pub const DEFAULT_K: usize = 32;
+    pub const DEFAULT_L1_COEFFICIENT: f32 = 5.0;
+    pub const DEFAULT_L0_COEFFICIENT: f32 = 1.0;
+    pub const DEFAULT_JUMPRELU_BANDWIDTH: f32 = 0.05;
+    pub const DEFAULT_JUMPRELU_INIT_THRESHOLD: f32 = 0.01;
+    pub const DEFAULT_TOPK_THRESHOLD_LR: f64 = 0.01;
+
+    /// Errors (naming the setting) for sparsity settings that cannot train an SAE of `width`.
+    pub fn validate(&self, width: usize) -> Result<()> {
+        let finite_non_negative = |name: &str, v: f64| -> Result<()> {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{name} must be a finite non-negative number, got {v}");
+            }
+            Ok(())
+        };
+        match *self {
+            ArchConfig::TopK { k } | ArchConfig::BatchTopK { k, .. } if k == 0 || k > width => {
+                bail!("k must be between 1 and the width ({width}), got {k}")
+            }
+            ArchConfig::BatchTopK { threshold_lr, .. } if !(threshold_lr > 0.0 && threshold_lr <= 1.0) => {
+                bail!("the BatchTopK threshold rate must be in (0, 1], got {threshold_lr}")
+            }
+            ArchConfig::Standard { l1_coefficient, .. } => finite_non_negative("the L1 coefficient", l1_coefficient as f64)?,
+            ArchConfig::JumpRelu { l0_coefficient, bandwidth, init_threshold, .. } => {
+                finite_non_negative("the L0 coefficient", l0_coefficient as f64)?;
+                finite_non_negative("the JumpReLU initial threshold", init_threshold as f64)?;
+                if !(bandwidth.is_finite() && bandwidth > 0.0) {
+                    bail!("the JumpReLU bandwidth must be positive, got {bandwidth}");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ArchConfig::Standard { .. } => "standard",
@@ -39,12 +79,43 @@ impl ArchConfig {
 
 /// How `b_dec` starts: at the geometric median (SAELens's default for standard SAEs) or the
 /// mean of the first batch, or at zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// Parsed from and displayed as `geometric-median`, `mean`, `zeros` (its serde names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BDecInit {
     GeometricMedian,
     Mean,
     Zeros,
+}
+
+impl BDecInit {
+    pub const ALL: [BDecInit; 3] = [BDecInit::GeometricMedian, BDecInit::Mean, BDecInit::Zeros];
+    /// The names `FromStr` accepts, in `ALL`'s order.
+    pub const NAMES: [&'static str; 3] = ["geometric-median", "mean", "zeros"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BDecInit::GeometricMedian => "geometric-median",
+            BDecInit::Mean => "mean",
+            BDecInit::Zeros => "zeros",
+        }
+    }
+}
+
+impl fmt::Display for BDecInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BDecInit {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match BDecInit::ALL.into_iter().find(|b| b.as_str() == s) {
+            Some(b) => Ok(b),
+            None => bail!("unknown b_dec initialisation {s:?} (valid: {})", BDecInit::NAMES.join(", ")),
+        }
+    }
 }
 
 /// Whether the backward pass after the encoder uses the sparse kernels or dense matrix products.
@@ -90,27 +161,77 @@ pub struct TrainConfig {
 pub const DENSE_ABOVE: f64 = 0.03;
 
 impl TrainConfig {
-    /// SAELens-like defaults for a run of `total_steps`.
+    /// Number of latents when not given.
+    pub const DEFAULT_WIDTH: usize = 4096;
+    pub const DEFAULT_LR: f32 = 4e-4;
+    pub const DEFAULT_AUX_COEFFICIENT: f32 = 1.0 / 32.0;
+    pub const DEFAULT_DEAD_TOKENS: u64 = 10_000_000;
+
+    /// SAELens-like defaults for a run of `total_steps`: Adam with lr 4e-4, β = (0.9, 0.999),
+    /// ε = 1e-8; no warm-up; linear decay over the last fifth of the run; AuxK coefficient 1/32
+    /// with k_aux = d_in / 2; dead after 10M tokens without firing; b_dec at the geometric
+    /// median; inputs normalised; seed 0; the backward pass chosen automatically.
+    ///
+    /// `d_in` may be 0 while unknown (a training run sets it per hook from the model).
     pub fn new(d_in: usize, width: usize, arch: ArchConfig, total_steps: u64) -> Self {
         Self {
             d_in,
             width,
             arch,
-            lr: 4e-4,
+            lr: Self::DEFAULT_LR,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             warmup_steps: 0,
             decay_steps: total_steps / 5,
             total_steps,
-            aux_coefficient: 1.0 / 32.0,
+            aux_coefficient: Self::DEFAULT_AUX_COEFFICIENT,
             aux_k: 0,
-            dead_tokens: 10_000_000,
+            dead_tokens: Self::DEFAULT_DEAD_TOKENS,
             b_dec_init: BDecInit::GeometricMedian,
             normalize: true,
             seed: 0,
             backward: Backward::Auto,
         }
+    }
+
+    /// Errors (naming the setting) for zero, negative, non-finite or inconsistent values.
+    /// `d_in` = 0 passes (not yet known); `Trainer::new` requires it.
+    pub fn validate(&self) -> Result<()> {
+        if self.width == 0 {
+            bail!("width must be at least 1");
+        }
+        if self.total_steps == 0 {
+            bail!("a run needs at least one step (total_steps is 0)");
+        }
+        self.arch.validate(self.width)?;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("the learning rate must be positive, got {}", self.lr);
+        }
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                bail!("{name} must be in [0, 1), got {b}");
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            bail!("eps must be positive, got {}", self.eps);
+        }
+        if self.warmup_steps > self.total_steps {
+            bail!("warm-up steps ({}) exceed the run's steps ({})", self.warmup_steps, self.total_steps);
+        }
+        if self.decay_steps > self.total_steps {
+            bail!("decay steps ({}) exceed the run's steps ({})", self.decay_steps, self.total_steps);
+        }
+        if !(self.aux_coefficient.is_finite() && self.aux_coefficient >= 0.0) {
+            bail!("the AuxK coefficient must be a finite non-negative number, got {}", self.aux_coefficient);
+        }
+        if self.aux_k > self.width {
+            bail!("k_aux ({}) exceeds the width ({})", self.aux_k, self.width);
+        }
+        if self.dead_tokens == 0 {
+            bail!("dead_tokens must be at least 1");
+        }
+        Ok(())
     }
 
     /// The learning rate of step `s` (0-based).
@@ -156,5 +277,32 @@ mod tests {
         assert_eq!(c.lr_at(50), 4e-4);
         assert!((c.lr_at(90) - 2e-4).abs() < 1e-9);
         assert!((c.lr_at(99) - 2e-5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let ok = TrainConfig::new(0, 8, ArchConfig::TopK { k: 2 }, 100);
+        ok.validate().unwrap();
+        let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
+        assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 9 }, 100)).contains("k must be between 1 and the width (8)"));
+        assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 0 }, 100)).contains("k must be"));
+        assert!(err(TrainConfig::new(4, 0, ArchConfig::TopK { k: 1 }, 100)).contains("width"));
+        assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 0)).contains("at least one step"));
+        assert!(err(TrainConfig { lr: -1.0, ..ok.clone() }).contains("learning rate"));
+        assert!(err(TrainConfig { warmup_steps: 101, ..ok.clone() }).contains("warm-up"));
+        assert!(err(TrainConfig { decay_steps: 101, ..ok.clone() }).contains("decay"));
+        let jr = ArchConfig::JumpRelu { l0_coefficient: 1.0, l0_warm_up_steps: 0, bandwidth: 0.0, init_threshold: 0.01 };
+        assert!(err(TrainConfig::new(4, 8, jr, 10)).contains("bandwidth"));
+        let st = ArchConfig::Standard { l1_coefficient: f32::NAN, l1_warm_up_steps: 0 };
+        assert!(err(TrainConfig::new(4, 8, st, 10)).contains("L1"));
+    }
+
+    #[test]
+    fn b_dec_init_names_round_trip_and_match_serde() {
+        for b in BDecInit::ALL {
+            assert_eq!(b.to_string().parse::<BDecInit>().unwrap(), b);
+            assert_eq!(serde_json::to_value(b).unwrap(), serde_json::Value::String(b.to_string()));
+        }
+        assert!("median".parse::<BDecInit>().unwrap_err().to_string().contains("geometric-median, mean, zeros"));
     }
 }

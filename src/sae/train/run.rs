@@ -1,4 +1,4 @@
-//! The training loop: one activation store feeding one trainer per hook, a progress bar, a JSONL
+//! The training loop: one activation store feeding one trainer per hook, progress events, a JSONL
 //! log, checkpoints, and one SAELens directory per hook at the end.
 //!
 //! Running the same command again resumes from the last checkpoint in `out` (and refuses a
@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::checkpoint::{self, CheckpointState};
@@ -18,6 +17,7 @@ use super::config::TrainConfig;
 use super::source::TokenSource;
 use super::store::{ActivationStore, StoreConfig};
 use super::trainer::{Scratch, StepStats, Trainer};
+use crate::progress::Progress;
 use crate::{HookPoint, Model};
 
 pub const LOG: &str = "train_log.jsonl";
@@ -41,7 +41,6 @@ pub struct RunOptions {
     pub model_name: String,
     /// Anything else that determines the result and must match on resume (e.g. the model file).
     pub fingerprint_extra: Value,
-    pub progress: bool,
     /// Sleep after each step (tests use it to kill a run in the middle).
     pub throttle_ms: u64,
 }
@@ -84,8 +83,10 @@ fn fingerprint(o: &RunOptions, source: &str) -> String {
     v.to_string()
 }
 
-/// Trains one SAE per hook on activations of `model` over `source`.
-pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOptions) -> Result<RunSummary> {
+/// Trains one SAE per hook on activations of `model` over `source`. `progress` sees one stage,
+/// the training steps (placed at the checkpoint's step when resuming), with the last step's
+/// losses as its message.
+pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOptions, progress: &dyn Progress) -> Result<RunSummary> {
     fs::create_dir_all(&o.out).with_context(|| format!("{}: cannot create", o.out.display()))?;
     let source_name = source.describe();
     let fp = fingerprint(o, &source_name);
@@ -152,12 +153,8 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
         }
     }
 
-    let pb = if o.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
-    );
-    pb.set_position(start);
+    progress.start("steps", Some(total));
+    progress.set_position(start);
     let mut log = fs::OpenOptions::new().create(true).append(true).open(o.out.join(LOG))?;
     let t0 = Instant::now();
     let (mut store_s, mut sae_s) = (0.0, 0.0);
@@ -168,7 +165,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
     while step < total {
         let ts = Instant::now();
         let Some(batch) = store.next_batch()? else {
-            pb.println(format!("the token source ran out after {step} of {total} steps; saving what was trained"));
+            progress.log(&format!("the token source ran out after {step} of {total} steps; saving what was trained"));
             break;
         };
         store_s += ts.elapsed().as_secs_f64();
@@ -199,8 +196,8 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
             }
             log.flush()?;
         }
-        pb.set_message(
-            o.hooks
+        progress.message(
+            &o.hooks
                 .iter()
                 .zip(&last)
                 .map(|(h, s)| {
@@ -216,7 +213,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
                 .collect::<Vec<_>>()
                 .join(" | "),
         );
-        pb.set_position(step);
+        progress.advance(1);
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
             let state = CheckpointState {
                 format: checkpoint::FORMAT.into(),
@@ -232,7 +229,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
             std::thread::sleep(std::time::Duration::from_millis(o.throttle_ms));
         }
     }
-    pb.finish();
+    progress.finish();
 
     let mut dirs = Vec::new();
     for (i, (h, t)) in o.hooks.iter().zip(&trainers).enumerate() {

@@ -1,0 +1,100 @@
+//! What a labeling run is and where it writes: shared by `run` (which performs it) and
+//! `summary` (which reports it), so neither depends on the other's internals.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+
+use super::label::{LabelOptions, Mode};
+
+/// How base-model templates are picked. Parsed from and displayed as `paper` / `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateChoice {
+    /// The paper's question + answer prefix for every attribute.
+    Paper,
+    /// Per attribute, the template with the best greedy accuracy on a development sample.
+    Auto,
+}
+
+impl TemplateChoice {
+    pub const ALL: [TemplateChoice; 2] = [TemplateChoice::Paper, TemplateChoice::Auto];
+    /// The names `FromStr` accepts, in `ALL`'s order.
+    pub const NAMES: [&'static str; 2] = ["paper", "auto"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateChoice::Paper => "paper",
+            TemplateChoice::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for TemplateChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TemplateChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match TemplateChoice::ALL.into_iter().find(|t| t.as_str() == s) {
+            Some(t) => Ok(t),
+            None => bail!("unknown template choice {s:?} (valid: {})", TemplateChoice::NAMES.join(", ")),
+        }
+    }
+}
+
+/// One labeling run. `RunConfig::new(out)` holds the defaults `knowlens label` uses; set fields
+/// to change them, and `validate` (which `run::run` calls) rejects settings that cannot work.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Output directory; each mode writes into its own subdirectory (`mode_dir`).
+    pub out: PathBuf,
+    /// How questions are asked and judged (`LabelOptions::default()`).
+    pub opts: LabelOptions,
+    /// Attributes correct for an entity to be known (default 2, the paper's τ = 1).
+    pub known_min: usize,
+    /// Default `Auto`.
+    pub templates: TemplateChoice,
+    /// Most popular entities per type used to pick templates (default 48).
+    pub dev_size: usize,
+    /// Seed of the train / validation / test split and the controls (default 42, the paper's).
+    pub split_seed: u64,
+}
+
+impl RunConfig {
+    pub const DEFAULT_KNOWN_MIN: usize = 2;
+    pub const DEFAULT_DEV_SIZE: usize = 48;
+    pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            out: out.into(),
+            opts: LabelOptions::default(),
+            known_min: Self::DEFAULT_KNOWN_MIN,
+            templates: TemplateChoice::Auto,
+            dev_size: Self::DEFAULT_DEV_SIZE,
+            split_seed: Self::DEFAULT_SPLIT_SEED,
+        }
+    }
+
+    /// Errors (naming the setting) for values that cannot produce labels.
+    pub fn validate(&self) -> Result<()> {
+        self.opts.validate()?;
+        if self.known_min == 0 {
+            bail!("known_min must be at least 1 (0 would call every entity known)");
+        }
+        if self.templates == TemplateChoice::Auto && self.dev_size == 0 && !self.opts.chat {
+            bail!("dev_size must be at least 1 to choose templates automatically (or choose the paper's templates)");
+        }
+        Ok(())
+    }
+}
+
+/// Directory of one mode's outputs.
+pub fn mode_dir(out: &Path, mode: Mode) -> PathBuf {
+    out.join(mode.as_str())
+}
