@@ -12,6 +12,7 @@
 //! * `progress`: progress events from long runs (drawn by the CLI, silent elsewhere)
 //! * `report`: charts and tables
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
+//! * `stats`: AUROC with bootstrap intervals, Wilson intervals, Welch's t, probes
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod sae;
+pub mod stats;
 pub mod tokenizer;
 
 pub use batch::{Batch, EntityBatch, Layout};
