@@ -363,7 +363,7 @@ mod tests {
         let auc = auroc(&pos.iter().map(|p| *p.0).collect::<Vec<_>>(), &neg.iter().map(|p| *p.0).collect::<Vec<_>>());
         assert_eq!(auc, Some(1.0));
         assert!(p.weights[0].abs() > 5.0 * p.weights[1].abs(), "{:?}", p.weights);
-        assert!(LogisticProbe::fit(&x, 2, &vec![true; 60], 0.1).is_err());
+        assert!(LogisticProbe::fit(&x, 2, &[true; 60], 0.1).is_err());
         assert!(LogisticProbe::fit(&x, 3, &y, 0.1).is_err());
     }
 }
