@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod fsio;
 pub mod hooks;
 pub mod model;
+mod names;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -13,11 +13,6 @@ use knowlens::model::{KvCache, Orthogonalization};
 use knowlens::sae::{Architecture, LatentOp};
 use knowlens::{ForwardInput, HookPoint, HookSpec, Intervention, LogitsAt, Model, Positions, Precision, Sae};
 
-fn direction(d: usize, seed: u64) -> Tensor {
-    let v: Vec<f32> = (0..d).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect();
-    Tensor::from_vec(v, d, &Device::Cpu).unwrap()
-}
-
 fn matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Tensor {
     let v: Vec<f32> = (0..rows * cols)
         .map(|i| ((((i as u64 + 1) * 2654435761 + seed * 40503) % 2001) as f32 / 1000.0 - 1.0) * scale)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use common::*;
 use knowlens::model::generate::{generate, GenerateOptions};
 use knowlens::{HookPoint, HookSpec, Intervention, LogitsAt, Model, Positions};
@@ -11,11 +11,6 @@ fn setup() -> (Model, knowlens::Batch) {
     let m = tiny("gemma3");
     let batch = m.batch_from_ids(&[vec![2, 10, 11, 12, 13, 14, 15], vec![2, 20, 21, 22]]).unwrap();
     (m, batch)
-}
-
-fn direction(d: usize, seed: u64) -> Tensor {
-    let v: Vec<f32> = (0..d).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect();
-    Tensor::from_vec(v, d, &Device::Cpu).unwrap()
 }
 
 fn logits(m: &Model, b: &knowlens::Batch, spec: HookSpec) -> Tensor {

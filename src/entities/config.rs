@@ -1,9 +1,7 @@
 //! What a labeling run is and where it writes: shared by `run` (which performs it) and
 //! `summary` (which reports it), so neither depends on the other's internals.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
@@ -18,34 +16,7 @@ pub enum TemplateChoice {
     Auto,
 }
 
-impl TemplateChoice {
-    pub const ALL: [TemplateChoice; 2] = [TemplateChoice::Paper, TemplateChoice::Auto];
-    /// The names `FromStr` accepts, in `ALL`'s order.
-    pub const NAMES: [&'static str; 2] = ["paper", "auto"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TemplateChoice::Paper => "paper",
-            TemplateChoice::Auto => "auto",
-        }
-    }
-}
-
-impl fmt::Display for TemplateChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TemplateChoice {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match TemplateChoice::ALL.into_iter().find(|t| t.as_str() == s) {
-            Some(t) => Ok(t),
-            None => bail!("unknown template choice {s:?} (valid: {})", TemplateChoice::NAMES.join(", ")),
-        }
-    }
-}
+crate::names::named_enum!(TemplateChoice, "template choice", Paper => "paper", Auto => "auto");
 
 /// One labeling run. `RunConfig::new(out)` holds the defaults `knowlens label` uses; set fields
 /// to change them, and `validate` (which `run::run` calls) rejects settings that cannot work.

@@ -10,8 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use std::fmt;
-use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -37,35 +35,7 @@ pub enum Mode {
     Likelihood,
 }
 
-impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Greedy, Mode::Sampled, Mode::Likelihood];
-    /// The names `FromStr` accepts, in `ALL`'s order.
-    pub const NAMES: [&'static str; 3] = ["greedy", "sampled", "likelihood"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Greedy => "greedy",
-            Mode::Sampled => "sampled",
-            Mode::Likelihood => "likelihood",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match Mode::ALL.into_iter().find(|m| m.as_str() == s) {
-            Some(m) => Ok(m),
-            None => bail!("unknown labeling mode {s:?} (valid: {})", Mode::NAMES.join(", ")),
-        }
-    }
-}
+crate::names::named_enum!(Mode, "labeling mode", Greedy => "greedy", Sampled => "sampled", Likelihood => "likelihood");
 
 #[derive(Debug, Clone)]
 pub struct LabelOptions {

@@ -12,10 +12,8 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
@@ -37,31 +35,7 @@ pub enum Split {
     Test,
 }
 
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
-    /// The names `FromStr` accepts, in `ALL`'s order (the keys of splits.json).
-    pub const NAMES: [&'static str; 3] = ["train", "validation", "test"];
-
-    pub fn as_str(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-}
-
-impl fmt::Display for Split {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Split {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match Split::ALL.into_iter().find(|x| x.as_str() == s) {
-            Some(x) => Ok(x),
-            None => bail!("unknown split {s:?} (valid: {})", Split::NAMES.join(", ")),
-        }
-    }
-}
+crate::names::named_enum!(Split, "split", Train => "train", Validation => "validation", Test => "test");
 
 /// One labeled entity: its label (with every question record) and its split.
 #[derive(Debug, Clone)]

@@ -7,8 +7,6 @@
 //! quiz (../shared/reference/findings.md #2). `label` picks one per attribute by accuracy on a
 //! development sample and records the choice. `{e}` stands for the entity name.
 
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,40 +19,7 @@ pub enum EntityType {
     Song,
 }
 
-impl EntityType {
-    pub const ALL: [EntityType; 4] = [EntityType::Player, EntityType::Movie, EntityType::City, EntityType::Song];
-    /// The names `FromStr` accepts, in `ALL`'s order.
-    pub const NAMES: [&'static str; 4] = ["player", "movie", "city", "song"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityType::Player => "player",
-            EntityType::Movie => "movie",
-            EntityType::City => "city",
-            EntityType::Song => "song",
-        }
-    }
-}
-
-impl fmt::Display for EntityType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EntityType {
-    type Err = anyhow::Error;
-    /// The lowercase name (`player`, `movie`, `city`, `song`); an error lists the valid ones.
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match EntityType::ALL.into_iter().find(|t| t.as_str() == s) {
-            Some(t) => Ok(t),
-            None => anyhow::bail!(
-                "unknown entity type {s:?} (valid: {})",
-                EntityType::NAMES.join(", ")
-            ),
-        }
-    }
-}
+crate::names::named_enum!(EntityType, "entity type", Player => "player", Movie => "movie", City => "city", Song => "song");
 
 /// How a completion is compared with the gold values (paper: check_correctness_wikidata.py).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -27,25 +27,7 @@ pub enum Precision {
     Quantized,
 }
 
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Quantized => "quantized",
-        })
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "quantized" => Ok(Precision::Quantized),
-            _ => bail!("unknown precision {s:?} (valid: f32, quantized)"),
-        }
-    }
-}
+crate::names::named_enum!(Precision, "precision", F32 => "f32", Quantized => "quantized");
 
 /// A linear map `y = x W^T` (W is [out, in] in the checkpoints).
 #[derive(Debug, Clone)]

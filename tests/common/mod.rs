@@ -46,6 +46,12 @@ pub fn real_or_skip(name: &str, precision: Precision) -> Option<Model> {
     Some(real(name, precision))
 }
 
+/// A fixed, non-degenerate [d] vector (values in [-1, 1)) for steering and projection tests.
+pub fn direction(d: usize, seed: u64) -> Tensor {
+    let v: Vec<f32> = (0..d).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect();
+    Tensor::from_vec(v, d, &Device::Cpu).unwrap()
+}
+
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()

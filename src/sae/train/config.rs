@@ -1,8 +1,6 @@
 //! What a training run is: the architecture and its sparsity settings, the optimiser and its
 //! schedule, initialisation. Serialisable, so a checkpoint can refuse to resume a different run.
 
-use std::fmt;
-use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -88,35 +86,7 @@ pub enum BDecInit {
     Zeros,
 }
 
-impl BDecInit {
-    pub const ALL: [BDecInit; 3] = [BDecInit::GeometricMedian, BDecInit::Mean, BDecInit::Zeros];
-    /// The names `FromStr` accepts, in `ALL`'s order.
-    pub const NAMES: [&'static str; 3] = ["geometric-median", "mean", "zeros"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BDecInit::GeometricMedian => "geometric-median",
-            BDecInit::Mean => "mean",
-            BDecInit::Zeros => "zeros",
-        }
-    }
-}
-
-impl fmt::Display for BDecInit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BDecInit {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match BDecInit::ALL.into_iter().find(|b| b.as_str() == s) {
-            Some(b) => Ok(b),
-            None => bail!("unknown b_dec initialisation {s:?} (valid: {})", BDecInit::NAMES.join(", ")),
-        }
-    }
-}
+crate::names::named_enum!(BDecInit, "b_dec initialisation", GeometricMedian => "geometric-median", Mean => "mean", Zeros => "zeros");
 
 /// Whether the backward pass after the encoder uses the sparse kernels or dense matrix products.
 /// `Auto` goes dense only when more than `DENSE_ABOVE` of the latents are active (a ReLU or
