@@ -23,7 +23,7 @@ use crate::hooks::HookSpec;
 use crate::model::generate::{generate, GenerateOptions};
 use crate::model::score::score_continuations;
 use crate::tokenizer::ChatMessage;
-use crate::Model;
+use crate::model::Model;
 
 /// How an attribute is judged correct (see the module docs). Parsed from and displayed as its
 /// lowercase name (`greedy`, `sampled`, `likelihood`), the name its output directory has.

@@ -15,7 +15,7 @@ use super::questions::{self, EntityType};
 use super::store::RecordStore;
 use super::summary;
 use crate::progress::Progress;
-use crate::Model;
+use crate::model::Model;
 
 /// What one attribute's templates scored on the development sample.
 #[derive(Debug, Clone, Serialize, Deserialize)]

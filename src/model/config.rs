@@ -172,8 +172,8 @@ impl ModelConfig {
     /// residual stream and the block outputs, `n_heads · head_dim` for `attn.hook_z` (flattened
     /// over heads, as SAELens's `reshape_activations = hook_z` does). Errors for a block the
     /// model does not have and for `attn.hook_pattern`, which has no per-token width.
-    pub fn hook_width(&self, hook: crate::HookPoint) -> anyhow::Result<usize> {
-        use crate::HookPoint;
+    pub fn hook_width(&self, hook: crate::hooks::HookPoint) -> anyhow::Result<usize> {
+        use crate::hooks::HookPoint;
         hook.check_layer(self.n_layers)?;
         Ok(match hook {
             HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => {

@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 
 use super::Architecture;
-use crate::{HookPoint, Model};
+use crate::hooks::HookPoint;
+use crate::model::Model;
 
 /// Where an SAE came from; `sae info` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

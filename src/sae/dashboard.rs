@@ -33,7 +33,9 @@ use super::eval::{counted_mask, hook_rows, special_ids};
 use super::Sae;
 use crate::report::chart::log_histogram_svg;
 use crate::report::html::{escape, figure, token_strip, token_text, Html, Page, StripToken, Table};
-use crate::{Batch, HookPoint, HookSpec, Model};
+use crate::batch::Batch;
+use crate::hooks::{HookPoint, HookSpec};
+use crate::model::Model;
 
 /// Which latents get a dashboard.
 #[derive(Debug, Clone, PartialEq)]

@@ -59,7 +59,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Sae;
 use crate::corpus::sequences::{short_text_sequence, text_sequences};
-use crate::{Batch, HookPoint, HookSpec, Intervention, Model, Positions};
+use crate::batch::{Batch, Positions};
+use crate::hooks::{HookPoint, HookSpec, Intervention};
+use crate::model::Model;
 
 /// The default fraction of tokens above which a latent counts as dense.
 pub const DEFAULT_DENSE_THRESHOLD: f64 = 0.1;

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::tensors::TensorFile;
 use super::{Architecture, Sae, SaeFormat};
-use crate::HookPoint;
+use crate::hooks::HookPoint;
 
 /// A Gemma Scope `params.npz`.
 pub(crate) fn load_npz(path: &Path, hook: Option<HookPoint>) -> Result<Sae> {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::tensors::TensorFile;
 use super::{Architecture, Sae, SaeFormat};
-use crate::HookPoint;
+use crate::hooks::HookPoint;
 
 pub(crate) const CFG: &str = "cfg.json";
 pub(crate) const WEIGHTS: &str = "sae_weights.safetensors";

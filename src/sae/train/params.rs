@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use super::config::{ArchConfig, BDecInit, TrainConfig};
 use crate::rng::{SplitMix64, TAG_INIT};
 use crate::sae::{Architecture, Sae};
-use crate::HookPoint;
+use crate::hooks::HookPoint;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {

@@ -18,7 +18,8 @@ use super::source::TokenSource;
 use super::store::{ActivationStore, StoreConfig};
 use super::trainer::{Scratch, StepStats, Trainer};
 use crate::progress::Progress;
-use crate::{HookPoint, Model};
+use crate::hooks::HookPoint;
+use crate::model::Model;
 
 pub const LOG: &str = "train_log.jsonl";
 pub const DONE: &str = "done.json";

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::{shuffle, SplitMix64, TAG_SHUFFLE};
 use super::source::TokenSource;
-use crate::{HookPoint, HookSpec, Model};
+use crate::hooks::{HookPoint, HookSpec};
+use crate::model::Model;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
