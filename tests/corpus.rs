@@ -196,7 +196,7 @@ fn extract_reads_each_format_from_files() {
     fs::write(&latin1, b"C\xe6sar and Bruneti\xe8re \x93quoted\x94").unwrap();
     assert_eq!(corpus::extract(Format::PlainText, &[latin1]).unwrap(), vec![vec!["Cæsar and Brunetière “quoted”"]]);
     let bad = write("bad.json", "{not json");
-    let e = format!("{:#}", corpus::extract(Format::Factbook, &[bad.clone()]).unwrap_err());
+    let e = format!("{:#}", corpus::extract(Format::Factbook, std::slice::from_ref(&bad)).unwrap_err());
     assert!(e.contains(&bad.display().to_string()) && e.contains("invalid JSON"), "{e}");
 }
 

@@ -304,14 +304,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         if !loaded.skipped.is_empty() {
             progress.log(&format!("knowlens: corpus: {} entity rows skipped in all", loaded.skipped.len()));
         }
-        let found = loaded.entities.iter().filter(|e| opts.exclude_entities.contains(&e.id)).count();
-        progress.log(&format!(
-            "knowlens: corpus: {} entities from {} file(s); {found} excluded by id ({} of the {} ids match no entity)",
-            loaded.entities.len(),
-            opts.entities.len(),
-            opts.exclude_entities.len() - found,
-            opts.exclude_entities.len()
-        ));
+        let mut line = format!("knowlens: corpus: {} entities from {} file(s)", loaded.entities.len(), opts.entities.len());
+        if !opts.exclude_entities.is_empty() {
+            let found = loaded.entities.iter().filter(|e| opts.exclude_entities.contains(&e.id)).count();
+            let (n, missing) = (opts.exclude_entities.len(), opts.exclude_entities.len() - found);
+            line += &format!("; {found} excluded by id ({missing} of the {n} ids match no entity)");
+        }
+        progress.log(&line);
         for ((t, attr), n) in entities::untemplated(&loaded.entities) {
             progress.log(&format!("knowlens: corpus: {t} attribute {attr:?} has no declarative template; skipped in {n} entities"));
         }
