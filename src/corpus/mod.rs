@@ -2,7 +2,8 @@
 //!
 //! `build` runs the whole step: fetch each source (`sources`), clean it into paragraphs
 //! (`clean`, `wiki`), drop paragraphs that repeat an earlier one (`Deduper`), group paragraphs
-//! into documents, optionally add sentences about entities (`entities`), tokenize with BOS per
+//! into documents, optionally add sentences about entities (`entities`; some may be excluded by
+//! id, e.g. held-out entities of a labeling run), tokenize with BOS per
 //! document, set aside a seeded held-out share of the documents, and write the token cache
 //! (`store`). `TokenCorpus` reads the cache back for an activation store; `sequences` cuts token
 //! streams and texts into training sequences by one rule.
@@ -18,10 +19,10 @@ pub mod sources;
 pub mod store;
 pub mod wiki;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -151,6 +152,9 @@ pub struct BuildOptions {
     pub sources: Vec<&'static Source>,
     /// JSON-lines files of entity rows to turn into sentences.
     pub entities: Vec<PathBuf>,
+    /// Ids of entities that contribute no sentence (e.g. `entities::heldout_ids` of a labeling
+    /// run's splits.json). Part of the recipe.
+    pub exclude_entities: BTreeSet<String>,
     pub heldout_fraction: f64,
     pub seed: u64,
     /// The version directory; by default `v1` for the default recipe, else `v1-<digest>`.
@@ -165,6 +169,7 @@ impl BuildOptions {
             model: model.to_string(),
             sources: SOURCES.iter().collect(),
             entities: Vec::new(),
+            exclude_entities: BTreeSet::new(),
             heldout_fraction: 0.02,
             seed: 0,
             version: None,
@@ -199,6 +204,9 @@ fn model_dir_name(spec: &str, path: &Path) -> String {
 /// Runs the whole corpus step (see the module docs) and returns where it wrote and what.
 /// `progress` sees a stage per source cleaned and one for tokenizing (in documents).
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport> {
+    if opts.entities.is_empty() && !opts.exclude_entities.is_empty() {
+        bail!("{} entity ids to exclude were given but no entity files", opts.exclude_entities.len());
+    }
     let home = crate::fetch::home()?.join("corpus");
     let model_path = crate::fetch::resolve_model(&opts.model)?;
     let tokenizer = Tokenizer::from_model_path(&model_path)?;
@@ -219,20 +227,28 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         for p in &opts.entities {
             digests.push(sources::sha256_file(p)?);
         }
+        let mut origin = opts.entities.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+        if !opts.exclude_entities.is_empty() {
+            origin += &format!(" (excluding {} entity ids)", opts.exclude_entities.len());
+        }
         infos.push(store::SourceInfo {
             name: ENTITY_SOURCE.into(),
-            origin: opts.entities.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+            origin,
             sha256: digests.join(" "),
             license: "generated from the entity rows".into(),
         });
     }
     let bos = if tokenizer.add_bos { tokenizer.bos } else { None };
-    let recipe_json = serde_json::json!({
+    let mut recipe_json = serde_json::json!({
         "recipe": RECIPE_VERSION, "sources": infos.iter().map(|i| (&i.name, &i.sha256)).collect::<Vec<_>>(),
         "seed": opts.seed, "heldout": opts.heldout_fraction, "max_doc_chars": MAX_DOC_CHARS,
         "min_doc_chars": MIN_DOC_CHARS, "min_dedup_chars": MIN_DEDUP_CHARS, "model": model_name,
         "vocab": tokenizer.vocab_size(), "bos": bos,
     });
+    // Only with entities, so the digest of a corpus without them stays what it was.
+    if !opts.entities.is_empty() {
+        recipe_json["entity_sentences"] = entities::recipe_digest(&opts.exclude_entities).into();
+    }
     let recipe: String = Sha256::digest(recipe_json.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let default_recipe = opts.sources.len() == SOURCES.len()
         && opts.entities.is_empty()
@@ -281,9 +297,24 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     }
     if !opts.entities.is_empty() {
         let k = infos.len() - 1;
-        let rows = entities::read_rows(&opts.entities)?;
-        progress.log(&format!("knowlens: corpus: {} entity rows from {} file(s)", rows.len(), opts.entities.len()));
-        for doc in entities::documents(&rows) {
+        let loaded = entities::load(&opts.entities)?;
+        for s in loaded.skipped.iter().take(10) {
+            progress.log(&format!("knowlens: corpus: skipped {s}"));
+        }
+        if !loaded.skipped.is_empty() {
+            progress.log(&format!("knowlens: corpus: {} entity rows skipped in all", loaded.skipped.len()));
+        }
+        let mut line = format!("knowlens: corpus: {} entities from {} file(s)", loaded.entities.len(), opts.entities.len());
+        if !opts.exclude_entities.is_empty() {
+            let found = loaded.entities.iter().filter(|e| opts.exclude_entities.contains(&e.id)).count();
+            let (n, missing) = (opts.exclude_entities.len(), opts.exclude_entities.len() - found);
+            line += &format!("; {found} excluded by id ({missing} of the {n} ids match no entity)");
+        }
+        progress.log(&line);
+        for ((t, attr), n) in entities::untemplated(&loaded.entities) {
+            progress.log(&format!("knowlens: corpus: {t} attribute {attr:?} has no declarative template; skipped in {n} entities"));
+        }
+        for doc in entities::documents(&loaded.entities, &opts.exclude_entities) {
             if dedup.keep(&doc) {
                 docs.push((k, doc));
             } else {

@@ -259,6 +259,20 @@ pub fn fill(template: &str, entity: &str) -> String {
     template.replace("{e}", entity)
 }
 
+/// The declarative base prompt of an attribute (`base[1]`, the first one after the paper's
+/// question form), or `None` for an attribute not in the table or without one. Completed by an
+/// answer it states the fact, e.g. "The movie '{e}' was directed by" + " Michael Mann.".
+pub fn declarative(entity_type: EntityType, name: &str) -> Option<&'static str> {
+    attribute(entity_type, name).and_then(|a| a.base.get(1).copied())
+}
+
+/// A declarative sentence: `template` filled with the entity name, then the answer and a full
+/// stop (none added when the answer already ends with one).
+pub fn statement(template: &str, entity: &str, answer: &str) -> String {
+    let stop = if answer.ends_with('.') { "" } else { "." };
+    format!("{} {answer}{stop}", fill(template, entity))
+}
+
 /// The paper's prompt for latent discovery: `The {type} '{name}` up to the entity's last token
 /// is read; the closing quote follows.
 pub fn entity_prompt(entity_type: EntityType, name: &str) -> String {
