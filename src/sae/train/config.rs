@@ -195,6 +195,17 @@ impl TrainConfig {
         }
     }
 
+    /// Scales the settings whose right size depends on the run's length (what `knowlens sae
+    /// train` does unless they are given): the dead-latent window becomes a tenth of the run's
+    /// tokens (at least one batch, at most `DEFAULT_DEAD_TOKENS`), so AuxK starts working within
+    /// the run, and the learning rate warms up over the first twentieth of the steps (at most
+    /// 1,000).
+    pub fn scale_to_run(&mut self, batch_size: usize) {
+        let tokens = self.total_steps.saturating_mul(batch_size as u64);
+        self.dead_tokens = (tokens / 10).max(batch_size as u64).clamp(1, Self::DEFAULT_DEAD_TOKENS);
+        self.warmup_steps = (self.total_steps / 20).min(1000);
+    }
+
     /// Errors (naming the setting) for zero, negative, non-finite or inconsistent values.
     /// `d_in` = 0 passes (not yet known); `Trainer::new` requires it.
     pub fn validate(&self) -> Result<()> {
@@ -277,6 +288,20 @@ mod tests {
         assert_eq!(c.lr_at(50), 4e-4);
         assert!((c.lr_at(90) - 2e-4).abs() < 1e-9);
         assert!((c.lr_at(99) - 2e-5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dead_window_and_warm_up_scale_with_the_run() {
+        let mut c = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 250);
+        c.scale_to_run(4096);
+        assert_eq!((c.dead_tokens, c.warmup_steps), (102_400, 12));
+        let mut long = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 1_000_000);
+        long.scale_to_run(4096);
+        assert_eq!((long.dead_tokens, long.warmup_steps), (TrainConfig::DEFAULT_DEAD_TOKENS, 1000));
+        let mut short = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 3);
+        short.scale_to_run(64);
+        assert_eq!((short.dead_tokens, short.warmup_steps), (64, 0));
+        short.validate().unwrap();
     }
 
     #[test]

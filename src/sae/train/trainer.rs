@@ -31,6 +31,10 @@ use super::kernels::{axpy, dot, dot_axpy, matmul, prefetch, Mat};
 use super::params::{b_dec_start, norm_scale, normalize, Params};
 use super::select::{above_rows, batch_topk, count_above, near_rows, topk_among, topk_rows, Csr};
 
+/// A latent firing on more than this fraction of a batch's rows counts as dense in `StepStats`
+/// (the evaluation's default threshold).
+pub const DENSE_LATENT_ABOVE: f64 = 0.1;
+
 /// Latents per parallel task in the latent pass.
 const CHUNK: usize = 32;
 
@@ -71,6 +75,8 @@ pub struct StepStats {
     pub fvu: f64,
     /// Latents that have not fired for `dead_tokens` tokens, after this step.
     pub dead_fraction: f64,
+    /// Latents that fired on more than `DENSE_LATENT_ABOVE` of this batch's rows.
+    pub dense_fraction: f64,
     pub lr: f32,
     /// Whether the dense route was taken.
     pub dense: bool,
@@ -405,13 +411,16 @@ impl Trainer {
         }
 
         let mut fired = vec![false; m];
+        let mut counts = vec![0u32; m];
         let mut sum_f = 0f64;
         for (&j, &f) in main.idx.iter().zip(&main.val) {
             if f > 0.0 {
                 fired[j as usize] = true;
+                counts[j as usize] += 1;
             }
             sum_f += f as f64;
         }
+        stats.dense_fraction = dense_fraction(&counts, n);
         stats.l0 = main.val.iter().filter(|&&f| f > 0.0).count() as f64 / n as f64;
         stats.sparsity = match self.cfg.arch {
             ArchConfig::Standard { .. } => sparsity_coef as f64 * sum_f / n as f64,
@@ -497,8 +506,9 @@ impl Trainer {
         let mut genc = vec![0f32; m * d];
         matmul(&mut genc, Mat::transposed(dpre, m, n), Mat::rows(&xc, n, d));
         let gbenc = column_sums(dpre, m);
-        let (fired, counts, sums) = column_activity(f, m);
+        let (fired, col_counts, counts, sums) = column_activity(f, m);
         stats.l0 = counts as f64 / n as f64;
+        stats.dense_fraction = dense_fraction(&col_counts, n);
         stats.sparsity = match self.cfg.arch {
             ArchConfig::Standard { .. } => sparsity_coef as f64 * sums / n as f64,
             _ => sparsity_coef as f64 * stats.l0,
@@ -672,34 +682,45 @@ fn column_sums(a: &[f32], w: usize) -> Vec<f32> {
     cols
 }
 
-/// Per column of f [n, m]: whether any entry is positive; the count and sum of positive entries.
-fn column_activity(f: &[f32], m: usize) -> (Vec<bool>, usize, f64) {
-    let parts: Vec<(Vec<bool>, usize, f64)> = (0..m.div_ceil(256))
+/// Per column of f [n, m]: whether any entry is positive and how many are; the count and sum
+/// of all positive entries.
+fn column_activity(f: &[f32], m: usize) -> (Vec<bool>, Vec<u32>, usize, f64) {
+    let parts: Vec<(Vec<bool>, Vec<u32>, usize, f64)> = (0..m.div_ceil(256))
         .into_par_iter()
         .map(|b| {
             let (c0, c1) = (b * 256, ((b + 1) * 256).min(m));
             let mut fired = vec![false; c1 - c0];
+            let mut cols = vec![0u32; c1 - c0];
             let (mut count, mut sum) = (0usize, 0f64);
             for row in f.chunks_exact(m) {
                 for (k, &v) in row[c0..c1].iter().enumerate() {
                     if v > 0.0 {
                         fired[k] = true;
+                        cols[k] += 1;
                         count += 1;
                         sum += v as f64;
                     }
                 }
             }
-            (fired, count, sum)
+            (fired, cols, count, sum)
         })
         .collect();
     let mut fired = Vec::with_capacity(m);
+    let mut col_counts = Vec::with_capacity(m);
     let (mut count, mut sum) = (0, 0.0);
-    for (f, c, s) in parts {
+    for (f, cc, c, s) in parts {
         fired.extend(f);
+        col_counts.extend(cc);
         count += c;
         sum += s;
     }
-    (fired, count, sum)
+    (fired, col_counts, count, sum)
+}
+
+/// The fraction of latents active on more than `DENSE_LATENT_ABOVE` of `n` rows.
+fn dense_fraction(counts: &[u32], n: usize) -> f64 {
+    let limit = DENSE_LATENT_ABOVE * n as f64;
+    counts.iter().filter(|&&c| c as f64 > limit).count() as f64 / counts.len().max(1) as f64
 }
 
 /// Σ_r ‖x_r − mean(x)‖².
