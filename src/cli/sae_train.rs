@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use knowlens::progress::Progress;
 use knowlens::fetch;
 use knowlens::sae::train::disk::{self, CacheOptions, StoreDtype};
-use knowlens::sae::train::{self, ArchConfig, BDecInit, DiskBatches, DiskStore, RunOptions, TrainConfig, Trainer};
+use knowlens::sae::train::{self, ArchConfig, BDecInit, BatchSource, DiskBatches, DiskStore, RunOptions, TrainConfig, Trainer};
 use knowlens::HookPoint;
 use serde_json::json;
 
@@ -146,6 +146,11 @@ pub struct TrainArgs {
     /// folded into the saved weights either way).
     #[arg(long)]
     no_normalize: bool,
+    /// Scale each input dimension by 1 / its standard deviation (on the first batch) instead of
+    /// one factor for all, so that the few huge dimensions of Gemma's residual stream do not own
+    /// the loss; folded into the saved weights (a plain SAELens SAE on raw activations).
+    #[arg(long, conflicts_with = "no_normalize")]
+    per_dim_scale: bool,
     /// Steps between checkpoints (0: none). Rerunning the same command resumes.
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
@@ -215,6 +220,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.dead_tokens = a.dead_tokens.unwrap_or(cfg.dead_tokens);
     cfg.b_dec_init = a.b_dec_init;
     cfg.normalize = !a.no_normalize;
+    cfg.per_dim_scale = a.per_dim_scale;
     cfg.seed = a.seed;
     // Settings are checked before the model loads.
     cfg.validate()?;
@@ -326,6 +332,13 @@ pub struct BenchArgs {
     /// per token (as in a trained SAE) instead of half of them (as at initialisation).
     #[arg(long)]
     active: Option<f64>,
+    /// Real activations instead of random ones: batches read from this activation store (the
+    /// reading is timed with the step); --d-in is the hook's width.
+    #[arg(long, requires = "hook")]
+    store: Option<PathBuf>,
+    /// The store's hook to read (with --store).
+    #[arg(long)]
+    hook: Option<String>,
 }
 
 /// The z with P(N(0, 1) > z) = p, by bisection on erfc (Abramowitz & Stegun 7.1.26).
@@ -352,7 +365,15 @@ fn normal_upper_quantile(p: f64) -> f64 {
 /// Training steps on random Gaussian activations; prints one JSON line (the same fields as
 /// tools/bench_sae_torch.py).
 pub fn bench(a: BenchArgs) -> Result<()> {
-    let (d, n) = (a.d_in, a.batch_size);
+    let mut store = match (&a.store, &a.hook) {
+        (Some(dir), Some(h)) => {
+            let hook = h.trim().parse::<HookPoint>()?;
+            Some(DiskBatches::new(DiskStore::open(dir, false)?, &[hook], a.batch_size, a.seed)?)
+        }
+        _ => None,
+    };
+    let d = store.as_ref().map(|s| s.widths()[0]).unwrap_or(a.d_in);
+    let n = a.batch_size;
     if a.steps == 0 {
         bail!("--steps must be at least 1 (the timed steps whose median is reported)");
     }
@@ -381,7 +402,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let mut last = None;
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
-        let s = t.step(&batches[i % 2])?;
+        let s = match store.as_mut() {
+            Some(st) => {
+                let x = st.next_batch()?.context("the activation store gave no batch")?;
+                t.step(&x[0])?
+            }
+            None => t.step(&batches[i % 2])?,
+        };
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -408,6 +435,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "l0": s.l0,
             "dense": s.dense,
             "active_start": a.active,
+            "data": if store.is_some() { "activation store" } else { "random" },
         })
     );
     Ok(())
@@ -439,8 +467,9 @@ pub struct CacheArgs {
     /// Orders the corpus's documents.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// f16 (11 significant bits, values up to 65,504) or bf16 (8 bits, float32's range).
-    #[arg(long, value_parser = named::<StoreDtype>(&StoreDtype::NAMES), default_value = "f16")]
+    /// bf16 (8 significant bits, float32's range) or f16 (11 bits, values up to 65,504, which
+    /// Gemma's largest residual dimensions come close to).
+    #[arg(long, value_parser = named::<StoreDtype>(&StoreDtype::NAMES), default_value = "bf16")]
     dtype: StoreDtype,
     /// Sequences per shard (the unit written atomically and resumed from).
     #[arg(long, default_value_t = 256)]

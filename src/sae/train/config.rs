@@ -153,6 +153,11 @@ pub struct TrainConfig {
     /// Scale inputs so that their mean norm is sqrt(d_in) (SAELens "expected_average_only_in"),
     /// with the factor measured on the first batch and folded into the saved weights.
     pub normalize: bool,
+    /// Scale each input dimension by 1 / its standard deviation on the first batch instead (so
+    /// that a few dimensions with very large values, as in Gemma's residual stream, do not own
+    /// the loss); the factors are folded into the saved weights, which take raw activations.
+    #[serde(default)]
+    pub per_dim_scale: bool,
     pub seed: u64,
     pub backward: Backward,
 }
@@ -190,6 +195,7 @@ impl TrainConfig {
             dead_tokens: Self::DEFAULT_DEAD_TOKENS,
             b_dec_init: BDecInit::GeometricMedian,
             normalize: true,
+            per_dim_scale: false,
             seed: 0,
             backward: Backward::Auto,
         }

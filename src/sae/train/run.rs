@@ -243,7 +243,8 @@ pub fn train_on(store: &mut dyn BatchSource, prepend_bos: bool, o: &RunOptions, 
 
     let mut dirs = Vec::new();
     for (i, (h, t)) in o.hooks.iter().zip(&trainers).enumerate() {
-        let mut sae = t.params.to_sae(&t.cfg.arch, t.topk_threshold, t.scale, *h)?;
+        let scales = if t.dim_scale.is_empty() { vec![t.scale; t.cfg.d_in] } else { t.dim_scale.clone() };
+        let mut sae = t.params.to_sae_scaled(&t.cfg.arch, t.topk_threshold, &scales, *h)?;
         sae.model_name = Some(o.model_name.clone());
         let meta = &mut sae.extra_metadata;
         meta.insert("context_size".into(), json!(o.context_size));
@@ -260,6 +261,7 @@ pub fn train_on(store: &mut dyn BatchSource, prepend_bos: bool, o: &RunOptions, 
                 "lr": t.cfg.lr,
                 "seed": t.cfg.seed,
                 "input_scale": t.scale,
+                "per_dim_scale": t.cfg.per_dim_scale,
                 "last_step": serde_json::to_value(&last[i])?,
             }),
         );

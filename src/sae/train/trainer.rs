@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use super::adam::{AdamStep, Moments};
 use super::config::{ArchConfig, Backward, TrainConfig, DENSE_ABOVE};
 use super::kernels::{axpy, dot, dot_axpy, matmul, prefetch, Mat};
-use super::params::{b_dec_start, norm_scale, normalize, Params};
+use super::params::{b_dec_start, dim_scales, norm_scale, normalize, Params};
 use super::select::{above_rows, batch_topk, count_above, near_rows, topk_among, topk_rows, Csr};
 
 /// A latent firing on more than this fraction of a batch's rows counts as dense in `StepStats`
@@ -94,6 +94,8 @@ pub struct Trainer {
     pub topk_threshold: f64,
     /// Input scale (1 unless `normalize`), set from the first batch.
     pub scale: f32,
+    /// Per-dimension input scales (`per_dim_scale`; empty otherwise), set from the first batch.
+    pub dim_scale: Vec<f32>,
     /// Whether the first batch has set `scale` and `b_dec`.
     pub initialized: bool,
     /// Work buffers; see `Scratch`.
@@ -220,6 +222,7 @@ impl Trainer {
             since_fired: vec![0; m],
             topk_threshold: 0.0,
             scale: 1.0,
+            dim_scale: Vec::new(),
             initialized,
             scratch: Scratch::default(),
         }
@@ -286,16 +289,27 @@ impl Trainer {
     /// Sets the input scale and b_dec from the first batch.
     fn initialize(&mut self, x: &[f32]) {
         let d = self.cfg.d_in;
-        self.scale = if self.cfg.normalize { norm_scale(x, d) } else { 1.0 };
-        let xs: Vec<f32> = x.iter().map(|v| v * self.scale).collect();
-        self.params.b_dec = b_dec_start(&xs, d, self.cfg.b_dec_init);
+        if self.cfg.per_dim_scale {
+            self.dim_scale = dim_scales(x, d);
+            self.scale = 1.0;
+        } else {
+            self.scale = if self.cfg.normalize { norm_scale(x, d) } else { 1.0 };
+        }
         self.initialized = true;
+        let xs = self.scaled(x).unwrap_or_else(|_| x.to_vec());
+        self.params.b_dec = b_dec_start(&xs, d, self.cfg.b_dec_init);
     }
 
     fn scaled(&self, x: &[f32]) -> Result<Vec<f32>> {
         let d = self.cfg.d_in;
         if x.is_empty() || !x.len().is_multiple_of(d) {
             bail!("a batch of {} values is not a whole number of rows of width {d}", x.len());
+        }
+        if !self.dim_scale.is_empty() {
+            let s = &self.dim_scale;
+            let mut out = x.to_vec();
+            out.par_chunks_mut(d).for_each(|r| r.iter_mut().zip(s).for_each(|(v, f)| *v *= f));
+            return Ok(out);
         }
         Ok(if self.scale == 1.0 { x.to_vec() } else { x.par_iter().map(|v| v * self.scale).collect() })
     }
