@@ -648,9 +648,13 @@ pub fn store_info(a: StoreInfoArgs) -> Result<()> {
         });
         if let Some(sae) = sae.as_ref().filter(|s| s.hook.to_string() == *name) {
             let (fvu, err_share, per_dim_err) = sae_error_by_dim(&store, h, sae, a.rows, &st.mean)?;
+            let top_err: f64 = top.iter().map(|&i| per_dim_err[i]).sum();
+            let top_var: f64 = top.iter().map(|&i| st.var[i]).sum();
             hook_out["sae"] = json!({
                 "path": sae.source, "fvu": fvu,
-                "top_dims_share_of_error": top.iter().map(|&i| per_dim_err[i] / err_share).sum::<f64>(),
+                "fvu_top_dims": top_err / (top_var * st.rows as f64).max(f64::MIN_POSITIVE),
+                "fvu_other_dims": (err_share - top_err) / ((tot_var - top_var) * st.rows as f64).max(f64::MIN_POSITIVE),
+                "top_dims_share_of_error": top_err / err_share,
                 "top_dims_error": top.iter().map(|&i| json!({
                     "dim": i, "share_of_error": per_dim_err[i] / err_share,
                     "fvu_of_dim": per_dim_err[i] / (st.var[i] * st.rows as f64).max(f64::MIN_POSITIVE),
@@ -698,9 +702,11 @@ pub fn store_info(a: StoreInfoArgs) -> Result<()> {
         }
         if let Some(s) = h.get("sae") {
             println!(
-                "  SAE {}: FVU {:.4}; the top dims hold {:.1}% of its squared error",
+                "  SAE {}: FVU {:.4} (top dims {:.4}, the other dims {:.4}); the top dims hold {:.1}% of its squared error",
                 s["path"].as_str().unwrap_or(""),
                 s["fvu"].as_f64().unwrap_or(0.0),
+                s["fvu_top_dims"].as_f64().unwrap_or(0.0),
+                s["fvu_other_dims"].as_f64().unwrap_or(0.0),
                 100.0 * s["top_dims_share_of_error"].as_f64().unwrap_or(0.0)
             );
             for t in s["top_dims_error"].as_array().into_iter().flatten() {
