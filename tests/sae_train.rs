@@ -405,6 +405,56 @@ fn trained_saes_save_as_saelens_and_reload_identically() {
     }
 }
 
+/// Per-dimension input scaling, folded into the saved weights: the saved SAE on raw inputs
+/// makes exactly the trainer's error in scaled units, where a huge dimension no longer owns the
+/// loss.
+#[test]
+fn per_dimension_scaling_is_folded_into_a_plain_saelens_sae() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, n) = (16, 128);
+    // Dimension 3 is ~1000 times larger than the others, as Gemma's dimension 163.
+    let mut x: Vec<f32> = randn(n * d, 9, 1.0);
+    for r in 0..n {
+        x[r * d + 3] = 2000.0 + 900.0 * x[r * d + 3];
+    }
+    for arch in [ArchConfig::TopK { k: 4 }, ArchConfig::BatchTopK { k: 4, threshold_lr: 0.5 }] {
+        let mut c = TrainConfig::new(d, 40, arch.clone(), 30);
+        c.per_dim_scale = true;
+        let mut t = Trainer::new(c).unwrap();
+        for _ in 0..30 {
+            t.step(&x).unwrap();
+        }
+        assert_eq!(t.dim_scale.len(), d);
+        assert!(t.dim_scale[3] < 0.01 * t.dim_scale[0], "{:?}", t.dim_scale);
+        let (_, stats) = t.gradients(&x).unwrap();
+        let sae = t.params.to_sae_scaled(&t.cfg.arch, t.topk_threshold, &t.dim_scale, HookPoint::ResidPost(3)).unwrap();
+        let out = dir.path().join(arch.name());
+        sae.save_saelens(&out).unwrap();
+        let back = Sae::load(&out).unwrap();
+        if matches!(arch, ArchConfig::BatchTopK { .. }) {
+            continue; // saved as JumpReLU with the running threshold: not the batch rule
+        }
+        let tx = Tensor::from_vec(x.clone(), (n, d), &Device::Cpu).unwrap();
+        let xh = back.forward(&tx).unwrap().to_vec2::<f32>().unwrap();
+        let s = &t.dim_scale;
+        let mut mean = vec![0f64; d];
+        for r in 0..n {
+            for i in 0..d {
+                mean[i] += x[r * d + i] as f64 / n as f64;
+            }
+        }
+        let (mut err, mut var) = (0f64, 0f64);
+        for r in 0..n {
+            for i in 0..d {
+                let si = s[i] as f64;
+                err += (si * (xh[r][i] - x[r * d + i]) as f64).powi(2);
+                var += (si * (x[r * d + i] as f64 - mean[i])).powi(2);
+            }
+        }
+        assert!((err / var - stats.fvu).abs() < 1e-3 * (1.0 + stats.fvu), "FVU {} vs {}", err / var, stats.fvu);
+    }
+}
+
 // ---- the CLI, on the tiny Gemma 3 fixture: SIGKILL and resume give identical SAEs ----
 
 fn knowlens() -> Command {
@@ -503,4 +553,64 @@ fn sigkill_and_resume_give_bit_identical_saes() {
         assert_eq!(sae.extra_metadata["context_size"], serde_json::json!(16));
         assert_eq!(sae.model_name.as_deref(), Some(common::fixture("tiny/gemma3").to_str().unwrap()));
     }
+}
+
+/// The same, training from an activation store on disk (`sae cache`, then `sae train --store`
+/// for three epochs): killed twice, resumed, identical to an uninterrupted run; and a store run
+/// never runs the model.
+#[test]
+fn sigkill_and_resume_from_an_activation_store_give_bit_identical_saes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    tiny_text(&text);
+    let model = common::fixture("tiny/gemma3");
+    let store = dir.path().join("store");
+    let st = knowlens()
+        .args(["sae", "cache", "--model", model.to_str().unwrap()])
+        .args(["--hooks", "blocks.1.hook_resid_post,blocks.3.hook_resid_post", "--text-file", text.to_str().unwrap()])
+        .args(["--context-size", "16", "--shard-sequences", "32", "--no-progress", "--out", store.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let args = |out: &Path| -> Vec<String> {
+        let mut a = train_args("batchtopk", &text, out);
+        let at = a.iter().position(|s| s == "--text-file").unwrap();
+        a[at] = "--store".into();
+        a[at + 1] = store.to_str().unwrap().into();
+        let at = a.iter().position(|s| s == "--tokens").unwrap();
+        a[at] = "--epochs".into();
+        a[at + 1] = "3".into();
+        a
+    };
+    let whole = dir.path().join("whole");
+    let out = knowlens().args(args(&whole)).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 400 sequences of 16 tokens give 6,000 rows: 93 batches of 64 per epoch.
+    assert_eq!(summary["steps"], serde_json::json!(279));
+    assert_eq!(summary["model_tokens_per_s"], serde_json::json!(0.0), "a store run never runs the model");
+    let cut = dir.path().join("cut");
+    let a = args(&cut);
+    let first = run_and_kill(&a, &cut, 0, Duration::ZERO);
+    let second = run_and_kill(&a, &cut, first, Duration::from_millis(60));
+    let st = knowlens().args(&a).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success());
+    println!("store run: killed after checkpoints at steps {first} and {second}, resumed to the end");
+    for hook in ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"] {
+        for file in ["sae_weights.safetensors", "cfg.json"] {
+            let x = std::fs::read(whole.join(hook).join(file)).unwrap();
+            let y = std::fs::read(cut.join(hook).join(file)).unwrap();
+            assert!(x == y, "{hook}/{file} differs after resuming");
+        }
+    }
+    let log = log_without_times(&cut);
+    assert_eq!(log_without_times(&whole), log);
+    // The log has tokens seen and the dense fraction for curves.
+    let last = log.last().unwrap();
+    assert_eq!(last["tokens"], serde_json::json!(279 * 64));
+    assert!(last["dense_fraction"].as_f64().is_some());
+    let sae = Sae::load(&cut.join("blocks.3.hook_resid_post")).unwrap();
+    assert_eq!(sae.extra_metadata["context_size"], serde_json::json!(16));
+    assert_eq!(sae.extra_metadata["prepend_bos"], serde_json::json!(true));
 }

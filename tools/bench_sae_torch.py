@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Times SAE training steps in plain PyTorch (CPU), for comparison with `knowlens sae bench`.
 
-A straightforward TopK SAE (Gao et al.: top k of the pre-activations, ReLU, MSE) or ReLU SAE
+A straightforward TopK SAE (Gao et al.: top k of the pre-activations, ReLU, MSE), BatchTopK
+(the k * batch largest ReLU'd pre-activations of the whole batch, as SAELens) or ReLU SAE
 with an L1 penalty, trained with torch.optim.Adam (betas 0.9/0.999) on random Gaussian
 activations, with the decoder-parallel gradient removed before each step and decoder rows
 renormalised after it -- the same work per step as `knowlens sae bench`. Prints one JSON line
@@ -19,7 +20,7 @@ import torch
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", choices=["topk", "standard"], default="topk")
+    ap.add_argument("--arch", choices=["topk", "batchtopk", "standard"], default="topk")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--width", type=int, default=4096)
     ap.add_argument("--d-in", type=int, default=640)
@@ -49,6 +50,11 @@ def main():
         if a.arch == "topk":
             vals, idx = pre.topk(a.k, dim=-1, sorted=False)
             acts = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+            sparsity = 0.0
+        elif a.arch == "batchtopk":
+            flat = pre.relu().flatten()
+            vals, idx = flat.topk(a.k * n, sorted=False)
+            acts = torch.zeros_like(flat).scatter(-1, idx, vals).reshape(pre.shape)
             sparsity = 0.0
         else:
             acts = pre.relu()

@@ -23,6 +23,12 @@ pub enum SaeCommand {
     Convert(ConvertArgs),
     /// Train SAEs (one per hook) on the model's activations over a text.
     Train(super::sae_train::TrainArgs),
+    /// Run the model once over a corpus and store the hooks' activations on disk (float16
+    /// shards, resumable) for `sae train --store`.
+    Cache(super::sae_train::CacheArgs),
+    /// An activation store's index and per-dimension statistics (optionally an SAE's error per
+    /// dimension).
+    StoreInfo(super::sae_train::StoreInfoArgs),
     /// Time SAE training steps on random activations (JSON, as tools/bench_sae_torch.py).
     Bench(super::sae_train::BenchArgs),
     /// Evaluate an SAE on a text file: L0, explained variance, CE loss recovered, KL score, ...
@@ -187,6 +193,8 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Encode(a) => encode(a),
         SaeCommand::Train(a) => super::sae_train::train(a),
         SaeCommand::Bench(a) => super::sae_train::bench(a),
+        SaeCommand::Cache(a) => super::sae_train::cache(a),
+        SaeCommand::StoreInfo(a) => super::sae_train::store_info(a),
         SaeCommand::Convert(a) => {
             let sae = a.sae.load()?;
             sae.save_saelens(&a.out)?;

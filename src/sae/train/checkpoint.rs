@@ -106,6 +106,9 @@ fn trainer_arrays(t: &Trainer) -> Vec<(String, Raw)> {
         out.push((format!("adam_v.{name}"), f32s(&m.v)));
     }
     out.push(("since_fired".into(), u64s(&t.since_fired)));
+    if !t.dim_scale.is_empty() {
+        out.push(("dim_scale".into(), f32s(&t.dim_scale)));
+    }
     out
 }
 
@@ -232,6 +235,10 @@ impl Loaded {
             }
             _ => bail!("{}: 'since_fired' is missing or has the wrong size", path.display()),
         }
+        t.dim_scale = match a.get("dim_scale") {
+            Some(v) => to_f32("dim_scale", Some(v), t.cfg.d_in).with_context(ctx)?,
+            None => Vec::new(),
+        };
         t.step = s.step;
         t.topk_threshold = f64::from_bits(s.topk_threshold_bits);
         t.scale = f32::from_bits(s.scale_bits);

@@ -123,6 +123,11 @@ pub struct TrainConfig {
     /// Scale inputs so that their mean norm is sqrt(d_in) (SAELens "expected_average_only_in"),
     /// with the factor measured on the first batch and folded into the saved weights.
     pub normalize: bool,
+    /// Scale each input dimension by 1 / its standard deviation on the first batch instead (so
+    /// that a few dimensions with very large values, as in Gemma's residual stream, do not own
+    /// the loss); the factors are folded into the saved weights, which take raw activations.
+    #[serde(default)]
+    pub per_dim_scale: bool,
     pub seed: u64,
     pub backward: Backward,
 }
@@ -160,9 +165,21 @@ impl TrainConfig {
             dead_tokens: Self::DEFAULT_DEAD_TOKENS,
             b_dec_init: BDecInit::GeometricMedian,
             normalize: true,
+            per_dim_scale: false,
             seed: 0,
             backward: Backward::Auto,
         }
+    }
+
+    /// Scales the settings whose right size depends on the run's length (what `knowlens sae
+    /// train` does unless they are given): the dead-latent window becomes a tenth of the run's
+    /// tokens (at least one batch, at most `DEFAULT_DEAD_TOKENS`), so AuxK starts working within
+    /// the run, and the learning rate warms up over the first twentieth of the steps (at most
+    /// 1,000).
+    pub fn scale_to_run(&mut self, batch_size: usize) {
+        let tokens = self.total_steps.saturating_mul(batch_size as u64);
+        self.dead_tokens = (tokens / 10).max(batch_size as u64).clamp(1, Self::DEFAULT_DEAD_TOKENS);
+        self.warmup_steps = (self.total_steps / 20).min(1000);
     }
 
     /// Errors (naming the setting) for zero, negative, non-finite or inconsistent values.
@@ -247,6 +264,20 @@ mod tests {
         assert_eq!(c.lr_at(50), 4e-4);
         assert!((c.lr_at(90) - 2e-4).abs() < 1e-9);
         assert!((c.lr_at(99) - 2e-5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dead_window_and_warm_up_scale_with_the_run() {
+        let mut c = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 250);
+        c.scale_to_run(4096);
+        assert_eq!((c.dead_tokens, c.warmup_steps), (102_400, 12));
+        let mut long = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 1_000_000);
+        long.scale_to_run(4096);
+        assert_eq!((long.dead_tokens, long.warmup_steps), (TrainConfig::DEFAULT_DEAD_TOKENS, 1000));
+        let mut short = TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 3);
+        short.scale_to_run(64);
+        assert_eq!((short.dead_tokens, short.warmup_steps), (64, 0));
+        short.validate().unwrap();
     }
 
     #[test]

@@ -44,16 +44,24 @@ impl Params {
     /// The SAE these parameters make, with the input scale folded in: trained on `scale · x`,
     /// it takes raw activations (W_enc·scale, W_dec/scale, b_dec/scale; latents unchanged).
     pub fn to_sae(&self, arch: &ArchConfig, topk_threshold: f64, scale: f32, hook: HookPoint) -> Result<Sae> {
+        self.to_sae_scaled(arch, topk_threshold, &vec![scale; self.d_in], hook)
+    }
+
+    /// `to_sae` for inputs scaled per dimension (`x'_i = s_i x_i`): W_enc[i, ·]·s_i,
+    /// W_dec[·, i]/s_i, b_dec_i/s_i, so that `(x − b_dec)·W_enc` and the reconstruction of raw
+    /// activations equal the trained ones. A plain SAELens SAE: nothing new to load.
+    pub fn to_sae_scaled(&self, arch: &ArchConfig, topk_threshold: f64, scales: &[f32], hook: HookPoint) -> Result<Sae> {
         let (d, m) = (self.d_in, self.d_sae);
+        anyhow::ensure!(scales.len() == d, "{} input scales for {d} dimensions", scales.len());
         let mut w_enc = vec![0f32; d * m];
         for j in 0..m {
             for i in 0..d {
-                w_enc[i * m + j] = self.w_enc_t[j * d + i] * scale;
+                w_enc[i * m + j] = self.w_enc_t[j * d + i] * scales[i];
             }
         }
-        let inv = 1.0 / scale;
-        let w_dec: Vec<f32> = self.w_dec.iter().map(|v| v * inv).collect();
-        let b_dec: Vec<f32> = self.b_dec.iter().map(|v| v * inv).collect();
+        let inv: Vec<f32> = scales.iter().map(|s| 1.0 / s).collect();
+        let w_dec: Vec<f32> = self.w_dec.chunks(d).flat_map(|row| row.iter().zip(&inv).map(|(v, s)| v * s)).collect();
+        let b_dec: Vec<f32> = self.b_dec.iter().zip(&inv).map(|(v, s)| v * s).collect();
         let dev = Device::Cpu;
         let architecture = match arch {
             ArchConfig::Standard { .. } => Architecture::Standard,
@@ -126,6 +134,20 @@ pub fn geometric_median(x: &[f32], d: usize, max_iter: usize, tol: f64) -> Vec<f
         }
     }
     y
+}
+
+/// Per dimension: 1 / the standard deviation of `x` [n, d] (1 for a constant dimension).
+pub fn dim_scales(x: &[f32], d: usize) -> Vec<f32> {
+    let m = mean(x, d);
+    let n = (x.len() / d).max(1) as f64;
+    let mut var = vec![0f64; d];
+    for row in x.chunks_exact(d) {
+        var.iter_mut().zip(row).zip(&m).for_each(|((v, &a), mu)| *v += (a as f64 - mu).powi(2));
+    }
+    var.iter().map(|v| {
+        let sd = (v / n).sqrt();
+        if sd > 0.0 { (1.0 / sd) as f32 } else { 1.0 }
+    }).collect()
 }
 
 /// The factor that makes the mean row norm of `x` equal sqrt(d).

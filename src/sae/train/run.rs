@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::checkpoint::{self, CheckpointState};
 use super::config::TrainConfig;
 use super::source::TokenSource;
-use super::store::{ActivationStore, StoreConfig};
+use super::store::{ActivationStore, BatchSource, StoreConfig};
 use super::trainer::{Scratch, StepStats, Trainer};
 use crate::progress::Progress;
 use crate::hooks::HookPoint;
@@ -84,12 +84,27 @@ fn fingerprint(o: &RunOptions, source: &str) -> String {
     v.to_string()
 }
 
-/// Trains one SAE per hook on activations of `model` over `source`. `progress` sees one stage,
-/// the training steps (placed at the checkpoint's step when resuming), with the last step's
-/// losses as its message.
+/// Trains one SAE per hook on activations of `model` over `source` (the model in the loop).
+/// `progress` sees one stage, the training steps (placed at the checkpoint's step when
+/// resuming), with the last step's losses as its message.
 pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOptions, progress: &dyn Progress) -> Result<RunSummary> {
+    let store_cfg = StoreConfig {
+        hooks: o.hooks.clone(),
+        batch_size: o.batch_size,
+        buffer_batches: o.buffer_batches,
+        model_batch: o.model_batch,
+        seed: o.train.seed,
+    };
+    let mut store = ActivationStore::new(model, source, store_cfg)?;
+    let prepend_bos = model.tokenizer.add_bos && model.tokenizer.bos.is_some();
+    train_on(&mut store, prepend_bos, o, progress)
+}
+
+/// Trains one SAE per hook on the batches of `store` (the model in the loop, or an activation
+/// store on disk); `prepend_bos` is recorded in the saved SAEs. See `train`.
+pub fn train_on(store: &mut dyn BatchSource, prepend_bos: bool, o: &RunOptions, progress: &dyn Progress) -> Result<RunSummary> {
     fs::create_dir_all(&o.out).with_context(|| format!("{}: cannot create", o.out.display()))?;
-    let source_name = source.describe();
+    let source_name = store.describe();
     let fp = fingerprint(o, &source_name);
     let done_path = o.out.join(DONE);
     if done_path.exists() {
@@ -110,15 +125,10 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
             already_done: true,
         });
     }
+    if store.widths().len() != o.hooks.len() {
+        bail!("the batch source gives {} hooks, the run trains {}", store.widths().len(), o.hooks.len());
+    }
 
-    let store_cfg = StoreConfig {
-        hooks: o.hooks.clone(),
-        batch_size: o.batch_size,
-        buffer_batches: o.buffer_batches,
-        model_batch: o.model_batch,
-        seed: o.train.seed,
-    };
-    let mut store = ActivationStore::new(model, source, store_cfg)?;
     let mut trainers = store
         .widths()
         .iter()
@@ -189,7 +199,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
                     "tokens": step * o.batch_size as u64,
                     "hook": o.hooks[h].to_string(),
                     "loss": s.loss, "mse": s.mse, "aux": s.aux, "sparsity": s.sparsity,
-                    "l0": s.l0, "fvu": s.fvu, "dead_fraction": s.dead_fraction,
+                    "l0": s.l0, "fvu": s.fvu, "dead_fraction": s.dead_fraction, "dense_fraction": s.dense_fraction,
                     "lr": s.lr, "dense": s.dense,
                     "elapsed_s": elapsed,
                 });
@@ -220,7 +230,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
                 format: checkpoint::FORMAT.into(),
                 fingerprint: fp.clone(),
                 step,
-                store: store.state().clone(),
+                store: store.state(),
                 trainers: o.hooks.iter().zip(&trainers).map(|(h, t)| checkpoint::scalars(h.to_string(), t)).collect(),
                 elapsed_s: elapsed,
             };
@@ -234,11 +244,12 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
 
     let mut dirs = Vec::new();
     for (i, (h, t)) in o.hooks.iter().zip(&trainers).enumerate() {
-        let mut sae = t.params.to_sae(&t.cfg.arch, t.topk_threshold, t.scale, *h)?;
+        let scales = if t.dim_scale.is_empty() { vec![t.scale; t.cfg.d_in] } else { t.dim_scale.clone() };
+        let mut sae = t.params.to_sae_scaled(&t.cfg.arch, t.topk_threshold, &scales, *h)?;
         sae.model_name = Some(o.model_name.clone());
         let meta = &mut sae.extra_metadata;
         meta.insert("context_size".into(), json!(o.context_size));
-        meta.insert("prepend_bos".into(), json!(model.tokenizer.add_bos && model.tokenizer.bos.is_some()));
+        meta.insert("prepend_bos".into(), json!(prepend_bos));
         meta.insert("exclude_special_tokens".into(), json!(true));
         meta.insert("dataset_path".into(), json!(source_name));
         meta.insert("training_tokens".into(), json!(step * o.batch_size as u64));
@@ -251,6 +262,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
                 "lr": t.cfg.lr,
                 "seed": t.cfg.seed,
                 "input_scale": t.scale,
+                "per_dim_scale": t.cfg.per_dim_scale,
                 "last_step": serde_json::to_value(&last[i])?,
             }),
         );
@@ -270,7 +282,7 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
         store_seconds: store_s,
         sae_seconds: sae_s,
         rows_trained: rows,
-        model_tokens: store.tokens_seen,
+        model_tokens: store.model_tokens(),
         already_done: false,
     })
 }

@@ -47,6 +47,49 @@ pub struct StoreState {
     pub batches_taken: u64,
 }
 
+/// Where training batches come from: the model in the loop (`ActivationStore`) or an activation
+/// store on disk (`disk::DiskBatches`). Batch i holds the same tokens for every hook; the state
+/// and the carried rows are all a checkpoint needs to rebuild the source exactly.
+pub trait BatchSource {
+    /// The width of each hook's rows.
+    fn widths(&self) -> &[usize];
+    /// The next batch: per hook, `batch_size` rows, row-major. `None` once the source is spent.
+    fn next_batch(&mut self) -> Result<Option<Vec<Vec<f32>>>>;
+    fn state(&self) -> StoreState;
+    /// Per hook: rows to save with a checkpoint (those carried into the current generation).
+    fn carry(&self) -> &[Vec<f32>];
+    /// Rebuilds the position of a checkpoint on a freshly created source (same arguments).
+    fn restore(&mut self, state: StoreState, carry: Vec<Vec<f32>>) -> Result<()>;
+    /// A description for the run's fingerprint and the SAEs' `dataset_path`.
+    fn describe(&self) -> String;
+    /// Tokens the model ran in this process (0 when reading a store).
+    fn model_tokens(&self) -> u64;
+}
+
+impl BatchSource for ActivationStore<'_> {
+    fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+    fn next_batch(&mut self) -> Result<Option<Vec<Vec<f32>>>> {
+        ActivationStore::next_batch(self)
+    }
+    fn state(&self) -> StoreState {
+        self.state.clone()
+    }
+    fn carry(&self) -> &[Vec<f32>] {
+        &self.carry_in
+    }
+    fn restore(&mut self, state: StoreState, carry: Vec<Vec<f32>>) -> Result<()> {
+        ActivationStore::restore(self, state, carry)
+    }
+    fn describe(&self) -> String {
+        self.source.describe()
+    }
+    fn model_tokens(&self) -> u64 {
+        self.tokens_seen
+    }
+}
+
 pub struct ActivationStore<'a> {
     model: &'a Model,
     source: Box<dyn TokenSource + 'a>,

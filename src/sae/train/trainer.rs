@@ -28,8 +28,12 @@ use rayon::prelude::*;
 use super::adam::{AdamStep, Moments};
 use super::config::{ArchConfig, Backward, TrainConfig, DENSE_ABOVE};
 use super::kernels::{axpy, dot, dot_axpy, matmul, prefetch, Mat};
-use super::params::{b_dec_start, norm_scale, normalize, Params};
+use super::params::{b_dec_start, dim_scales, norm_scale, normalize, Params};
 use super::select::{above_rows, batch_topk, count_above, near_rows, topk_among, topk_rows, Csr};
+
+/// A latent firing on more than this fraction of a batch's rows counts as dense in `StepStats`
+/// (the evaluation's default threshold).
+pub const DENSE_LATENT_ABOVE: f64 = 0.1;
 
 /// Latents per parallel task in the latent pass.
 const CHUNK: usize = 32;
@@ -71,6 +75,8 @@ pub struct StepStats {
     pub fvu: f64,
     /// Latents that have not fired for `dead_tokens` tokens, after this step.
     pub dead_fraction: f64,
+    /// Latents that fired on more than `DENSE_LATENT_ABOVE` of this batch's rows.
+    pub dense_fraction: f64,
     pub lr: f32,
     /// Whether the dense route was taken.
     pub dense: bool,
@@ -88,6 +94,8 @@ pub struct Trainer {
     pub topk_threshold: f64,
     /// Input scale (1 unless `normalize`), set from the first batch.
     pub scale: f32,
+    /// Per-dimension input scales (`per_dim_scale`; empty otherwise), set from the first batch.
+    pub dim_scale: Vec<f32>,
     /// Whether the first batch has set `scale` and `b_dec`.
     pub initialized: bool,
     /// Work buffers; see `Scratch`.
@@ -214,6 +222,7 @@ impl Trainer {
             since_fired: vec![0; m],
             topk_threshold: 0.0,
             scale: 1.0,
+            dim_scale: Vec::new(),
             initialized,
             scratch: Scratch::default(),
         }
@@ -280,16 +289,27 @@ impl Trainer {
     /// Sets the input scale and b_dec from the first batch.
     fn initialize(&mut self, x: &[f32]) {
         let d = self.cfg.d_in;
-        self.scale = if self.cfg.normalize { norm_scale(x, d) } else { 1.0 };
-        let xs: Vec<f32> = x.iter().map(|v| v * self.scale).collect();
-        self.params.b_dec = b_dec_start(&xs, d, self.cfg.b_dec_init);
+        if self.cfg.per_dim_scale {
+            self.dim_scale = dim_scales(x, d);
+            self.scale = 1.0;
+        } else {
+            self.scale = if self.cfg.normalize { norm_scale(x, d) } else { 1.0 };
+        }
         self.initialized = true;
+        let xs = self.scaled(x).unwrap_or_else(|_| x.to_vec());
+        self.params.b_dec = b_dec_start(&xs, d, self.cfg.b_dec_init);
     }
 
     fn scaled(&self, x: &[f32]) -> Result<Vec<f32>> {
         let d = self.cfg.d_in;
         if x.is_empty() || !x.len().is_multiple_of(d) {
             bail!("a batch of {} values is not a whole number of rows of width {d}", x.len());
+        }
+        if !self.dim_scale.is_empty() {
+            let s = &self.dim_scale;
+            let mut out = x.to_vec();
+            out.par_chunks_mut(d).for_each(|r| r.iter_mut().zip(s).for_each(|(v, f)| *v *= f));
+            return Ok(out);
         }
         Ok(if self.scale == 1.0 { x.to_vec() } else { x.par_iter().map(|v| v * self.scale).collect() })
     }
@@ -405,13 +425,16 @@ impl Trainer {
         }
 
         let mut fired = vec![false; m];
+        let mut counts = vec![0u32; m];
         let mut sum_f = 0f64;
         for (&j, &f) in main.idx.iter().zip(&main.val) {
             if f > 0.0 {
                 fired[j as usize] = true;
+                counts[j as usize] += 1;
             }
             sum_f += f as f64;
         }
+        stats.dense_fraction = dense_fraction(&counts, n);
         stats.l0 = main.val.iter().filter(|&&f| f > 0.0).count() as f64 / n as f64;
         stats.sparsity = match self.cfg.arch {
             ArchConfig::Standard { .. } => sparsity_coef as f64 * sum_f / n as f64,
@@ -497,8 +520,9 @@ impl Trainer {
         let mut genc = vec![0f32; m * d];
         matmul(&mut genc, Mat::transposed(dpre, m, n), Mat::rows(&xc, n, d));
         let gbenc = column_sums(dpre, m);
-        let (fired, counts, sums) = column_activity(f, m);
+        let (fired, col_counts, counts, sums) = column_activity(f, m);
         stats.l0 = counts as f64 / n as f64;
+        stats.dense_fraction = dense_fraction(&col_counts, n);
         stats.sparsity = match self.cfg.arch {
             ArchConfig::Standard { .. } => sparsity_coef as f64 * sums / n as f64,
             _ => sparsity_coef as f64 * stats.l0,
@@ -672,34 +696,45 @@ fn column_sums(a: &[f32], w: usize) -> Vec<f32> {
     cols
 }
 
-/// Per column of f [n, m]: whether any entry is positive; the count and sum of positive entries.
-fn column_activity(f: &[f32], m: usize) -> (Vec<bool>, usize, f64) {
-    let parts: Vec<(Vec<bool>, usize, f64)> = (0..m.div_ceil(256))
+/// Per column of f [n, m]: whether any entry is positive and how many are; the count and sum
+/// of all positive entries.
+fn column_activity(f: &[f32], m: usize) -> (Vec<bool>, Vec<u32>, usize, f64) {
+    let parts: Vec<(Vec<bool>, Vec<u32>, usize, f64)> = (0..m.div_ceil(256))
         .into_par_iter()
         .map(|b| {
             let (c0, c1) = (b * 256, ((b + 1) * 256).min(m));
             let mut fired = vec![false; c1 - c0];
+            let mut cols = vec![0u32; c1 - c0];
             let (mut count, mut sum) = (0usize, 0f64);
             for row in f.chunks_exact(m) {
                 for (k, &v) in row[c0..c1].iter().enumerate() {
                     if v > 0.0 {
                         fired[k] = true;
+                        cols[k] += 1;
                         count += 1;
                         sum += v as f64;
                     }
                 }
             }
-            (fired, count, sum)
+            (fired, cols, count, sum)
         })
         .collect();
     let mut fired = Vec::with_capacity(m);
+    let mut col_counts = Vec::with_capacity(m);
     let (mut count, mut sum) = (0, 0.0);
-    for (f, c, s) in parts {
+    for (f, cc, c, s) in parts {
         fired.extend(f);
+        col_counts.extend(cc);
         count += c;
         sum += s;
     }
-    (fired, count, sum)
+    (fired, col_counts, count, sum)
+}
+
+/// The fraction of latents active on more than `DENSE_LATENT_ABOVE` of `n` rows.
+fn dense_fraction(counts: &[u32], n: usize) -> f64 {
+    let limit = DENSE_LATENT_ABOVE * n as f64;
+    counts.iter().filter(|&&c| c as f64 > limit).count() as f64 / counts.len().max(1) as f64
 }
 
 /// Σ_r ‖x_r − mean(x)‖².
