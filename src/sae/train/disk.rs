@@ -488,7 +488,7 @@ fn run_group(
                     continue;
                 }
                 let row = &flat[(r * s + p) * d..(r * s + p + 1) * d];
-                if let Some(v) = row.iter().find(|v| !(v.abs() <= max)) {
+                if let Some(v) = row.iter().find(|v| !v.is_finite() || v.abs() > max) {
                     bail!(
                         "{hook}: activation {v} cannot be stored as {dtype} (largest finite value {max}){}",
                         if dtype == StoreDtype::F16 { "; use --dtype bf16" } else { "" }

@@ -245,7 +245,7 @@ pub fn train_on(store: &mut dyn BatchSource, prepend_bos: bool, o: &RunOptions, 
     let mut dirs = Vec::new();
     for (i, (h, t)) in o.hooks.iter().zip(&trainers).enumerate() {
         let scales = if t.dim_scale.is_empty() { vec![t.scale; t.cfg.d_in] } else { t.dim_scale.clone() };
-        let mut sae = t.params.to_sae_scaled(&t.cfg.arch, t.topk_threshold, &scales, *h)?;
+        let mut sae = t.params.to_sae_scaled(&t.cfg.arch, t.saved_topk_threshold(), &scales, *h)?;
         sae.model_name = Some(o.model_name.clone());
         let meta = &mut sae.extra_metadata;
         meta.insert("context_size".into(), json!(o.context_size));

@@ -281,6 +281,20 @@ impl Trainer {
         Ok((gr, pass.stats))
     }
 
+    /// BatchTopK's threshold for the saved JumpReLU SAE: the running average of the smallest
+    /// kept activation, divided by 1 − (1 − rate)^steps because it starts at 0 (as Adam's
+    /// moments are bias-corrected). Without the correction a run of 50 steps at rate 0.01 would
+    /// save 39% of the threshold (and far more than k latents per token would fire).
+    pub fn saved_topk_threshold(&self) -> f64 {
+        match self.cfg.arch {
+            ArchConfig::BatchTopK { threshold_lr, .. } if self.step > 0 => {
+                let seen = 1.0 - (1.0 - threshold_lr).powf(self.step as f64);
+                if seen > 0.0 { self.topk_threshold / seen } else { self.topk_threshold }
+            }
+            _ => self.topk_threshold,
+        }
+    }
+
     pub fn dead_fraction(&self) -> f64 {
         let dead = self.since_fired.iter().filter(|&&s| s >= self.cfg.dead_tokens).count();
         dead as f64 / self.cfg.width as f64
@@ -765,4 +779,23 @@ fn cpu_seconds() -> f64 {
         .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
         .sum();
     ns as f64 * 1e-9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_batch_topk_threshold_is_bias_corrected() {
+        let mut t = Trainer::new(TrainConfig::new(4, 8, ArchConfig::BatchTopK { k: 2, threshold_lr: 0.01 }, 100)).unwrap();
+        // The running average of a constant 2.0 after 50 updates from 0.
+        for _ in 0..50 {
+            t.topk_threshold = 0.99 * t.topk_threshold + 0.01 * 2.0;
+        }
+        t.step = 50;
+        assert!((t.topk_threshold - 2.0 * (1.0 - 0.99f64.powi(50))).abs() < 1e-12);
+        assert!((t.saved_topk_threshold() - 2.0).abs() < 1e-9, "{}", t.saved_topk_threshold());
+        let topk = Trainer::new(TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 100)).unwrap();
+        assert_eq!(topk.saved_topk_threshold(), 0.0);
+    }
 }
