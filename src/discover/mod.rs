@@ -777,7 +777,7 @@ impl EvalContext<'_> {
         };
         let s: Vec<f64> = (0..self.rows.len()).map(|i| d.score(acts.row(i, h))).collect();
         d.threshold = self.threshold(dir, &s) as f32;
-        d.test_auroc = self.pooled_test(dir, &s).map(|e| [e.value, e.lo, e.hi]);
+        d.test_auroc = self.pooled_test(dir, &s).map(rounded);
         Ok(d)
     }
 
@@ -810,9 +810,14 @@ impl EvalContext<'_> {
             bias,
             threshold: self.threshold(Direction::Known, scores) as f32,
             decoder,
-            test_auroc: self.pooled_test(Direction::Known, scores).map(|e| [e.value, e.lo, e.hi]),
+            test_auroc: self.pooled_test(Direction::Known, scores).map(rounded),
         }
     }
+}
+
+/// An interval to 6 decimals, so that it reads back from JSON bit for bit.
+fn rounded(e: Estimate) -> [f64; 3] {
+    [e.value, e.lo, e.hi].map(|v| (v * 1e6).round() / 1e6)
 }
 
 /// A probe on popularity rank and name token count (and type), fitted on train, tested on test.

@@ -135,8 +135,18 @@ fn random_csv(d: &Discovery) -> String {
     s
 }
 
-const COLORS: [RGBColor; 6] =
-    [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+const COLORS: [RGBColor; 10] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 /// A line series: name, points, optional (x, lo, hi) interval bars.
 pub struct Line {
@@ -299,7 +309,6 @@ fn page(d: &Discovery) -> Result<Page> {
                 lines.push(Line { name: format!("best {} {t}", dir.as_str()), points: pts, bars: Vec::new(), dashed: true });
             }
         }
-        let lines: Vec<Line> = lines.into_iter().take(COLORS.len()).collect();
         p = p.heading("Generality per layer (paper Fig. 2)").figure(
             &line_chart("Separation score per layer (train split)", "score", &lines, (-0.05, 1.0))?,
             "MaxMin: the best latent's minimum over types of f_class − f_other (latents active on ≥ 2% of corpus tokens left out); dashed: the best latent per type.",
