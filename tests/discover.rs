@@ -387,11 +387,19 @@ fn bad_input_gives_clear_errors() {
     let l3 = write_labels(&tmp.path().join("none_known"), &none_known);
     let e = format!("{:#}", run(&m, &l3, std::slice::from_ref(&sae), &options()).unwrap_err());
     assert!(e.contains("no entity type has at least 3 known") && e.contains("player 0 known"), "{e}");
-    // An entity whose name is not in its prompt.
-    let mut o = options();
-    o.template = "w5 w6".into();
-    let e = format!("{:#}", run(&m, &labels, &[], &o).unwrap_err());
-    assert!(e.contains("does not occur"), "{e}");
+    // Settings that would give meaningless numbers.
+    for (set, needle) in [
+        (Box::new(|o: &mut Options| o.reps = 0) as Box<dyn Fn(&mut Options)>, "reps"),
+        (Box::new(|o: &mut Options| o.l2 = 0.0), "l2"),
+        (Box::new(|o: &mut Options| o.max_corpus_freq = f32::NAN), "max_corpus_freq"),
+        (Box::new(|o: &mut Options| o.min_per_class = 0), "min_per_class"),
+        (Box::new(|o: &mut Options| o.template = "w5".into()), "{name}"),
+    ] {
+        let mut o = options();
+        set(&mut o);
+        let e = format!("{:#}", run(&m, &labels, &[], &o).unwrap_err());
+        assert!(e.contains(needle), "{e}");
+    }
 }
 
 #[test]

@@ -106,6 +106,28 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Refuses settings that would give meaningless numbers, naming the setting.
+    pub fn check(&self) -> Result<()> {
+        if self.reps == 0 {
+            bail!("reps (bootstrap resamples) must be at least 1");
+        }
+        if !(self.l2 > 0.0 && self.l2.is_finite()) {
+            bail!("l2 must be a positive number, got {}", self.l2);
+        }
+        if !(self.max_corpus_freq > 0.0 && self.max_corpus_freq <= 1.0) {
+            bail!("max_corpus_freq must be in (0, 1], got {}", self.max_corpus_freq);
+        }
+        if self.min_per_class == 0 {
+            bail!("min_per_class must be at least 1 (a type needs known and unknown entities to be scored)");
+        }
+        if !self.template.contains("{name}") {
+            bail!("template {:?} has no {{name}}", self.template);
+        }
+        Ok(())
+    }
+}
+
 /// What the experiment reads.
 pub struct Inputs<'a> {
     pub model: &'a Model,
@@ -248,6 +270,7 @@ pub struct Discovery {
 
 /// Runs the experiment. `cache`: where entity and corpus activations are kept between runs.
 pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Progress) -> Result<Discovery> {
+    opts.check()?;
     let model = inp.model;
     let cfg = model.cfg();
     let mut notes = Vec::new();
