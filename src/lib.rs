@@ -14,11 +14,13 @@
 //! * `rng`: seeded randomness fixed by its definition (SplitMix64), shared by corpus order and SAE training
 //! * `stats`: AUROC with bootstrap intervals, Wilson intervals, Welch's t, probes
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
+//! * `discover`: the latent-discovery experiment (separation scores, held-out tests, baselines, detectors)
 
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
 pub mod batch;
 pub mod corpus;
+pub mod discover;
 pub mod entities;
 pub mod fetch;
 pub mod gguf;

@@ -3,6 +3,7 @@
 mod bench;
 mod corpus;
 mod demo;
+mod discover;
 mod inspect;
 mod label;
 mod progress;
@@ -64,6 +65,11 @@ enum Command {
     /// Sparse autoencoders: info, encode a prompt, convert to SAELens, train, benchmark training.
     #[command(subcommand)]
     Sae(sae::SaeCommand),
+    /// Find the entity-recognition latents: separation scores per layer, held-out tests,
+    /// baselines, portable detectors and an HTML report.
+    Discover(discover::DiscoverArgs),
+    /// Score an entity file with detectors exported by `discover`.
+    Detect(discover::DetectArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -80,6 +86,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Corpus(a) => corpus::run(a),
+        Command::Discover(a) => discover::run(a),
+        Command::Detect(a) => discover::detect(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
