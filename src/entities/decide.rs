@@ -530,9 +530,10 @@ mod tests {
         train.sort_unstable();
         assert_eq!(alone.train[&Class::Known], train);
         assert_eq!((alone.validation[&Class::Known].len(), alone.test[&Class::Known].len()), (2, 8));
-        // Adding another type (or class) leaves this group's split as it was.
+        // Adding another type (or class) leaves this group's split as it was (names differ: a
+        // city named like a movie would share its split).
         let mut more = movies.clone();
-        more.extend((0..20).map(|i| label(EntityType::City, i, 0)));
+        more.extend((0..20).map(|i| EntityLabel { name: format!("c{i}"), ..label(EntityType::City, i, 0) }));
         more.extend((20..30).map(|i| label(EntityType::Movie, i, 0)));
         let both = split(&more, 42);
         assert_eq!(both.train[&Class::Known], alone.train[&Class::Known]);

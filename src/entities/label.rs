@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dataset::Entity;
-use super::matching::{country_names, judge_answer, Outcome};
+use super::matching::{country_names, form_usable, judge_answer, Outcome};
 use super::questions::{self, AnswerKind, AttributeSpec, EntityType};
 use super::rule::{self, AttributeSet, Guessable};
 use super::store::Keyed;
@@ -307,9 +307,16 @@ pub fn answer(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Ve
 
 /// Judges a stored record again against `gold` (usable gold values) with the current judge, and
 /// recomputes its `correct` under `opts`' rule: records written by an earlier version (or with
-/// other gold values) are labeled by today's rule without asking the model again. Likelihood
-/// and estimate records keep their judgment (it rests on forms chosen when they were scored).
+/// other gold values) are labeled by today's rule without asking the model again. An estimate is
+/// summed again over the stored forms that are still acceptable (`matching::form_usable`);
+/// likelihood records keep their judgment.
 pub fn rejudge(r: &mut QuestionRecord, kind: AnswerKind, gold: &[String], entity_name: &str, opts: &LabelOptions) {
+    if r.estimate.is_some() {
+        let p = r.likelihood.iter().filter(|g| form_usable(&g.value, entity_name)).map(|g| g.logprob.exp()).sum::<f64>().min(1.0);
+        r.estimate = Some(p);
+        r.correct = !gold.is_empty() && p >= opts.threshold;
+        return;
+    }
     let judge = |c: &mut Completion| c.outcome = judge_answer(kind, gold, &c.text, entity_name);
     if let Some(g) = r.greedy.as_mut() {
         judge(g);
@@ -419,6 +426,7 @@ pub fn surface_forms(q: &Question, chat: bool, max_forms: usize) -> Vec<String> 
             }
         }
     }
+    forms.retain(|f| form_usable(f, &q.entity.name));
     forms.truncate(max_forms);
     forms
 }

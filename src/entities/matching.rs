@@ -167,19 +167,24 @@ pub fn name_verdict(gold: &str, answer: &str, entity_name: &str) -> NameVerdict 
     names.extend(country_aliases(&gold_l).into_iter().map(str::to_string));
     let own = words(entity_name);
     let a = words(&generation);
+    // A country name is matched whole: "United States" is not "the United Mexican States".
+    let country = alias_table().by_name.contains_key(gold_l.trim());
     let mut best = NameVerdict::Wrong;
     for name in names.iter().filter(|n| !n.trim().is_empty()) {
         if thefuzz_token_set_ratio(name, &generation) <= 90 {
             continue;
         }
         let g = words(name);
+        if country && !g.iter().filter(|w| !is_fragment_word(w)).all(|w| a.contains(w)) {
+            continue;
+        }
         let shared: Vec<&String> = g.intersection(&a).collect();
-        let informative = shared.iter().any(|w| !own.contains(*w) && !FRAGMENT_WORDS.contains(&w.as_str()));
+        let informative = shared.iter().any(|w| !own.contains(*w) && !is_fragment_word(w));
         let verdict = if informative {
             NameVerdict::Correct
         } else if shared.is_empty() {
             // A spelling variant: compare what is left outside the entity's name.
-            let rest = |s: &BTreeSet<String>| s.iter().filter(|w| !own.contains(*w) && !FRAGMENT_WORDS.contains(&w.as_str())).cloned().collect::<Vec<_>>().join(" ");
+            let rest = |s: &BTreeSet<String>| s.iter().filter(|w| !own.contains(*w) && !is_fragment_word(w)).cloned().collect::<Vec<_>>().join(" ");
             let (gr, ar) = (rest(&g), rest(&a));
             if !gr.is_empty() && !ar.is_empty() && token_set_ratio(&gr, &ar).round_ties_even() > 90.0 {
                 NameVerdict::Correct
@@ -188,7 +193,7 @@ pub fn name_verdict(gold: &str, answer: &str, entity_name: &str) -> NameVerdict 
             } else {
                 NameVerdict::Fragment
             }
-        } else if shared.iter().all(|w| own.contains(*w) || FRAGMENT_WORDS.contains(&w.as_str())) && shared.iter().any(|w| own.contains(*w)) {
+        } else if shared.iter().all(|w| own.contains(*w) || is_fragment_word(w)) && shared.iter().any(|w| own.contains(*w)) {
             NameVerdict::Echo
         } else {
             NameVerdict::Fragment
@@ -203,15 +208,24 @@ pub fn name_verdict(gold: &str, answer: &str, entity_name: &str) -> NameVerdict 
     best
 }
 
-/// Whether a gold name can be matched at all without echoing the entity: some word of it (or
-/// of one of its aliases) is outside the entity's name. "Tokyo" as the region of the city Tokyo
-/// cannot.
+/// Whether a gold name can be matched at all without echoing the entity: some word of it is
+/// outside the entity's name and not a fragment word. "Tokyo" as the region of the city Tokyo
+/// cannot, nor "Guatemala" as the country of Guatemala City (its aliases do not rescue it: "the
+/// Republic of Guatemala" would still be matched through the echo).
 pub fn gold_usable(gold: &str, entity_name: &str) -> bool {
     let own = words(entity_name);
-    let gold_l = gold.to_lowercase();
-    let mut names: Vec<String> = gold_l.split(',').map(str::to_string).collect();
-    names.extend(country_aliases(&gold_l).into_iter().map(str::to_string));
-    names.iter().any(|n| words(n).iter().any(|w| !own.contains(w) && !FRAGMENT_WORDS.contains(&w.as_str())))
+    gold.split(',').any(|n| words(n).iter().any(|w| !own.contains(w) && !is_fragment_word(w)))
+}
+
+/// Whether an answer form shows anything beyond the entity's name (the same test as
+/// `gold_usable`, for the forms `estimate` mode scores).
+pub fn form_usable(form: &str, entity_name: &str) -> bool {
+    gold_usable(form, entity_name)
+}
+
+/// A fragment word, or a number of one or two digits ("Vol. 1"): alone it identifies no name.
+pub fn is_fragment_word(w: &str) -> bool {
+    FRAGMENT_WORDS.contains(&w) || (w.len() <= 2 && w.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// The judge knowlens labels with: `judge`'s match for numbers and genres; for names,
@@ -388,7 +402,10 @@ mod tests {
         assert_eq!(name_verdict("St. Louis", " St. Louis", "Joe Smith"), Correct);
         assert_eq!(name_verdict("New York Yankees", " the New Orleans Saints", "Joe Smith"), Wrong);
         assert_eq!(name_verdict("Francis Ford Coppola", " Coppola", "The Godfather"), Correct);
+        assert_eq!(name_verdict("Mexico", " the United States", "Tijuana"), Wrong);
+        assert_eq!(name_verdict("Greatest Hits, Vol. 1", ": 1", "Song"), Fragment);
         assert!(!gold_usable("Tokyo", "Tokyo") && gold_usable("Tyumen Oblast", "Kurgan") && !gold_usable("Tyumen Oblast", "Tyumen"));
+        assert!(!gold_usable("Guatemala", "Guatemala City") && gold_usable("United States", "Dallas"));
         assert_eq!(judge_answer(AnswerKind::Name, &["Tokyo".into()], " Tokyo", "Tokyo"), Outcome::Echo);
         assert_eq!(judge_answer(AnswerKind::Name, &["Japan".into()], " Japan", "Tokyo"), Outcome::Correct);
     }

@@ -34,10 +34,10 @@ pub struct TemplateScore {
 
 /// Whether an answer consists of the entity's name words (and function words) only.
 pub fn echoes_name(answer: &str, name: &str) -> bool {
-    use super::matching::{thefuzz_process, FRAGMENT_WORDS};
+    use super::matching::{is_fragment_word, thefuzz_process};
     let own: Vec<String> = thefuzz_process(name).split_whitespace().map(str::to_string).collect();
     let a: Vec<String> = thefuzz_process(answer).split_whitespace().map(str::to_string).collect();
-    a.iter().any(|w| own.contains(w)) && a.iter().all(|w| own.contains(w) || FRAGMENT_WORDS.contains(&w.as_str()))
+    a.iter().any(|w| own.contains(w)) && a.iter().all(|w| own.contains(w) || is_fragment_word(w))
 }
 
 pub struct RunOutcome {
@@ -53,18 +53,23 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
         return Ok(TemplateTable::new());
     }
     let path = cfg.out.join("templates.json");
-    if path.exists() {
-        let scores: BTreeMap<String, TemplateScore> =
-            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
-        return Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect());
-    }
+    // Templates already chosen (by an earlier run into the same directory) are kept; only the
+    // attributes this run asks about and that have none yet are chosen now.
+    let mut scores: BTreeMap<String, TemplateScore> = if path.exists() {
+        serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        BTreeMap::new()
+    };
+    let before = scores.len();
     let guessable = cfg.guessable.clone().unwrap_or_else(|| Guessable::from_entities(entities));
-    let mut scores = BTreeMap::new();
     for t in EntityType::ALL {
         let mut of_type: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
         of_type.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
         for spec in questions::attributes_of(t) {
             let key = label::template_key(t, spec.name);
+            if scores.contains_key(&key) || (cfg.attribute_set() == rule::AttributeSet::Counting && !rule::counts(t, spec.name)) {
+                continue;
+            }
             // The most popular entities that have this attribute (the most popular songs, from
             // Billboard, have no album).
             let asked: Vec<&Entity> = of_type
@@ -113,7 +118,9 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
             );
         }
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(&scores)?)?;
+    if scores.len() != before {
+        crate::fsio::write_atomic(&path, &serde_json::to_vec_pretty(&scores)?)?;
+    }
     Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect())
 }
 
