@@ -55,7 +55,7 @@ fn bad_rows_are_reported_with_file_and_line_and_the_rest_loads() {
     bytes.push(b'\n');
     std::fs::write(&path, &bytes).unwrap();
 
-    let report = dataset::load(&[path.clone()], Require::Attributes).unwrap();
+    let report = dataset::load(std::slice::from_ref(&path), Require::Attributes).unwrap();
     assert_eq!(report.entities.len(), 2);
     let lines: Vec<usize> = report.skipped.iter().map(|s| s.line).collect();
     assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9]);
