@@ -26,7 +26,8 @@ fn movies(n: usize) -> String {
     (0..n)
         .map(|i| {
             format!(
-                r#"{{"id":"movie/{i}","type":"movie","name":"Film number {i}","attributes":{{"director":["Jane Doe"],"release_year":["{}"],"genre":["Drama"]}},"popularity_rank":{}}}"#,
+                r#"{{"id":"movie/{i}","type":"movie","name":"Film number {i}","attributes":{{"director":["Jane Doe{}"],"release_year":["{}"],"genre":["Drama"]}},"popularity_rank":{}}}"#,
+                i % 17,
                 1950 + i % 60,
                 i + 1
             ) + "\n"
@@ -155,6 +156,96 @@ fn killed_labeling_resumes_without_losing_or_duplicating_answers() {
     }
 }
 
+#[test]
+fn killed_estimate_run_resumes_and_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ents = dir.path().join("movies.jsonl");
+    std::fs::write(&ents, movies(60)).unwrap();
+    let run = |out: &Path, abort: Option<&str>| {
+        let mut c = knowlens();
+        c.args(["label", "--model", fixture("tiny/gemma3").to_str().unwrap(), "--entities", ents.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap(), "--templates", "paper", "--batch-size", "4", "--mode", "estimate"]);
+        if let Some(n) = abort {
+            c.args(["--abort-after-batches", n]);
+        }
+        c.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap()
+    };
+    let out = dir.path().join("out");
+    assert!(!run(&out, Some("3")).success(), "the run should have been killed");
+    let store = out.join("estimate/completions.jsonl");
+    assert_eq!(records(&store).len(), 12, "3 batches of 4 questions stored before the kill");
+    assert!(run(&out, None).success());
+    // Only the counting attribute (director) is asked in estimate mode.
+    let after = records(&store);
+    assert_eq!(after.len(), 60);
+    assert!(after.iter().all(|r| r.attribute == "director" && r.estimate.is_some_and(|p| (0.0..=1.0).contains(&p))));
+    let fresh = dir.path().join("fresh");
+    assert!(run(&fresh, None).success());
+    let mut b = records(&fresh.join("estimate/completions.jsonl"));
+    let mut a = after;
+    a.sort_by_key(|r| r.entity_id.clone());
+    b.sort_by_key(|r| r.entity_id.clone());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.entity_id, y.entity_id);
+        assert!((x.estimate.unwrap() - y.estimate.unwrap()).abs() < 1e-4, "{x:?} {y:?}");
+        assert_eq!(x.correct, x.estimate.unwrap() >= label::LabelOptions::default().threshold);
+    }
+    let set = check_label_outputs(&out.join("estimate"));
+    assert_eq!(set.mode, Some(Mode::Estimate));
+    // One counting attribute per movie, fewer than the 2 a known entity needs: all dropped, with a note.
+    assert!(set.entities.iter().all(|e| e.class() == Class::Dropped && e.label.note.is_some()));
+}
+
+/// Estimate mode's scorer gives what `score_continuations` gives, form by form.
+#[test]
+fn estimate_scores_equal_teacher_forced_scores() {
+    use knowlens::entities::estimate::score_forms;
+    use knowlens::model::score::score_continuations;
+    let model = knowlens::Model::load(&fixture("tiny/gemma3"), Precision::F32).unwrap();
+    let prompts = ["The movie 'Heat' was directed by", "The city of 'Paris' is located in the country of", "Hi"];
+    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode_prompt(p, false).unwrap()).collect();
+    let batch = model.batch_from_ids(&rows).unwrap();
+    let mut forms = Vec::new();
+    for (r, texts) in [(0usize, &[" Michael Mann", " Michael", " the late Michael Mann"][..]), (1, &[" France", " the French Republic"]), (2, &[" there"])] {
+        for t in texts {
+            forms.push((r, model.tokenizer.encode(t, false, false).unwrap()));
+        }
+    }
+    let a = score_forms(&model, &batch, &forms).unwrap();
+    let b = score_continuations(&model, &batch, &forms).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len());
+        for (s, t) in x.iter().zip(y) {
+            assert!((s.logprob - t.logprob).abs() < 1e-4 && s.argmax == t.argmax, "{s:?} vs {t:?}");
+        }
+    }
+}
+
+/// Cities a new user brings, judged as `knowlens label` judges them: country names through the
+/// pycountry table, echoes and fragments never correct.
+#[test]
+fn new_cities_are_judged_through_country_names_without_echoes() {
+    use knowlens::entities::matching::judge_answer;
+    use knowlens::entities::questions::AnswerKind;
+    let g = |v: &str| vec![v.to_string()];
+    let cases: &[(&str, &str, &str, Outcome)] = &[
+        ("Czechia", " the Czech Republic", "Ostrava", Outcome::Correct),
+        ("Czech Republic", " Czechia", "Ostrava", Outcome::Correct),
+        ("Russia", " the Russian Federation", "Tyumen", Outcome::Correct),
+        ("Russian Federation", " Russia", "Tyumen", Outcome::Correct),
+        ("Turkey", " Türkiye", "Konya", Outcome::Correct),
+        ("Türkiye", " the Turkish Republic", "Konya", Outcome::Correct),
+        ("South Korea", " the Republic of Korea", "Daegu", Outcome::Correct),
+        ("Mexico", " the United States", "Tijuana", Outcome::Error),
+        ("Tyumen Oblast", " Tyumen", "Tyumen", Outcome::Echo),
+        ("St. Louis", " St", "Ozzie Smith", Outcome::Fragment),
+    ];
+    for (gold, answer, name, want) in cases {
+        assert_eq!(judge_answer(AnswerKind::Name, &g(gold), answer, name), *want, "{gold:?} / {answer:?} / {name:?}");
+    }
+}
+
 trait KeyString {
     fn key_string(&self) -> String;
 }
@@ -177,7 +268,9 @@ fn splits_are_disjoint_stratified_and_seeded() {
                 popularity_rank: None,
                 n_attributes: 3,
                 n_correct,
+                n_counting: 3,
                 class: decide::classify(n_correct, 2),
+                note: None,
                 records: vec![],
             });
         }
@@ -250,7 +343,7 @@ fn default_model_labels_famous_and_obscure_entities() {
     let qs = label::questions_for(&model, &entities, &templates, false).unwrap();
     let country: Vec<&label::Question> = qs.iter().filter(|q| q.spec.name == "country").collect();
     assert_eq!(country[0].prompt, "The city of 'Paris' is located in the country of");
-    for mode in [Mode::Greedy, Mode::Likelihood, Mode::Sampled] {
+    for mode in [Mode::Greedy, Mode::Likelihood, Mode::Sampled, Mode::Estimate] {
         let opts = LabelOptions { mode, samples: 5, min_correct_samples: 3, ..Default::default() };
         let recs = label::answer(&model, &country, &opts).unwrap();
         assert!(recs[0].correct && recs[1].correct, "{mode:?}: Paris → France, Tokyo → Japan: {recs:#?}");
@@ -271,6 +364,12 @@ fn default_model_labels_famous_and_obscure_entities() {
             Mode::Sampled => {
                 let hits = obscure.samples.iter().filter(|c| c.outcome == Outcome::Correct).count();
                 assert!(obscure.samples.len() == 5 && hits < 3, "{hits} of 5 samples say Croatia: {obscure:#?}");
+            }
+            // Every name of the gold country is scored ("Croatia", "Republic of Croatia", ...).
+            Mode::Estimate => {
+                let p = |r: &QuestionRecord| r.estimate.unwrap();
+                assert!(p(&recs[0]) > 0.5 && p(&recs[1]) > 0.5, "{:?} {:?}", recs[0].likelihood, recs[1].likelihood);
+                assert!(p(obscure) < 0.2 && obscure.likelihood.len() >= 2, "{obscure:#?}");
             }
         }
     }

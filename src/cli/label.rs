@@ -8,6 +8,7 @@ use clap::Args;
 use knowlens::entities::dataset::{self, discover};
 use knowlens::entities::decide::Class;
 use knowlens::entities::label::{LabelOptions, Mode};
+use knowlens::entities::rule::{AttributeSet, Guessable};
 use knowlens::entities::run::{self, RunConfig, TemplateChoice};
 use knowlens::entities::EntityType;
 use knowlens::progress::Progress;
@@ -42,6 +43,14 @@ pub struct LabelArgs {
     /// Matching samples for an attribute to count as reliably correct (sampled mode).
     #[arg(long, default_value_t = LabelOptions::default().min_correct_samples)]
     min_correct_samples: usize,
+    /// Estimated probability of a correct answer at T = 1 for an attribute to count as reliably
+    /// correct (estimate mode).
+    #[arg(long, default_value_t = LabelOptions::default().threshold)]
+    threshold: f64,
+    /// Attributes to ask: all, or only those that count toward known (default: all in greedy
+    /// and sampled mode, counting in estimate and likelihood mode).
+    #[arg(long, value_parser = named::<AttributeSet>(&AttributeSet::NAMES))]
+    attributes: Option<AttributeSet>,
     /// Attributes correct for an entity to be known.
     #[arg(long, default_value_t = RunConfig::DEFAULT_KNOWN_MIN)]
     known_min: usize,
@@ -109,18 +118,23 @@ pub fn run(a: LabelArgs) -> Result<()> {
             min_correct_samples: a.min_correct_samples,
             seed: a.seed,
             chat: a.chat,
+            threshold: a.threshold,
             ..Default::default()
         },
         known_min: a.known_min,
         templates: a.templates,
         dev_size: a.dev_size,
         split_seed: a.split_seed,
+        attributes: a.attributes,
+        guessable: None,
     };
     // Settings are checked before the model loads.
     cfg.validate()?;
     let files = discover(&a.entities)?;
     let mut data = files.load()?;
     dataset::print_skipped(&data.skipped, 20);
+    // Guessable gold values come from the whole dataset, so a subset is judged as the whole is.
+    let cfg = RunConfig { guessable: Some(Guessable::from_entities(&data.entities)), ..cfg };
     data.retain_types(&a.types);
     if let Some(n) = a.per_type {
         data.entities = run::spread_subset(&data.entities, n);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::label::{LabelOptions, Mode};
+use super::rule::{AttributeSet, Guessable};
 
 /// How base-model templates are picked. Parsed from and displayed as `paper` / `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,11 @@ pub struct RunConfig {
     pub dev_size: usize,
     /// Seed of the train / validation / test split and the controls (default 42, the paper's).
     pub split_seed: u64,
+    /// Attributes asked; None: the mode's default (`default_attributes`).
+    pub attributes: Option<AttributeSet>,
+    /// Guessable gold values; None: computed from the entities labeled. Set it from the whole
+    /// dataset when labeling a subset, so the subset is judged as the whole would be.
+    pub guessable: Option<Guessable>,
 }
 
 impl RunConfig {
@@ -49,7 +55,18 @@ impl RunConfig {
             templates: TemplateChoice::Auto,
             dev_size: Self::DEFAULT_DEV_SIZE,
             split_seed: Self::DEFAULT_SPLIT_SEED,
+            attributes: None,
+            guessable: None,
         }
+    }
+
+    /// The attributes asked: `attributes`, or every attribute in the modes that generate (their
+    /// answers give the chance rates) and the counting ones in `estimate` and `likelihood` mode.
+    pub fn attribute_set(&self) -> AttributeSet {
+        self.attributes.unwrap_or(match self.opts.mode {
+            Mode::Greedy | Mode::Sampled => AttributeSet::All,
+            Mode::Likelihood | Mode::Estimate => AttributeSet::Counting,
+        })
     }
 
     /// Errors (naming the setting) for values that cannot produce labels.

@@ -7,6 +7,17 @@
 //! * `likelihood`: no generation: one teacher-forced forward pass per gold value; correct if every
 //!   token of some gold value is the model's top prediction (greedy decoding would produce it),
 //!   with the log-probability kept for finer analyses.
+//! * `estimate`: the sampled rule at full scale. No generation: the probability that one answer
+//!   at T = 1 is judged correct, estimated as the summed teacher-forced probability of the
+//!   acceptable answers' surface forms (each usable gold value, with a leading "the" where the
+//!   value has one or is a country, and every name of a gold country), capped at 1; the attribute
+//!   is reliably correct if the estimate reaches `threshold` (`rule::ESTIMATE_THRESHOLD`, where
+//!   "≥ 3 of 10 samples" is a coin flip).
+//!
+//! Answers are judged by `matching::judge_answer` (echoes and fragments are not correct) against
+//! the question's usable gold values (`rule::usable_gold`). Generation stops at the answer's first
+//! clause (line break, ". ", ", ", "; ") and after a type-dependent token budget, not the paper's
+//! 32 tokens (see `max_new_tokens`).
 
 use std::collections::BTreeMap;
 
@@ -16,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dataset::Entity;
-use super::matching::{judge, Outcome};
+use super::matching::{country_names, form_usable, judge_answer, Outcome};
 use super::questions::{self, AnswerKind, AttributeSpec, EntityType};
+use super::rule::{self, AttributeSet, Guessable};
 use super::store::Keyed;
 use crate::hooks::HookSpec;
-use crate::model::generate::{generate, GenerateOptions};
+use crate::model::generate::{generate_many, GenerateOptions};
 use crate::model::score::score_continuations;
 use crate::tokenizer::ChatMessage;
 use crate::model::Model;
@@ -33,9 +45,10 @@ pub enum Mode {
     Greedy,
     Sampled,
     Likelihood,
+    Estimate,
 }
 
-crate::names::named_enum!(Mode, "labeling mode", Greedy => "greedy", Sampled => "sampled", Likelihood => "likelihood");
+crate::names::named_enum!(Mode, "labeling mode", Greedy => "greedy", Sampled => "sampled", Likelihood => "likelihood", Estimate => "estimate");
 
 #[derive(Debug, Clone)]
 pub struct LabelOptions {
@@ -51,13 +64,28 @@ pub struct LabelOptions {
     pub seed: u64,
     /// Ask through the model's chat template (chat models) instead of base-model prompts.
     pub chat: bool,
+    /// Estimated probability of a correct answer at which an attribute counts (`estimate` mode).
+    pub threshold: f64,
+    /// Surface forms scored per question in `estimate` mode.
+    pub max_forms: usize,
 }
 
 /// Greedy mode, 64 prompts per batch, the paper's sampling rule (3 of 10 samples), 4 gold
-/// values per likelihood question, seed 0, base-model prompts.
+/// values per likelihood question, seed 0, base-model prompts, the estimate's threshold
+/// `rule::ESTIMATE_THRESHOLD` over at most 8 surface forms.
 impl Default for LabelOptions {
     fn default() -> Self {
-        Self { mode: Mode::Greedy, batch_size: 64, samples: 10, min_correct_samples: 3, max_gold_values: 4, seed: 0, chat: false }
+        Self {
+            mode: Mode::Greedy,
+            batch_size: 64,
+            samples: 10,
+            min_correct_samples: 3,
+            max_gold_values: 4,
+            seed: 0,
+            chat: false,
+            threshold: rule::ESTIMATE_THRESHOLD,
+            max_forms: 8,
+        }
     }
 }
 
@@ -81,6 +109,14 @@ impl LabelOptions {
         }
         if self.mode == Mode::Likelihood && self.max_gold_values == 0 {
             bail!("max_gold_values must be at least 1 in likelihood mode");
+        }
+        if self.mode == Mode::Estimate {
+            if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+                bail!("threshold must be in (0, 1] in estimate mode, got {}", self.threshold);
+            }
+            if self.max_forms == 0 {
+                bail!("max_forms must be at least 1 in estimate mode");
+            }
         }
         Ok(())
     }
@@ -119,6 +155,9 @@ pub struct QuestionRecord {
     pub samples: Vec<Completion>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub likelihood: Vec<GoldLikelihood>,
+    /// `estimate` mode: the estimated probability that an answer at T = 1 is judged correct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
     /// Whether the attribute counts as (reliably) correct under the mode's rule.
     pub correct: bool,
 }
@@ -140,6 +179,9 @@ pub struct Question<'a> {
     pub template: usize,
     pub prompt: String,
     pub ids: Vec<u32>,
+    /// The gold values answers are judged against (`rule::usable_gold`; all of the entity's
+    /// values for a question built by `question`).
+    pub gold: Vec<String>,
 }
 
 impl Question<'_> {
@@ -147,7 +189,7 @@ impl Question<'_> {
         question_key(&self.entity.id, self.spec.name)
     }
     pub fn gold(&self) -> &[String] {
-        self.entity.attributes.get(self.spec.name).map(Vec::as_slice).unwrap_or(&[])
+        &self.gold
     }
 }
 
@@ -170,19 +212,36 @@ pub fn question<'a>(model: &Model, entity: &'a Entity, spec: &'static AttributeS
         let ids = model.tokenizer.encode_prompt(&p, false)?;
         (p, ids)
     };
-    Ok(Question { entity, spec, template, prompt, ids })
+    let gold = entity.attributes.get(spec.name).cloned().unwrap_or_default();
+    Ok(Question { entity, spec, template, prompt, ids, gold })
 }
 
-/// Every question for the given entities (attributes with at least one gold value).
+/// Every question for the given entities (attributes with at least one gold value), judged
+/// against usable gold values with the guessable values of these entities.
 pub fn questions_for<'a>(model: &Model, entities: &'a [Entity], templates: &TemplateTable, chat: bool) -> Result<Vec<Question<'a>>> {
+    questions_with(model, entities, templates, chat, AttributeSet::All, &Guessable::from_entities(entities))
+}
+
+/// The questions of a run: the attributes of `set` (`rule::asks`), each judged against its usable
+/// gold values (`rule::usable_gold`).
+pub fn questions_with<'a>(
+    model: &Model,
+    entities: &'a [Entity],
+    templates: &TemplateTable,
+    chat: bool,
+    set: AttributeSet,
+    guessable: &Guessable,
+) -> Result<Vec<Question<'a>>> {
     let mut out = Vec::new();
     for e in entities {
         for spec in questions::attributes_of(e.entity_type) {
-            if e.attributes.get(spec.name).is_none_or(|v| v.is_empty()) {
+            if !rule::asks(e, spec, set, guessable) {
                 continue;
             }
             let t = templates.get(&template_key(e.entity_type, spec.name)).copied().unwrap_or(0);
-            out.push(question(model, e, spec, t, chat)?);
+            let mut q = question(model, e, spec, t, chat)?;
+            q.gold = rule::usable_gold(e, spec, guessable);
+            out.push(q);
         }
     }
     Ok(out)
@@ -197,9 +256,10 @@ pub fn max_new_tokens(kind: AnswerKind) -> usize {
     }
 }
 
-/// A seed that depends only on what is asked, so a sample is the same whatever its batch.
-fn sample_seed(seed: u64, key: &str, sample: usize) -> u64 {
-    let h = Sha256::digest(format!("{seed}\t{key}\t{sample}").as_bytes());
+/// A seed that depends only on what is asked, so a sample is the same whatever its batch (sample
+/// s of the question draws from the stream (seed, s)).
+fn sample_seed(seed: u64, key: &str) -> u64 {
+    let h = Sha256::digest(format!("{seed}\t{key}").as_bytes());
     u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
@@ -210,6 +270,35 @@ pub fn answer(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Ve
         Mode::Greedy => answer_generated(model, qs, opts, false),
         Mode::Sampled => answer_generated(model, qs, opts, true),
         Mode::Likelihood => answer_likelihood(model, qs, opts),
+        Mode::Estimate => answer_estimate(model, qs, opts),
+    }
+}
+
+/// Judges a stored record again against `gold` (usable gold values) with the current judge, and
+/// recomputes its `correct` under `opts`' rule: records written by an earlier version (or with
+/// other gold values) are labeled by today's rule without asking the model again. An estimate is
+/// summed again over the stored forms that are still acceptable (`matching::form_usable`);
+/// likelihood records keep their judgment.
+pub fn rejudge(r: &mut QuestionRecord, kind: AnswerKind, gold: &[String], entity_name: &str, opts: &LabelOptions) {
+    if r.estimate.is_some() {
+        let p = r.likelihood.iter().filter(|g| form_usable(&g.value, entity_name)).map(|g| g.logprob.exp()).sum::<f64>().min(1.0);
+        r.estimate = Some(p);
+        r.correct = !gold.is_empty() && p >= opts.threshold;
+        return;
+    }
+    let judge = |c: &mut Completion| c.outcome = judge_answer(kind, gold, &c.text, entity_name);
+    if let Some(g) = r.greedy.as_mut() {
+        judge(g);
+    }
+    r.samples.iter_mut().for_each(judge);
+    if gold.is_empty() {
+        r.correct = false;
+        return;
+    }
+    if !r.samples.is_empty() {
+        r.correct = r.samples.iter().filter(|c| c.outcome == Outcome::Correct).count() >= opts.min_correct_samples;
+    } else if r.estimate.is_none() && r.likelihood.is_empty() {
+        r.correct = r.greedy.as_ref().is_some_and(|g| g.outcome == Outcome::Correct);
     }
 }
 
@@ -235,6 +324,7 @@ fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, li
         greedy,
         samples,
         likelihood,
+        estimate: None,
         correct,
     }
 }
@@ -243,14 +333,14 @@ fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sample
     // Chat models restate the question before answering: the paper's 32 tokens.
     let max_tokens = if opts.chat { 32 } else { qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8) };
     let judge_text = |q: &Question, text: String| {
-        let outcome = judge(q.spec.kind, q.gold(), &text);
+        let outcome = judge_answer(q.spec.kind, q.gold(), &text, &q.entity.name);
         Completion { text, outcome }
     };
-    let rows: Vec<Vec<u32>> = qs.iter().map(|q| q.ids.clone()).collect();
-    let batch = model.batch_from_ids(&rows)?;
+    let prompts: Vec<Vec<u32>> = qs.iter().map(|q| q.ids.clone()).collect();
+    let rows = opts.batch_size.max(1);
     let greedy_opts = GenerateOptions { max_tokens, stop: stops(opts), ..Default::default() };
-    let (gens, _) = generate(model, &batch, &HookSpec::new(), &greedy_opts)?;
-    let greedy: Vec<Completion> = qs.iter().zip(gens).map(|(q, g)| judge_text(q, g.text)).collect();
+    let gens = generate_many(model, &prompts, &HookSpec::new(), &greedy_opts, 1, rows)?;
+    let greedy: Vec<Completion> = qs.iter().zip(gens).map(|(q, mut g)| judge_text(q, g.remove(0).text)).collect();
     if !sampled {
         return Ok(qs
             .iter()
@@ -261,34 +351,98 @@ fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sample
             })
             .collect());
     }
-    // Samples: every question repeated `samples` times, in row chunks of about batch_size.
+    // Samples: the `samples` draws of a question share its prefill; sample s of a question
+    // draws from the stream (its seed, s), whatever its batch.
     let n = opts.samples;
-    let mut samples: Vec<Vec<Completion>> = vec![Vec::new(); qs.len()];
-    let per_chunk = (opts.batch_size / n.max(1)).max(1);
-    for (c, chunk) in qs.chunks(per_chunk).enumerate() {
-        let mut rows = Vec::new();
-        let mut seeds = Vec::new();
-        for q in chunk {
-            for s in 0..n {
-                rows.push(q.ids.clone());
-                seeds.push(sample_seed(opts.seed, &q.key(), s));
-            }
-        }
-        let batch = model.batch_from_ids(&rows)?;
-        let o = GenerateOptions { max_tokens, temperature: 1.0, row_seeds: Some(seeds), stop: stops(opts), ..Default::default() };
-        let (gens, _) = generate(model, &batch, &HookSpec::new(), &o)?;
-        for (i, g) in gens.into_iter().enumerate() {
-            let qi = c * per_chunk + i / n;
-            samples[qi].push(judge_text(qs[qi], g.text));
-        }
-    }
+    let seeds: Vec<u64> = qs.iter().map(|q| sample_seed(opts.seed, &q.key())).collect();
+    let o = GenerateOptions { max_tokens, temperature: 1.0, row_seeds: Some(seeds), stop: stops(opts), ..Default::default() };
+    let gens = generate_many(model, &prompts, &HookSpec::new(), &o, n, rows.max(n))?;
     Ok(qs
         .iter()
         .zip(greedy)
-        .zip(samples)
+        .zip(gens)
         .map(|((q, g), s)| {
+            let s: Vec<Completion> = s.into_iter().map(|g| judge_text(q, g.text)).collect();
             let hits = s.iter().filter(|c| c.outcome == Outcome::Correct).count();
             record(q, Some(g), s, Vec::new(), hits >= opts.min_correct_samples)
+        })
+        .collect())
+}
+
+/// The surface forms whose probabilities `estimate` mode sums for one question: each gold value
+/// as the answer's first words (" Francis Ford Coppola"), with "the" before it where the value
+/// starts with "The" (and without it) or is a country name of several words or a plural
+/// ("the Czech Republic", "the Netherlands"), and every name of a gold country.
+pub fn surface_forms(q: &Question, chat: bool, max_forms: usize) -> Vec<String> {
+    let lead = if chat { "" } else { " " };
+    let mut forms: Vec<String> = Vec::new();
+    let mut push = |f: String| {
+        if !forms.iter().any(|x| x == &f) {
+            forms.push(f);
+        }
+    };
+    let country = q.spec.entity_type == EntityType::City && q.spec.name == "country";
+    for value in q.gold() {
+        let names = if country { country_names(value) } else { vec![value.clone()] };
+        for name in &names {
+            push(format!("{lead}{name}"));
+            if let Some(rest) = name.strip_prefix("The ").or_else(|| name.strip_prefix("the ")) {
+                push(format!("{lead}the {rest}"));
+                push(format!("{lead}{rest}"));
+            } else if country && (name.contains(' ') || name.ends_with('s')) {
+                // "the United States", "the Czech Republic", "the Netherlands"; not "the Japan".
+                push(format!("{lead}the {name}"));
+            }
+        }
+    }
+    forms.retain(|f| form_usable(f, &q.entity.name));
+    forms.truncate(max_forms);
+    forms
+}
+
+fn answer_estimate(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
+    let batch = model.batch_from_ids(&qs.iter().map(|q| q.ids.clone()).collect::<Vec<_>>())?;
+    let mut conts: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    for (qi, q) in qs.iter().enumerate() {
+        let mut ids_of: Vec<(String, Vec<u32>)> = Vec::new();
+        for form in surface_forms(q, opts.chat, opts.max_forms) {
+            let ids = model.tokenizer.encode(&form, false, false)?;
+            if !ids.is_empty() {
+                ids_of.push((form, ids));
+            }
+        }
+        // A form that continues another (" the United States of America" after " the United
+        // States") is already inside that one's probability: the shorter one is kept.
+        let kept: Vec<(String, Vec<u32>)> = ids_of
+            .iter()
+            .filter(|(_, ids)| !ids_of.iter().any(|(_, other)| other.len() < ids.len() && ids.starts_with(other)))
+            .cloned()
+            .collect();
+        for (form, ids) in kept {
+            conts.push((qi, ids));
+            values.push(form);
+        }
+    }
+    let scores = super::estimate::score_forms(model, &batch, &conts)?;
+    let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
+    for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
+        scored[*qi].push(GoldLikelihood {
+            value,
+            tokens: s.len(),
+            logprob: s.iter().map(|t| t.logprob as f64).sum(),
+            first_token_prob: (s[0].logprob as f64).exp(),
+            argmax_all: s.iter().all(|t| t.argmax),
+        });
+    }
+    Ok(qs
+        .iter()
+        .zip(scored)
+        .map(|(q, l)| {
+            let p = l.iter().map(|g| g.logprob.exp()).sum::<f64>().min(1.0);
+            let mut r = record(q, None, Vec::new(), l, p >= opts.threshold);
+            r.estimate = Some(p);
+            r
         })
         .collect())
 }

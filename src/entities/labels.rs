@@ -126,6 +126,15 @@ impl LabelSet {
                 }
             }
         }
+        for (split, m) in &controls.by_split {
+            let split: Split = split.parse().with_context(|| format!("{}: by_split", controls_path.display()))?;
+            for id in m.known.iter().chain(&m.unknown) {
+                match index.get(id) {
+                    Some(&i) if split_of[i] == Some(split) => {}
+                    _ => bail!("{}: {id:?} is matched in {split} but is not in that split", controls_path.display()),
+                }
+            }
+        }
         let entities = labels.into_iter().zip(split_of).map(|(label, split)| LabeledEntity { label, split }).collect();
         Ok(Self { dir: dir.to_path_buf(), mode, known_min, entities, splits, controls, index })
     }
@@ -162,6 +171,14 @@ impl LabelSet {
     pub fn matched(&self) -> (Vec<&LabeledEntity>, Vec<&LabeledEntity>) {
         let get = |ids: &[String]| ids.iter().filter_map(|id| self.get(id)).collect();
         (get(&self.controls.matched_known), get(&self.controls.matched_unknown))
+    }
+
+    /// The known and unknown entities matched within one split (on type, name token count and
+    /// popularity band), in id order; empty for label files written before issue 9.
+    pub fn matched_in(&self, split: Split) -> (Vec<&LabeledEntity>, Vec<&LabeledEntity>) {
+        let Some(m) = self.controls.by_split.get(split.as_str()) else { return (Vec::new(), Vec::new()) };
+        let get = |ids: &[String]| ids.iter().filter_map(|id| self.get(id)).collect();
+        (get(&m.known), get(&m.unknown))
     }
 
     /// Ids of the fabricated names matched to the unknown set (their rows are in the entity

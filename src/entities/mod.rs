@@ -11,14 +11,17 @@
 //! * `config`: what a labeling run is (`RunConfig`) and where it writes
 //! * `run`, `summary`: the labeling run and its report
 
+pub mod chance;
 pub mod config;
 pub mod dataset;
+pub mod estimate;
 pub mod decide;
 pub mod label;
 pub mod labels;
 pub mod matching;
 pub mod questions;
 pub mod refusals;
+pub mod rule;
 pub mod run;
 pub mod store;
 pub mod summary;

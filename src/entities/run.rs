@@ -8,10 +8,13 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use super::config::{mode_dir, RunConfig, TemplateChoice};
+use super::chance;
 use super::dataset::Entity;
 use super::decide::{self, EntityLabel};
 use super::label::{self, answer, max_new_tokens, LabelOptions, Mode, QuestionRecord, TemplateTable};
+use super::matching::Outcome;
 use super::questions::{self, EntityType};
+use super::rule::{self, Guessable};
 use super::store::RecordStore;
 use super::summary;
 use crate::progress::Progress;
@@ -23,7 +26,18 @@ pub struct TemplateScore {
     pub chosen: usize,
     pub templates: Vec<String>,
     pub correct: Vec<usize>,
+    /// Greedy answers that repeat the entity's name (all its words), per template.
+    #[serde(default)]
+    pub echoes: Vec<usize>,
     pub asked: usize,
+}
+
+/// Whether an answer consists of the entity's name words (and function words) only.
+pub fn echoes_name(answer: &str, name: &str) -> bool {
+    use super::matching::{is_fragment_word, thefuzz_process};
+    let own: Vec<String> = thefuzz_process(name).split_whitespace().map(str::to_string).collect();
+    let a: Vec<String> = thefuzz_process(answer).split_whitespace().map(str::to_string).collect();
+    a.iter().any(|w| own.contains(w)) && a.iter().all(|w| own.contains(w) || is_fragment_word(w))
 }
 
 pub struct RunOutcome {
@@ -39,47 +53,74 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
         return Ok(TemplateTable::new());
     }
     let path = cfg.out.join("templates.json");
-    if path.exists() {
-        let scores: BTreeMap<String, TemplateScore> =
-            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
-        return Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect());
-    }
-    let mut scores = BTreeMap::new();
+    // Templates already chosen (by an earlier run into the same directory) are kept; only the
+    // attributes this run asks about and that have none yet are chosen now.
+    let mut scores: BTreeMap<String, TemplateScore> = if path.exists() {
+        serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        BTreeMap::new()
+    };
+    let before = scores.len();
+    let guessable = cfg.guessable.clone().unwrap_or_else(|| Guessable::from_entities(entities));
     for t in EntityType::ALL {
         let mut of_type: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
         of_type.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
         for spec in questions::attributes_of(t) {
             let key = label::template_key(t, spec.name);
+            if scores.contains_key(&key) || (cfg.attribute_set() == rule::AttributeSet::Counting && !rule::counts(t, spec.name)) {
+                continue;
+            }
             // The most popular entities that have this attribute (the most popular songs, from
             // Billboard, have no album).
             let asked: Vec<&Entity> = of_type
                 .iter()
                 .copied()
-                .filter(|e| e.attributes.get(spec.name).is_some_and(|v| !v.is_empty()))
+                .filter(|e| !rule::usable_gold(e, spec, &guessable).is_empty())
                 .take(cfg.dev_size)
                 .collect();
             if cfg.templates == TemplateChoice::Paper || spec.base.len() == 1 || asked.is_empty() {
-                scores.insert(key, TemplateScore { chosen: 0, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct: vec![], asked: 0 });
+                scores.insert(key, TemplateScore { chosen: 0, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct: vec![], echoes: vec![], asked: 0 });
                 continue;
             }
             let mut correct = Vec::new();
+            let mut echoes = Vec::new();
             for ti in 0..spec.base.len() {
-                let qs = asked.iter().map(|e| label::question(model, e, spec, ti, false)).collect::<Result<Vec<_>>>()?;
-                let greedy = LabelOptions { mode: Mode::Greedy, ..cfg.opts.clone() };
-                let mut hits = 0;
-                for chunk in qs.chunks(cfg.opts.batch_size.max(1)) {
-                    let refs: Vec<&label::Question> = chunk.iter().collect();
-                    hits += answer(model, &refs, &greedy)?.iter().filter(|r| r.correct).count();
+                let mut qs = asked.iter().map(|e| label::question(model, e, spec, ti, false)).collect::<Result<Vec<_>>>()?;
+                for q in qs.iter_mut() {
+                    q.gold = rule::usable_gold(q.entity, spec, &guessable);
                 }
-                correct.push(hits);
+                let greedy = LabelOptions { mode: Mode::Greedy, ..cfg.opts.clone() };
+                let refs: Vec<&label::Question> = qs.iter().collect();
+                let recs = answer(model, &refs, &greedy)?;
+                correct.push(recs.iter().filter(|r| r.correct).count());
+                // An answer that repeats the entity's name, right or wrong.
+                echoes.push(
+                    recs.iter()
+                        .zip(&qs)
+                        .filter(|(r, q)| {
+                            r.greedy.as_ref().is_some_and(|g| g.outcome == Outcome::Echo || echoes_name(&g.text, &q.entity.name))
+                        })
+                        .count(),
+                );
             }
-            // Ties go to the earlier template (the paper's first).
-            let chosen = (0..correct.len()).fold(0, |best, i| if correct[i] > correct[best] { i } else { best });
-            progress.log(&format!("template {key}: {correct:?} of {} correct → #{chosen} {:?}", asked.len(), spec.base[chosen]));
-            scores.insert(key, TemplateScore { chosen, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct, asked: asked.len() });
+            // Most correct answers; among those, fewest echoes of the entity's name; ties go to
+            // the earlier template (the paper's first).
+            let better = |i: usize, b: usize| correct[i] > correct[b] || (correct[i] == correct[b] && echoes[i] < echoes[b]);
+            let chosen = (0..correct.len()).fold(0, |best, i| if better(i, best) { i } else { best });
+            progress.log(&format!(
+                "template {key}: {correct:?} of {} correct, {echoes:?} echoes → #{chosen} {:?}",
+                asked.len(),
+                spec.base[chosen]
+            ));
+            scores.insert(
+                key,
+                TemplateScore { chosen, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct, echoes, asked: asked.len() },
+            );
         }
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(&scores)?)?;
+    if scores.len() != before {
+        crate::fsio::write_atomic(&path, &serde_json::to_vec_pretty(&scores)?)?;
+    }
     Ok(scores.into_iter().map(|(k, s)| (k, s.chosen)).collect())
 }
 
@@ -90,7 +131,10 @@ pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunC
     let dir = mode_dir(&cfg.out, cfg.opts.mode);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let templates = choose_templates(model, entities, cfg, progress)?;
-    let questions = label::questions_for(model, entities, &templates, cfg.opts.chat)?;
+    let guessable = cfg.guessable.clone().unwrap_or_else(|| Guessable::from_entities(entities));
+    crate::fsio::write_atomic(&dir.join("guessable.json"), &serde_json::to_vec_pretty(&guessable)?)?;
+    let set = cfg.attribute_set();
+    let questions = label::questions_with(model, entities, &templates, cfg.opts.chat, set, &guessable)?;
 
     let (mut store, mut records) = RecordStore::open::<QuestionRecord>(&dir.join("completions.jsonl"))?;
     let done: HashSet<String> = records.iter().map(|r| label::question_key(&r.entity_id, &r.attribute)).collect();
@@ -128,16 +172,22 @@ pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunC
     progress.finish();
     let seconds = start.elapsed().as_secs_f64();
 
-    let (labels, incomplete) = decide::label_entities(entities, &records, cfg.known_min);
+    let rules = decide::Rules { known_min: cfg.known_min, opts: &cfg.opts, attributes: set, guessable: &guessable };
+    let (mut labels, incomplete) = decide::label_entities(entities, &records, &rules);
     if incomplete > 0 {
         eprintln!("{incomplete} entities lack answers (records for questions no longer asked?)");
     }
+    let duplicates = decide::dedupe(&mut labels);
     write_jsonl(&dir.join("labels.jsonl"), &labels)?;
     let splits = decide::split(&labels, cfg.split_seed);
     std::fs::write(dir.join("splits.json"), serde_json::to_vec_pretty(&splits)?)?;
-    let controls = decide::controls(&model.tokenizer, &labels, fabricated, cfg.split_seed)?;
+    let controls = decide::controls(&model.tokenizer, &labels, &splits, fabricated, cfg.split_seed)?;
     std::fs::write(dir.join("controls.json"), serde_json::to_vec_pretty(&controls)?)?;
-    summary::write(&dir, &labels, cfg, &controls, seconds, todo.len())?;
+    let chance = chance::chance_rates(entities, &labels, &guessable, cfg.split_seed);
+    if !chance.is_empty() {
+        chance::write(&dir, &chance)?;
+    }
+    summary::write(&dir, &labels, cfg, &splits, &controls, &chance, duplicates, seconds, todo.len())?;
     summary::compare_modes(&cfg.out)?;
     Ok(RunOutcome { labels, asked_now: todo.len(), already_done, seconds })
 }
