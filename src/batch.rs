@@ -156,18 +156,12 @@ impl Batch {
 
     /// Per-row positions, 0 at each row's first real token (padding gets 0 too).
     pub fn position_ids(&self) -> Vec<Vec<u32>> {
-        self.pad
-            .iter()
-            .map(|&p| (0..self.seq_len).map(|i| i.saturating_sub(p) as u32).collect())
-            .collect()
+        self.pad.iter().map(|&p| (0..self.seq_len).map(|i| i.saturating_sub(p) as u32).collect()).collect()
     }
 
     /// Whether each column of each row is a real token (keys that attention may look at).
     pub fn key_valid(&self) -> Vec<Vec<bool>> {
-        self.pad
-            .iter()
-            .map(|&p| (0..self.seq_len).map(|i| i >= p).collect())
-            .collect()
+        self.pad.iter().map(|&p| (0..self.seq_len).map(|i| i >= p).collect()).collect()
     }
 
     /// Resolves a position counted within row `r`'s own tokens (negative from the end) to a

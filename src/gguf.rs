@@ -29,7 +29,11 @@ pub fn read_gguf_header<R: std::io::Read + std::io::Seek>(reader: &mut R, path: 
                 "{}: truncated GGUF file: tensor '{name}' ends at byte {end} but the file has {file_len} bytes",
                 path.display()
             ),
-            None => bail!("{}: corrupt GGUF file: tensor '{name}' has an impossible shape {:?}", path.display(), info.shape.dims()),
+            None => bail!(
+                "{}: corrupt GGUF file: tensor '{name}' has an impossible shape {:?}",
+                path.display(),
+                info.shape.dims()
+            ),
         }
     }
     Ok(content)

@@ -137,7 +137,12 @@ pub fn welch(a: &[f64], b: &[f64]) -> Result<Welch> {
     if se2 == 0.0 {
         // Both groups constant: no evidence either way unless the means differ.
         let p = if diff == 0.0 { 1.0 } else { 0.0 };
-        return Ok(Welch { diff, t: if diff == 0.0 { 0.0 } else { diff.signum() * f64::INFINITY }, df: na + nb - 2.0, p });
+        return Ok(Welch {
+            diff,
+            t: if diff == 0.0 { 0.0 } else { diff.signum() * f64::INFINITY },
+            df: na + nb - 2.0,
+            p,
+        });
     }
     let t = diff / se2.sqrt();
     let df = se2 * se2 / (sa * sa / (na - 1.0) + sb * sb / (nb - 1.0));
@@ -213,7 +218,9 @@ impl LogisticProbe {
         let scale: Vec<f64> = var.iter().map(|v| if *v > 0.0 { v.sqrt() } else { 1.0 }).collect();
         let z: Vec<f64> = x
             .chunks(d)
-            .flat_map(|row| row.iter().zip(&mean).zip(&scale).map(|((&v, m), s)| (v as f64 - m) / s).collect::<Vec<_>>())
+            .flat_map(|row| {
+                row.iter().zip(&mean).zip(&scale).map(|((&v, m), s)| (v as f64 - m) / s).collect::<Vec<_>>()
+            })
             .collect();
         let t: Vec<f64> = y.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
         // Parameters θ = (w, b); Newton steps on the regularised mean log-loss (b unpenalised).

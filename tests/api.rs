@@ -65,12 +65,17 @@ fn attention_scores_are_the_patterns_before_the_softmax() {
     for arch in ["gemma3", "gemma2", "llama"] {
         let m = tiny(arch);
         let b = m.batch_from_ids(&[vec![2, 10, 11, 12, 13, 14, 15], vec![2, 20, 21, 22]]).unwrap();
-        let hooks: Vec<HookPoint> = (0..m.cfg().n_layers).flat_map(|l| [HookPoint::AttnScores(l), HookPoint::AttnPattern(l)]).collect();
+        let hooks: Vec<HookPoint> =
+            (0..m.cfg().n_layers).flat_map(|l| [HookPoint::AttnScores(l), HookPoint::AttnPattern(l)]).collect();
         let out = m.run(&b, &HookSpec::new().capture(hooks)).unwrap();
         for l in 0..m.cfg().n_layers {
             let scores = out.cache.get(HookPoint::AttnScores(l)).unwrap();
             let pattern = out.cache.get(HookPoint::AttnPattern(l)).unwrap();
-            assert_eq!(max_abs_diff(&candle_nn::ops::softmax_last_dim(scores).unwrap(), pattern), 0.0, "{arch} layer {l}");
+            assert_eq!(
+                max_abs_diff(&candle_nn::ops::softmax_last_dim(scores).unwrap(), pattern),
+                0.0,
+                "{arch} layer {l}"
+            );
             // Future keys are masked with -inf, as TransformerLens's hook_attn_scores.
             let row0 = out.cache.row(HookPoint::AttnScores(l), 0).unwrap().get(0).unwrap().get(0).unwrap();
             let v = row0.to_vec1::<f32>().unwrap();
@@ -175,7 +180,8 @@ fn clamping_an_sae_latent_moves_the_activation_along_its_decoder_row() {
     for (r, &p) in eb.last_positions().iter().enumerate() {
         let col = eb.batch.column(r, p).unwrap();
         let x = clean.get(r).unwrap().get(col).unwrap();
-        let f_j = sae.encode(&x.unsqueeze(0).unwrap()).unwrap().get(0).unwrap().get(j).unwrap().to_scalar::<f32>().unwrap();
+        let f_j =
+            sae.encode(&x.unsqueeze(0).unwrap()).unwrap().get(0).unwrap().get(j).unwrap().to_scalar::<f32>().unwrap();
         let want = (&x + (&w_dec_j * (5.0 - f_j as f64)).unwrap()).unwrap();
         assert!(max_abs_diff(&got.get(r).unwrap().get(col).unwrap(), &want) < 1e-5, "row {r}");
         // Other positions are untouched.
@@ -183,8 +189,12 @@ fn clamping_an_sae_latent_moves_the_activation_along_its_decoder_row() {
         assert_eq!(max_abs_diff(&got.get(r).unwrap().narrow(0, 0, col).unwrap(), &before), 0.0);
     }
     // Adding to a latent is adding its decoder row.
-    let add = HookSpec::new().edit(hook, Positions::All, sae.latent_intervention(j, LatentOp::Add(2.5)).unwrap()).logits(LogitsAt::All);
-    let plain = HookSpec::new().edit(hook, Positions::All, Intervention::Add { vector: w_dec_j.clone(), scale: 2.5 }).logits(LogitsAt::All);
+    let add = HookSpec::new()
+        .edit(hook, Positions::All, sae.latent_intervention(j, LatentOp::Add(2.5)).unwrap())
+        .logits(LogitsAt::All);
+    let plain = HookSpec::new()
+        .edit(hook, Positions::All, Intervention::Add { vector: w_dec_j.clone(), scale: 2.5 })
+        .logits(LogitsAt::All);
     let (a, p) = (m.run(&eb.batch, &add).unwrap().logits.unwrap(), m.run(&eb.batch, &plain).unwrap().logits.unwrap());
     assert!(max_abs_diff(&a, &p) < 1e-5);
     assert!(sae.latent_intervention(99, LatentOp::Clamp(1.0)).is_err());
@@ -224,10 +234,22 @@ fn patching_resid_from_a_prompt_of_the_same_length_reproduces_its_run() {
     let c = m.run(&corrupt, &HookSpec::new().capture([hook]).logits(LogitsAt::All)).unwrap();
     let src = c.cache.get(hook).unwrap().clone();
     // Patching every position: the rest of the clean run is the corrupted run.
-    let patched = m.run(&clean, &HookSpec::new().edit(hook, Positions::All, Intervention::Replace(src.clone())).logits(LogitsAt::All)).unwrap();
+    let patched = m
+        .run(
+            &clean,
+            &HookSpec::new().edit(hook, Positions::All, Intervention::Replace(src.clone())).logits(LogitsAt::All),
+        )
+        .unwrap();
     assert_eq!(max_abs_diff(&patched.logits.unwrap(), c.logits.as_ref().unwrap()), 0.0);
     // Patching one position changes the logits from there on only.
-    let one = m.run(&clean, &HookSpec::new().edit(hook, Positions::Each(vec![2]), Intervention::Replace(src.clone())).logits(LogitsAt::All)).unwrap();
+    let one = m
+        .run(
+            &clean,
+            &HookSpec::new()
+                .edit(hook, Positions::Each(vec![2]), Intervention::Replace(src.clone()))
+                .logits(LogitsAt::All),
+        )
+        .unwrap();
     let base = m.run(&clean, &HookSpec::new().logits(LogitsAt::All)).unwrap();
     let (one, base) = (one.logits.unwrap(), base.logits.unwrap());
     assert_eq!(max_abs_diff(&one.narrow(1, 0, 2).unwrap(), &base.narrow(1, 0, 2).unwrap()), 0.0);
@@ -320,8 +342,12 @@ fn the_forward_entry_continues_from_a_kv_cache_exactly() {
 #[test]
 fn default_model_entity_positions_are_the_last_title_token() {
     let m = real("gemma-3-270m", Precision::F32);
-    let eb = m.entity_batch(&[("The movie 'Heat'", "Heat"), ("The player 'Michael Jordan'", "Michael Jordan")], false).unwrap();
-    for (r, (prompt, entity)) in [("The movie 'Heat'", "Heat"), ("The player 'Michael Jordan'", "Michael Jordan")].iter().enumerate() {
+    let eb = m
+        .entity_batch(&[("The movie 'Heat'", "Heat"), ("The player 'Michael Jordan'", "Michael Jordan")], false)
+        .unwrap();
+    for (r, (prompt, entity)) in
+        [("The movie 'Heat'", "Heat"), ("The player 'Michael Jordan'", "Michael Jordan")].iter().enumerate()
+    {
         let ids = eb.batch.row_ids(r);
         let last = eb.last_positions()[r] as usize;
         let text = m.tokenizer.decode(&ids[eb.spans[r][0] as usize..=last]).unwrap();
@@ -343,7 +369,10 @@ fn default_model_orthogonalization_plain_vs_norm_aware() {
         m.transformer.orthogonalize(&d, how).unwrap();
         results.push(max_cos_with(&m, &b, &d));
     }
-    println!("gemma-3-270m: max |cos(resid, d)| over layers: before {before:.3e}, plain {:.3e}, norm-aware {:.3e}", results[0], results[1]);
+    println!(
+        "gemma-3-270m: max |cos(resid, d)| over layers: before {before:.3e}, plain {:.3e}, norm-aware {:.3e}",
+        results[0], results[1]
+    );
     assert!(results[1] < 1e-4, "norm-aware leaves |cos| {}", results[1]);
     assert!(results[0] > 10.0 * results[1]);
 }

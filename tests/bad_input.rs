@@ -111,7 +111,17 @@ fn cli(args: &[&str]) -> (bool, String) {
 fn command_line_errors_exit_non_zero_with_a_message() {
     let model = fixture("tiny/gemma3");
     let model = model.to_str().unwrap();
-    let (ok, msg) = cli(&["cache", "--model", model, "--prompt", "t5 t6", "--hooks", "blocks.0.hook_foo", "--out", "/tmp/x.safetensors"]);
+    let (ok, msg) = cli(&[
+        "cache",
+        "--model",
+        model,
+        "--prompt",
+        "t5 t6",
+        "--hooks",
+        "blocks.0.hook_foo",
+        "--out",
+        "/tmp/x.safetensors",
+    ]);
     assert!(!ok && msg.contains("unknown hook point 'blocks.0.hook_foo'"), "{msg}");
     let (ok, msg) = cli(&["logits", "--model", model, "--prompt", ""]);
     assert!(!ok && msg.contains("empty"), "{msg}");
@@ -126,8 +136,16 @@ fn the_cache_command_writes_tensors_named_by_hook() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("acts.safetensors");
     let (ok, msg) = cli(&[
-        "cache", "--model", model.to_str().unwrap(), "--prompt", "t5 t6 t7",
-        "--hooks", "blocks.2.hook_resid_post,blocks.1.attn.hook_pattern", "--out", out.to_str().unwrap(), "--json",
+        "cache",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "t5 t6 t7",
+        "--hooks",
+        "blocks.2.hook_resid_post,blocks.1.attn.hook_pattern",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
     ]);
     assert!(ok, "{msg}");
     let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();

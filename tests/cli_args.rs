@@ -73,7 +73,10 @@ fn zero_repetitions_steps_and_sizes_are_errors_not_panics() {
     fails_with(&set(&set(&sae_bench, "--steps", "1"), "--width", "0"), "width");
     fails_with(&set(&set(&sae_bench, "--steps", "1"), "--batch-size", "0"), "--batch-size");
     fails_with(&set(&set(&set(&sae_bench, "--steps", "1"), "--arch", "standard"), "--active", "-3"), "--active");
-    fails_with(&set(&set(&set(&sae_bench, "--steps", "1"), "--arch", "batchtopk"), "--topk-threshold-lr", "-1"), "threshold rate");
+    fails_with(
+        &set(&set(&set(&sae_bench, "--steps", "1"), "--arch", "batchtopk"), "--topk-threshold-lr", "-1"),
+        "threshold rate",
+    );
     let (ok, msg) = cli(&set(&sae_bench, "--steps", "1"));
     assert!(ok && msg.contains("\"workload\":\"sae-train\""), "{msg}");
 }
@@ -84,8 +87,21 @@ fn training_settings_are_checked_before_the_model_loads() {
     let text = text_file(dir.path());
     let out = dir.path().join("out");
     // A model path that does not exist: a settings error must come first.
-    let base = ["sae", "train", "--model", "/nonexistent/model.gguf", "--hooks", "blocks.1.hook_resid_post", "--text-file", &text];
-    let base = [&base[..], &["--out", out.to_str().unwrap(), "--tokens", "64", "--batch-size", "16", "--width", "32", "--k", "4"]].concat();
+    let base = [
+        "sae",
+        "train",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--text-file",
+        &text,
+    ];
+    let base = [
+        &base[..],
+        &["--out", out.to_str().unwrap(), "--tokens", "64", "--batch-size", "16", "--width", "32", "--k", "4"],
+    ]
+    .concat();
     fails_with(&set(&base, "--context-size", "1"), "--context-size");
     fails_with(&set(&base, "--k", "0"), "k must be between 1");
     fails_with(&set(&base, "--lr", "0"), "learning rate");
@@ -100,16 +116,40 @@ fn labeling_settings_and_names_are_checked() {
     let ents = entities_file(dir.path());
     let out = dir.path().join("out");
     let model = fixture("tiny/gemma3");
-    let base = ["label", "--model", model.to_str().unwrap(), "--entities", &ents, "--out", out.to_str().unwrap(), "--templates", "paper"];
+    let base = [
+        "label",
+        "--model",
+        model.to_str().unwrap(),
+        "--entities",
+        &ents,
+        "--out",
+        out.to_str().unwrap(),
+        "--templates",
+        "paper",
+    ];
     fails_with(&set(&base, "--batch-size", "0"), "batch_size must be at least 1");
     fails_with(&set(&set(&base, "--mode", "sampled"), "--samples", "0"), "samples must be at least 1");
-    fails_with(&set(&set(&set(&base, "--mode", "sampled"), "--samples", "2"), "--min-correct-samples", "3"), "min_correct_samples (3)");
+    fails_with(
+        &set(&set(&set(&base, "--mode", "sampled"), "--samples", "2"), "--min-correct-samples", "3"),
+        "min_correct_samples (3)",
+    );
     fails_with(&set(&base, "--known-min", "0"), "known_min");
     // A typo in a name is refused with the valid ones.
     fails_with(&set(&base, "--types", "movie,moive"), "player, movie, city, song");
     fails_with(&set(&base, "--mode", "greedily"), "greedy, sampled, likelihood");
     fails_with(&set(&base, "--precision", "f16"), "f32, quantized");
-    fails_with(&["label", "--model", model.to_str().unwrap(), "--entities", "/nonexistent/e.jsonl", "--out", out.to_str().unwrap()], "/nonexistent/e.jsonl");
+    fails_with(
+        &[
+            "label",
+            "--model",
+            model.to_str().unwrap(),
+            "--entities",
+            "/nonexistent/e.jsonl",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "/nonexistent/e.jsonl",
+    );
     // --types filters (only movies here, so asking for cities leaves nothing).
     fails_with(&set(&base, "--types", "city"), "no entities to label");
     let (ok, msg) = cli(&set(&set(&base, "--types", "movie"), "--per-type", "2"));
@@ -131,8 +171,27 @@ fn no_numeric_argument_panics() {
     // An SAE for the tiny model, trained by the command line itself.
     let sae_out = dir.path().join("sae");
     let (ok, msg) = cli(&[
-        "sae", "train", "--model", m, "--hooks", "blocks.1.hook_resid_post", "--text-file", &text, "--out", sae_out.to_str().unwrap(),
-        "--tokens", "64", "--batch-size", "16", "--context-size", "8", "--width", "32", "--k", "4", "--no-progress",
+        "sae",
+        "train",
+        "--model",
+        m,
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--text-file",
+        &text,
+        "--out",
+        sae_out.to_str().unwrap(),
+        "--tokens",
+        "64",
+        "--batch-size",
+        "16",
+        "--context-size",
+        "8",
+        "--width",
+        "32",
+        "--k",
+        "4",
+        "--no-progress",
     ]);
     assert!(ok, "{msg}");
     let sae = sae_out.join("blocks.1.hook_resid_post");
@@ -146,7 +205,8 @@ fn no_numeric_argument_panics() {
             for v in values {
                 let out = dir.path().join(format!("out{n}"));
                 n += 1;
-                let base: Vec<&str> = base.iter().map(|s| if s == "OUT" { out.to_str().unwrap() } else { s.as_str() }).collect();
+                let base: Vec<&str> =
+                    base.iter().map(|s| if s == "OUT" { out.to_str().unwrap() } else { s.as_str() }).collect();
                 no_panic(&set(&base, flag, v));
             }
         }
@@ -157,27 +217,94 @@ fn no_numeric_argument_panics() {
     run(&owned(&["generate", "--model", m, "--prompt", "w5 w6"]), &["--max-tokens", "--temperature"], zero);
     run(&owned(&["generate", "--model", m, "--prompt", "w5 w6", "--seed", "3"]), &["--temperature"], &["-1", "1e9"]);
     for w in ["cache", "prefill", "decode"] {
-        run(&owned(&["bench", "--model", m, "--workload", w, "--reps", "1"]), &["--batch", "--tokens", "--new-tokens", "--reps"], zero);
+        run(
+            &owned(&["bench", "--model", m, "--workload", w, "--reps", "1"]),
+            &["--batch", "--tokens", "--new-tokens", "--reps"],
+            zero,
+        );
     }
     let label = owned(&["label", "--model", m, "--entities", &ents, "--out", "OUT", "--templates", "paper"]);
     run(&label, &["--batch-size", "--known-min", "--per-type"], zero);
     run(&set(&label, "--mode", "sampled"), &["--samples", "--min-correct-samples"], &["0", "100"]);
-    run(&owned(&["label", "--model", m, "--entities", &ents, "--out", "OUT", "--templates", "auto"]), &["--dev-size"], zero);
+    run(
+        &owned(&["label", "--model", m, "--entities", &ents, "--out", "OUT", "--templates", "auto"]),
+        &["--dev-size"],
+        zero,
+    );
     for arch in ["topk", "batchtopk", "jumprelu", "standard"] {
-        let b = owned(&["sae", "bench", "--arch", arch, "--d-in", "8", "--batch-size", "16", "--width", "32", "--k", "4", "--steps", "1", "--warmup", "0"]);
+        let b = owned(&[
+            "sae",
+            "bench",
+            "--arch",
+            arch,
+            "--d-in",
+            "8",
+            "--batch-size",
+            "16",
+            "--width",
+            "32",
+            "--k",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ]);
         run(&b, &["--steps", "--warmup", "--d-in", "--width", "--k", "--batch-size"], zero);
         run(&b, &["--k"], &["1000"]);
-        run(&b, &["--l1-coefficient", "--l0-coefficient", "--jumprelu-bandwidth", "--jumprelu-init-threshold", "--topk-threshold-lr"], &["0", "-1", "NaN"]);
+        run(
+            &b,
+            &[
+                "--l1-coefficient",
+                "--l0-coefficient",
+                "--jumprelu-bandwidth",
+                "--jumprelu-init-threshold",
+                "--topk-threshold-lr",
+            ],
+            &["0", "-1", "NaN"],
+        );
     }
     let train = owned(&[
-        "sae", "train", "--model", m, "--hooks", "blocks.1.hook_resid_post", "--text-file", &text, "--out", "OUT",
-        "--tokens", "64", "--batch-size", "16", "--context-size", "8", "--width", "32", "--k", "4", "--no-progress",
+        "sae",
+        "train",
+        "--model",
+        m,
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--text-file",
+        &text,
+        "--out",
+        "OUT",
+        "--tokens",
+        "64",
+        "--batch-size",
+        "16",
+        "--context-size",
+        "8",
+        "--width",
+        "32",
+        "--k",
+        "4",
+        "--no-progress",
     ]);
     run(
         &train,
         &[
-            "--tokens", "--batch-size", "--context-size", "--buffer-batches", "--model-batch", "--width", "--k", "--checkpoint-every",
-            "--log-every", "--dead-tokens", "--aux-k", "--warmup-steps", "--decay-steps", "--lr", "--aux-coefficient",
+            "--tokens",
+            "--batch-size",
+            "--context-size",
+            "--buffer-batches",
+            "--model-batch",
+            "--width",
+            "--k",
+            "--checkpoint-every",
+            "--log-every",
+            "--dead-tokens",
+            "--aux-k",
+            "--warmup-steps",
+            "--decay-steps",
+            "--lr",
+            "--aux-coefficient",
         ],
         zero,
     );
@@ -185,7 +312,20 @@ fn no_numeric_argument_panics() {
     let eval = owned(&["sae", "eval", "--sae", sae, "--model", m, "--text-file", &text]);
     run(&eval, &["--context", "--tokens", "--batch", "--logit-rows"], zero);
     run(&eval, &["--context"], &["1", "100000"]);
-    let dash = owned(&["sae", "dashboard", "--sae", sae, "--model", m, "--text-file", &text, "--context", "16", "--out", html]);
+    let dash = owned(&[
+        "sae",
+        "dashboard",
+        "--sae",
+        sae,
+        "--model",
+        m,
+        "--text-file",
+        &text,
+        "--context",
+        "16",
+        "--out",
+        html,
+    ]);
     run(&set(&dash, "--top", "3"), &["--examples", "--window", "--batch", "--context", "--tokens"], zero);
     run(&dash, &["--top"], &["0", "1000"]);
     run(&dash, &["--latents"], &["0", "1000"]);

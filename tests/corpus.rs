@@ -11,11 +11,11 @@ use knowlens::corpus::clean::{
     strip_brown_tags, strip_html_tags,
 };
 use knowlens::corpus::entities;
-use knowlens::entities::questions::{self, EntityType};
 use knowlens::corpus::sources::{self, Format};
 use knowlens::corpus::store::{self, CorpusIndex, SourceInfo, SplitIndex};
 use knowlens::corpus::wiki::{clean_wiki_markup, wiki_pages};
 use knowlens::corpus::{self, Deduper, Split, TokenCorpus};
+use knowlens::entities::questions::{self, EntityType};
 
 // ---------------------------------------------------------------- wiki markup
 
@@ -60,7 +60,9 @@ fn wiki_markup_edge_cases() {
     // `{{lang}}`, pipe trick, uppercase REF tags.
     assert_eq!(clean_wiki_markup("{{lang|ja|日本語}} é{{nowrap|→ x}}"), vec!["日本語 é→ x"]);
     assert_eq!(clean_wiki_markup("The term ''[[wikt:anarchism|anarchism]]'' is"), vec!["The term anarchism is"]);
-    let p = clean_wiki_markup("A {{a|{{b|{{c}}}}}}B [[de:Foo]]C {{lang|fr|la vie}} [[Paris, Texas|]] x<REF>r</REF>y {{open");
+    let p = clean_wiki_markup(
+        "A {{a|{{b|{{c}}}}}}B [[de:Foo]]C {{lang|fr|la vie}} [[Paris, Texas|]] x<REF>r</REF>y {{open",
+    );
     assert_eq!(p, vec!["A B C la vie Paris xy open"], "{p:?}");
     assert!(clean_wiki_markup("{{only a template}}\n[[Category:X]]\n__TOC__").is_empty());
 }
@@ -107,7 +109,10 @@ fn wiki_export_pages_skip_redirects_and_other_namespaces() {
 
 #[test]
 fn html_entities_and_tags() {
-    assert_eq!(decode_entities("Laguna del Carb&oacute;n &#233;&#xE9; &eacute; &unknown; & x"), "Laguna del Carbón éé é &unknown; & x");
+    assert_eq!(
+        decode_entities("Laguna del Carb&oacute;n &#233;&#xE9; &eacute; &unknown; & x"),
+        "Laguna del Carbón éé é &unknown; & x"
+    );
     assert_eq!(decode_entities("a&nbsp;b&#160;c"), "a b c");
     assert_eq!(strip_html_tags("<p>One <em>two</em></p><br>three < four"), "\n\nOne two\n\n\n\nthree < four");
 }
@@ -116,7 +121,8 @@ fn html_entities_and_tags() {
 
 #[test]
 fn brown_tags_are_stripped_and_tokens_rejoined() {
-    let line = "\tThe/at jury/nn said/vbd ``/`` it's/pps+bez fine/jj ''/'' ,/, (/( 1/cd )/) and/cc Atlanta's/np$ 3/4/cd ./.";
+    let line =
+        "\tThe/at jury/nn said/vbd ``/`` it's/pps+bez fine/jj ''/'' ,/, (/( 1/cd )/) and/cc Atlanta's/np$ 3/4/cd ./.";
     assert_eq!(strip_brown_tags(line), "The jury said \"it's fine\", (1) and Atlanta's 3/4.");
     let file = "\n\n\tThe/at cat/nn sat/vbd ./.\n\tIt/pps slept/vbd ./.\n\n\n\tA/at new/jj paragraph/nn ./.\n";
     assert_eq!(corpus::brown_paragraphs(file), vec!["The cat sat. It slept.", "A new paragraph."]);
@@ -184,8 +190,14 @@ fn extract_reads_each_format_from_files() {
         fs::write(&p, text).unwrap();
         p
     };
-    let summaries = write("s.json", r#"{"B": {"extract": "Second.\nMore."}, "A": {"extract": "First."}, "C": {"title": "no extract"}}"#);
-    assert_eq!(corpus::extract(Format::WikiSummaries, &[summaries]).unwrap(), vec![vec!["First."], vec!["Second.", "More."]]);
+    let summaries = write(
+        "s.json",
+        r#"{"B": {"extract": "Second.\nMore."}, "A": {"extract": "First."}, "C": {"title": "no extract"}}"#,
+    );
+    assert_eq!(
+        corpus::extract(Format::WikiSummaries, &[summaries]).unwrap(),
+        vec![vec!["First."], vec!["Second.", "More."]]
+    );
     let lines = write("g.txt", "Book one.  Para two.\nBook two.\n");
     assert_eq!(
         corpus::extract(Format::GutenbergLines, &[lines]).unwrap(),
@@ -208,7 +220,8 @@ fn sentences_and_documents() {
         sentences("Mr. J. Smith went. He said \"Hi.\" Then (it) ended! 3 cats? no."),
         vec!["Mr. J. Smith went.", "He said \"Hi.\"", "Then (it) ended!", "3 cats? no."]
     );
-    let paras: Vec<String> = vec!["a".repeat(30), "b".repeat(30), "c".repeat(30), format!("{}. {}.", "D".repeat(40), "E".repeat(40))];
+    let paras: Vec<String> =
+        vec!["a".repeat(30), "b".repeat(30), "c".repeat(30), format!("{}. {}.", "D".repeat(40), "E".repeat(40))];
     let docs = group_documents(&paras, 70);
     assert_eq!(
         docs,
@@ -263,7 +276,12 @@ fn index_for(train: &[Vec<u32>], heldout: &[Vec<u32>]) -> CorpusIndex {
             .collect();
         SplitIndex { file: file.into(), tokens: start, documents }
     };
-    let info = |name: &str| SourceInfo { name: name.into(), origin: "x@1".into(), sha256: "0".repeat(64), license: "l".into() };
+    let info = |name: &str| SourceInfo {
+        name: name.into(),
+        origin: "x@1".into(),
+        sha256: "0".repeat(64),
+        license: "l".into(),
+    };
     CorpusIndex {
         format: store::FORMAT.into(),
         version: "v1".into(),
@@ -298,7 +316,8 @@ fn token_cache_round_trip() {
     let h = TokenCorpus::open_split(dir.path().join("index.json"), Split::Heldout).unwrap();
     assert_eq!((h.n_documents(), h.document(0)), (1, &[2u32, 40, 41][..]));
     // No temporary files are left behind.
-    let mut names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["heldout.bin", "index.json", "tokens.bin"]);
 }
@@ -336,7 +355,8 @@ fn a_damaged_token_cache_is_refused_naming_the_file() {
 
 #[test]
 fn chunks_pack_documents_with_bos_in_a_seeded_order() {
-    let docs: Vec<(Vec<u32>, usize)> = (0..10u32).map(|d| ((0..=d).map(|t| if t == 0 { 1 } else { 100 * d + t }).collect(), 0)).collect();
+    let docs: Vec<(Vec<u32>, usize)> =
+        (0..10u32).map(|d| ((0..=d).map(|t| if t == 0 { 1 } else { 100 * d + t }).collect(), 0)).collect();
     let c = TokenCorpus::from_documents(docs, vec!["s".into()], Some(1), 10_000);
     assert_eq!(c.n_tokens(), 55);
     let chunks: Vec<Vec<u32>> = c.chunks(8, None).collect();
@@ -437,7 +457,10 @@ fn entity_rows_become_sentences() {
 
     let docs = entities::documents(rows, &Default::default());
     assert_eq!(docs.len(), 4);
-    assert_eq!(docs[3], "The song 'Hey Jude' was performed by The Beatles. The song 'Hey Jude' was released in the year 1968.");
+    assert_eq!(
+        docs[3],
+        "The song 'Hey Jude' was performed by The Beatles. The song 'Hey Jude' was released in the year 1968."
+    );
 
     // A malformed row is skipped and reported with file:line; the others load.
     let bad = entity_file(
@@ -469,9 +492,16 @@ fn excluded_entities_contribute_no_sentence() {
 
     // The held-out ids of a labeling run: every validation and test id, no training id.
     let splits = entities::heldout_ids(std::path::Path::new("data/labels/gemma-3-270m/greedy/splits.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string("data/labels/gemma-3-270m/greedy/splits.json").unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string("data/labels/gemma-3-270m/greedy/splits.json").unwrap()).unwrap();
     let ids = |split: &str| -> BTreeSet<String> {
-        json[split].as_object().unwrap().values().flat_map(|v| v.as_array().unwrap()).map(|v| v.as_str().unwrap().to_string()).collect()
+        json[split]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|v| v.as_array().unwrap())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
     };
     let (val, test, train) = (ids("validation"), ids("test"), ids("train"));
     assert!(!val.is_empty() && !test.is_empty() && !train.is_empty());
@@ -506,7 +536,12 @@ fn exclude_flags_need_entities_and_name_a_bad_file() {
     let bad = entity_file(home.path(), "labels.json", "[1, 2]");
     let err = run(&["--entities", rows.to_str().unwrap(), "--exclude-splits", bad.to_str().unwrap()]);
     assert!(err.contains("labels.json: not a splits.json"), "{err}");
-    let err = run(&["--entities", rows.to_str().unwrap(), "--exclude-ids", home.path().join("missing.txt").to_str().unwrap()]);
+    let err = run(&[
+        "--entities",
+        rows.to_str().unwrap(),
+        "--exclude-ids",
+        home.path().join("missing.txt").to_str().unwrap(),
+    ]);
     assert!(err.contains("missing.txt: cannot read"), "{err}");
     assert!(!home.path().join("corpus").exists(), "nothing is fetched");
 }

@@ -85,16 +85,22 @@ fn write_labels(dir: &Path, ents: &[Ent]) -> LabelSet {
         lines.push('\n');
     }
     std::fs::write(dir.join("labels.jsonl"), lines).unwrap();
-    let ids = |split: &str, known: bool| ents.iter().filter(|e| e.split == split && e.known == known).map(|e| e.id.clone()).collect::<Vec<_>>();
+    let ids = |split: &str, known: bool| {
+        ents.iter().filter(|e| e.split == split && e.known == known).map(|e| e.id.clone()).collect::<Vec<_>>()
+    };
     let part = |s: &str| json!({"known": ids(s, true), "unknown": ids(s, false)});
     let splits = json!({"seed": 0, "fractions": [0.5, 0.1, 0.4], "train": part("train"), "validation": part("validation"), "test": part("test")});
     std::fs::write(dir.join("splits.json"), splits.to_string()).unwrap();
     // Matched: the first three known and unknown of every type.
     let pick = |known: bool| {
-        TYPES.iter().flat_map(|t| ents.iter().filter(move |e| e.t == *t && e.known == known).take(3).map(|e| e.id.clone())).collect::<Vec<_>>()
+        TYPES
+            .iter()
+            .flat_map(|t| ents.iter().filter(move |e| e.t == *t && e.known == known).take(3).map(|e| e.id.clone()))
+            .collect::<Vec<_>>()
     };
     let fab: Vec<String> = fabricated().iter().map(|e| e.id.clone()).collect();
-    let controls = json!({"matched_known": pick(true), "matched_unknown": pick(false), "fabricated": fab, "token_lengths": {}});
+    let controls =
+        json!({"matched_known": pick(true), "matched_unknown": pick(false), "fabricated": fab, "token_lengths": {}});
     std::fs::write(dir.join("controls.json"), controls.to_string()).unwrap();
     LabelSet::load(dir).unwrap()
 }
@@ -180,7 +186,8 @@ fn scores_equal_a_direct_computation_on_the_train_split() {
     assert!(d.excluded_types.is_empty());
     let f = encode(&sae, &direct(&m, &ents, hook));
     let freq = |t: EntityType, known: bool, j: usize| {
-        let rows: Vec<usize> = (0..ents.len()).filter(|&i| ents[i].t == t && ents[i].known == known && ents[i].split == "train").collect();
+        let rows: Vec<usize> =
+            (0..ents.len()).filter(|&i| ents[i].t == t && ents[i].known == known && ents[i].split == "train").collect();
         rows.iter().filter(|&&i| f[i][j] > 1e-6).count() as f32 / rows.len() as f32
     };
     assert!(!d.ranked_known.is_empty() && !d.ranked_unknown.is_empty());
@@ -189,7 +196,11 @@ fn scores_equal_a_direct_computation_on_the_train_split() {
         let mut min = f32::INFINITY;
         for t in TYPES {
             let (fk, fu) = (freq(t, true, r.latent), freq(t, false, r.latent));
-            assert!((r.f_known[&t] - fk).abs() < 1e-6 && (r.f_unknown[&t] - fu).abs() < 1e-6, "{t} latent {}", r.latent);
+            assert!(
+                (r.f_known[&t] - fk).abs() < 1e-6 && (r.f_unknown[&t] - fu).abs() < 1e-6,
+                "{t} latent {}",
+                r.latent
+            );
             let s = if r.direction == Direction::Known { fk - fu } else { fu - fk };
             assert!((r.s[&t] - s).abs() < 1e-6);
             min = min.min(s);
@@ -209,7 +220,10 @@ fn scores_equal_a_direct_computation_on_the_train_split() {
     assert_eq!(l3.maxmin_known.unwrap().0, 0);
     // Probes at the layers asked for (1 and 3), and no other layer appears.
     assert!(l3.baseline.is_some());
-    assert_eq!(d.layers.iter().map(|l| (l.layer, l.baseline.is_some(), l.sae_hook.is_some())).collect::<Vec<_>>(), vec![(1, true, false), (3, true, true)]);
+    assert_eq!(
+        d.layers.iter().map(|l| (l.layer, l.baseline.is_some(), l.sae_hook.is_some())).collect::<Vec<_>>(),
+        vec![(1, true, false), (3, true, true)]
+    );
 }
 
 #[test]
@@ -221,12 +235,16 @@ fn test_entities_do_not_change_the_scores() {
     let sae = planted_sae(&m, &ents, hook, 16, 2);
     let a = run(&m, &write_labels(&tmp.path().join("a"), &ents), std::slice::from_ref(&sae), &options()).unwrap();
     // Every test entity renamed: other tokens, other activations.
-    let moved: Vec<Ent> = ents.iter().cloned().map(|mut e| {
-        if e.split == "test" {
-            e.name = format!("w9{} w{}", e.id.len() % 6, 40 + e.rank % 9);
-        }
-        e
-    }).collect();
+    let moved: Vec<Ent> = ents
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            if e.split == "test" {
+                e.name = format!("w9{} w{}", e.id.len() % 6, 40 + e.rank % 9);
+            }
+            e
+        })
+        .collect();
     let b = run(&m, &write_labels(&tmp.path().join("b"), &moved), std::slice::from_ref(&sae), &options()).unwrap();
     assert_eq!(j(&a.ranked_known), j(&b.ranked_known));
     assert_eq!(j(&a.ranked_unknown), j(&b.ranked_unknown));
@@ -274,7 +292,13 @@ fn every_interval_contains_its_value() {
     assert!(n > 50, "only {n} intervals");
     // The subsets are all there: per type, matched controls, bands, fabricated names.
     let top = &d.latent_evals[0];
-    for s in ["test", "matched controls (test)", "popularity band 1/3 (test)", "popularity band 3/3 (test)", "known (test) vs fabricated names"] {
+    for s in [
+        "test",
+        "matched controls (test)",
+        "popularity band 1/3 (test)",
+        "popularity band 3/3 (test)",
+        "known (test) vs fabricated names",
+    ] {
         assert!(top.evals.iter().any(|e| e.subset == s), "{s}");
     }
     let fab = top.evals.iter().find(|e| e.subset.contains("fabricated")).unwrap();
@@ -303,7 +327,12 @@ fn detectors_round_trip_and_score_like_the_sae() {
     let hooks = back.check(&m, "gemma3", false).unwrap();
     let rows: Vec<detectors::EntityRow> = ents
         .iter()
-        .map(|e| detectors::EntityRow { id: e.id.clone(), entity_type: e.t.to_string(), name: e.name.clone(), class: None })
+        .map(|e| detectors::EntityRow {
+            id: e.id.clone(),
+            entity_type: e.t.to_string(),
+            name: e.name.clone(),
+            class: None,
+        })
         .collect();
     let scores = detectors::detect(&m, &back, &hooks, &rows, 5, &Silent).unwrap();
     let f = encode(&sae, &direct(&m, &ents, hook));
@@ -316,7 +345,13 @@ fn detectors_round_trip_and_score_like_the_sae() {
         let j = det.latent.unwrap();
         for (i, s) in scores.iter().enumerate() {
             let tol = 1e-5 * f[i][j].abs().max(1.0);
-            assert!((s[k].0.max(0.0) as f32 - f[i][j]).abs() <= tol, "detector {} row {i}: {} vs {}", det.name, s[k].0, f[i][j]);
+            assert!(
+                (s[k].0.max(0.0) as f32 - f[i][j]).abs() <= tol,
+                "detector {} row {i}: {} vs {}",
+                det.name,
+                s[k].0,
+                f[i][j]
+            );
             assert_eq!(s[k].1, s[k].0 > det.threshold as f64);
         }
         checked += 1;
@@ -406,17 +441,24 @@ fn bad_input_gives_clear_errors() {
 fn the_activation_cache_resumes_from_its_chunks() {
     let m = tiny("llama");
     let tmp = tempfile::tempdir().unwrap();
-    let items: Vec<Item> = (0..10).map(|i| Item::Entity { prompt: format!("w5 w{} w{}", 10 + i, 30 + i), name: format!("w{}", 30 + i) }).collect();
+    let items: Vec<Item> = (0..10)
+        .map(|i| Item::Entity { prompt: format!("w5 w{} w{}", 10 + i, 30 + i), name: format!("w{}", 30 + i) })
+        .collect();
     let hooks = [HookPoint::ResidPre(1), HookPoint::ResidPost(2)];
     let a = activations::collect(&m, "t", &items, &hooks, 4, Some(tmp.path()), &Silent).unwrap();
     let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
-    let mut chunks: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "f32")).collect();
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "f32"))
+        .collect();
     chunks.sort();
     assert_eq!(chunks.len(), 3);
     // Direct values agree with the cache.
     let eb = m.entity_batch(&[("w5 w12 w32", "w32")], false).unwrap();
     let out = m.run(&eb.batch, &HookSpec::new().capture([HookPoint::ResidPost(2)])).unwrap();
-    let v: Vec<f32> = out.cache.gather(HookPoint::ResidPost(2), &eb.last()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let v: Vec<f32> =
+        out.cache.gather(HookPoint::ResidPost(2), &eb.last()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let max = v.iter().zip(a.row(2, 1)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(max < 1e-4, "{max}");
     // A finished chunk is read back, not recomputed: zero it and the zeros come back.
@@ -433,7 +475,9 @@ fn the_activation_cache_resumes_from_its_chunks() {
 
 #[test]
 fn corpus_tokens_are_sampled_inside_documents_and_filter_latents() {
-    let docs: Vec<(Vec<u32>, usize)> = (0..5).map(|d| ((0..20).map(|i| if i == 0 { 2 } else { 4 + ((d * 20 + i) % 90) as u32 }).collect(), 0)).collect();
+    let docs: Vec<(Vec<u32>, usize)> = (0..5)
+        .map(|d| ((0..20).map(|i| if i == 0 { 2 } else { 4 + ((d * 20 + i) % 90) as u32 }).collect(), 0))
+        .collect();
     let corpus = knowlens::corpus::TokenCorpus::from_documents(docs, vec!["s".into()], Some(2), 96);
     let items = activations::corpus_items(&corpus, 50, 8, 1).unwrap();
     assert_eq!(items.len(), 50);
@@ -468,7 +512,11 @@ fn gemma_scope_files_run_on_gemma2_and_gemma3() {
     let thr = Tensor::zeros(10, candle_core::DType::F32, &Device::Cpu).unwrap();
     let npz = tmp.path().join("gemma-scope-tiny-res/layer_1/width_10/average_l0_3/params.npz");
     std::fs::create_dir_all(npz.parent().unwrap()).unwrap();
-    Tensor::write_npz(&[("W_enc", s.w_enc()), ("W_dec", s.w_dec()), ("b_enc", s.b_enc()), ("b_dec", s.b_dec()), ("threshold", &thr)], &npz).unwrap();
+    Tensor::write_npz(
+        &[("W_enc", s.w_enc()), ("W_dec", s.w_dec()), ("b_enc", s.b_enc()), ("b_dec", s.b_dec()), ("threshold", &thr)],
+        &npz,
+    )
+    .unwrap();
     let loaded = Sae::load(&npz).unwrap();
     assert_eq!(loaded.hook, HookPoint::ResidPost(1));
     let mut o = options();
@@ -476,18 +524,26 @@ fn gemma_scope_files_run_on_gemma2_and_gemma3() {
     let d = run(&g2, &labels, &[loaded], &o).unwrap();
     assert_eq!((d.ranked_known[0].layer, d.ranked_known[0].latent), (2, 0));
     let det = d.detectors.unwrap();
-    assert!(det.detectors.iter().any(|x| x.sae_arch.as_deref() == Some("jumprelu") && x.activation_threshold == Some(0.0)));
+    assert!(det
+        .detectors
+        .iter()
+        .any(|x| x.sae_arch.as_deref() == Some("jumprelu") && x.activation_threshold == Some(0.0)));
     // Gemma 3: a Gemma Scope 2 folder reading model.layers.3.output = blocks.3.hook_resid_post.
     let g3 = tiny("gemma3");
     let s = planted_sae(&g3, &ents, HookPoint::ResidPost(3), 10, 7);
     let dir = tmp.path().join("resid_post/layer_3_width_10_l0_small");
     std::fs::create_dir_all(&dir).unwrap();
-    let tensors: std::collections::HashMap<String, Tensor> = [("w_enc", s.w_enc()), ("w_dec", s.w_dec()), ("b_enc", s.b_enc()), ("b_dec", s.b_dec()), ("threshold", &thr)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let tensors: std::collections::HashMap<String, Tensor> =
+        [("w_enc", s.w_enc()), ("w_dec", s.w_dec()), ("b_enc", s.b_enc()), ("b_dec", s.b_dec()), ("threshold", &thr)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
     candle_core::safetensors::save(&tensors, dir.join("params.safetensors")).unwrap();
-    std::fs::write(dir.join("config.json"), r#"{"architecture": "jump_relu", "hf_hook_point_in": "model.layers.3.output", "width": 10}"#).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architecture": "jump_relu", "hf_hook_point_in": "model.layers.3.output", "width": 10}"#,
+    )
+    .unwrap();
     let loaded = Sae::load(&dir).unwrap();
     assert_eq!(loaded.hook, HookPoint::ResidPost(3));
     let d = run(&g3, &labels, &[loaded], &options()).unwrap();
@@ -496,7 +552,11 @@ fn gemma_scope_files_run_on_gemma2_and_gemma3() {
 
 fn cli(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_knowlens")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -510,17 +570,46 @@ fn cli_discover_writes_the_report_and_detect_scores_an_entity_file() {
     let sae_dir = tmp.path().join("sae");
     sae.save_saelens(&sae_dir).unwrap();
     let fab = tmp.path().join("fabricated.jsonl");
-    std::fs::write(&fab, fabricated().iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect::<String>()).unwrap();
+    std::fs::write(&fab, fabricated().iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect::<String>())
+        .unwrap();
     let out = tmp.path().join("out");
     let model = fixture("tiny/gemma3");
     let s = |p: &Path| p.display().to_string();
     let (ok, stdout, stderr) = cli(&[
-        "discover", "--model", &s(&model), "--labels", &s(&labels_dir), "--sae", &s(&sae_dir), "--fabricated", &s(&fab), "--out", &s(&out),
-        "--template", TEMPLATE, "--probe-layers", "1,2,3", "--reps", "100", "--random", "4", "--min-per-class", "3", "--no-progress",
+        "discover",
+        "--model",
+        &s(&model),
+        "--labels",
+        &s(&labels_dir),
+        "--sae",
+        &s(&sae_dir),
+        "--fabricated",
+        &s(&fab),
+        "--out",
+        &s(&out),
+        "--template",
+        TEMPLATE,
+        "--probe-layers",
+        "1,2,3",
+        "--reps",
+        "100",
+        "--random",
+        "4",
+        "--min-per-class",
+        "3",
+        "--no-progress",
     ]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("known   #0 layer  3 latent      0"), "{stdout}");
-    for f in ["discovery.json", "layers.csv", "ranked.csv", "heldout.csv", "random_latents.csv", "detectors.json", "report.html"] {
+    for f in [
+        "discovery.json",
+        "layers.csv",
+        "ranked.csv",
+        "heldout.csv",
+        "random_latents.csv",
+        "detectors.json",
+        "report.html",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -532,8 +621,28 @@ fn cli_discover_writes_the_report_and_detect_scores_an_entity_file() {
     // A rerun reuses the cache and gives the same numbers.
     let first = std::fs::read_to_string(out.join("ranked.csv")).unwrap();
     let (ok, _, stderr) = cli(&[
-        "discover", "--model", &s(&model), "--labels", &s(&labels_dir), "--sae", &s(&sae_dir), "--fabricated", &s(&fab), "--out", &s(&out),
-        "--template", TEMPLATE, "--probe-layers", "1,2,3", "--reps", "100", "--random", "4", "--min-per-class", "3", "--no-progress",
+        "discover",
+        "--model",
+        &s(&model),
+        "--labels",
+        &s(&labels_dir),
+        "--sae",
+        &s(&sae_dir),
+        "--fabricated",
+        &s(&fab),
+        "--out",
+        &s(&out),
+        "--template",
+        TEMPLATE,
+        "--probe-layers",
+        "1,2,3",
+        "--reps",
+        "100",
+        "--random",
+        "4",
+        "--min-per-class",
+        "3",
+        "--no-progress",
     ]);
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(out.join("ranked.csv")).unwrap(), first);
@@ -547,17 +656,20 @@ fn cli_discover_writes_the_report_and_detect_scores_an_entity_file() {
         .collect();
     std::fs::write(&ents_file, rows).unwrap();
     let det = out.join("detectors.json");
-    let (ok, stdout, stderr) = cli(&["detect", "--model", &s(&model), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
+    let (ok, stdout, stderr) =
+        cli(&["detect", "--model", &s(&model), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().count(), 36);
     let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert!(first["detectors"]["known_L3_0"]["score"].is_number(), "{first}");
     assert!(stderr.contains("known_L3_0") && stderr.contains("AUROC"), "{stderr}");
     // Another model: refused, naming both.
-    let (ok, _, stderr) = cli(&["detect", "--model", &s(&fixture("tiny/llama")), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
+    let (ok, _, stderr) =
+        cli(&["detect", "--model", &s(&fixture("tiny/llama")), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
     assert!(!ok && stderr.contains("detectors were made for gemma3") && !stderr.contains("panicked"), "{stderr}");
     // A bad entity file: the file and line.
     std::fs::write(&ents_file, "{\"id\": \"x\", \"type\": \"movie\", \"name\": \"w10\"}\nnot json\n").unwrap();
-    let (ok, _, stderr) = cli(&["detect", "--model", &s(&model), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
+    let (ok, _, stderr) =
+        cli(&["detect", "--model", &s(&model), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
     assert!(!ok && stderr.contains("new.jsonl:2"), "{stderr}");
 }

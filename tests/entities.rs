@@ -46,10 +46,13 @@ fn bad_rows_are_reported_with_file_and_line_and_the_rest_loads() {
     bytes.push(b'\n');
     bytes.extend_from_slice(br#"{"id":"movie/z","type":"movie","name":"Z","attributes":{}}"#); // 5: no attributes
     bytes.push(b'\n');
-    bytes.extend_from_slice(b"{\"id\":\"movie/w\",\"type\":\"movie\",\"name\":\"caf\xe9\",\"attributes\":{\"genre\":[\"Drama\"]}}\n"); // 6: not UTF-8
+    bytes.extend_from_slice(
+        b"{\"id\":\"movie/w\",\"type\":\"movie\",\"name\":\"caf\xe9\",\"attributes\":{\"genre\":[\"Drama\"]}}\n",
+    ); // 6: not UTF-8
     bytes.extend_from_slice(br#"{"id":"movie/0","type":"movie","name":"Again","attributes":{"genre":["Drama"]}}"#); // 7: duplicate id
     bytes.push(b'\n');
-    bytes.extend_from_slice(br#"{"id":"movie/v","type":"movie","name":"V","attributes":{"release_year":["nineteen"]}}"#); // 8
+    bytes
+        .extend_from_slice(br#"{"id":"movie/v","type":"movie","name":"V","attributes":{"release_year":["nineteen"]}}"#); // 8
     bytes.push(b'\n');
     bytes.extend_from_slice(br#"{"id":"movie/u","type":"spaceship","name":"U","attributes":{"genre":["Drama"]}}"#); // 9
     bytes.push(b'\n');
@@ -104,14 +107,23 @@ fn killed_labeling_resumes_without_losing_or_duplicating_answers() {
     };
     // SIGKILL after 5 stored batches of 3 questions (the hidden --abort-after-batches kills the
     // process from inside, so the kill lands mid-run whatever the machine's speed).
-    let st = args("sampled").args(["--samples", "4", "--abort-after-batches", "5"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let st = args("sampled")
+        .args(["--samples", "4", "--abort-after-batches", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(!st.success(), "the run should have been killed");
     let store = out.join("sampled/completions.jsonl");
     let before = records(&store).len();
     assert_eq!(before, 15, "5 batches of 3 questions stored before the kill");
     assert!(!out.join("sampled/labels.jsonl").exists(), "a killed run writes no labels");
     // A torn last line, as if killed mid-write.
-    std::fs::OpenOptions::new().append(true).open(&store).and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"entity_id\":\"mov")).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&store)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"entity_id\":\"mov"))
+        .unwrap();
 
     let st = args("sampled").arg("--samples").arg("4").output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
@@ -124,13 +136,27 @@ fn killed_labeling_resumes_without_losing_or_duplicating_answers() {
     let fresh = dir.path().join("fresh");
     let st = knowlens()
         .args(["label", "--model", fixture("tiny/gemma3").to_str().unwrap(), "--entities", ents.to_str().unwrap()])
-        .args(["--out", fresh.to_str().unwrap(), "--templates", "paper", "--batch-size", "3", "--mode", "sampled", "--samples", "4"])
+        .args([
+            "--out",
+            fresh.to_str().unwrap(),
+            "--templates",
+            "paper",
+            "--batch-size",
+            "3",
+            "--mode",
+            "sampled",
+            "--samples",
+            "4",
+        ])
         .output()
         .unwrap();
     assert!(st.status.success());
-    let mut a: Vec<(String, Vec<String>)> = after.iter().map(|r| (r.key_string(), r.samples.iter().map(|s| s.text.clone()).collect())).collect();
-    let mut b: Vec<(String, Vec<String>)> =
-        records(&fresh.join("sampled/completions.jsonl")).iter().map(|r| (r.key_string(), r.samples.iter().map(|s| s.text.clone()).collect())).collect();
+    let mut a: Vec<(String, Vec<String>)> =
+        after.iter().map(|r| (r.key_string(), r.samples.iter().map(|s| s.text.clone()).collect())).collect();
+    let mut b: Vec<(String, Vec<String>)> = records(&fresh.join("sampled/completions.jsonl"))
+        .iter()
+        .map(|r| (r.key_string(), r.samples.iter().map(|s| s.text.clone()).collect()))
+        .collect();
     a.sort();
     b.sort();
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
@@ -139,7 +165,9 @@ fn killed_labeling_resumes_without_losing_or_duplicating_answers() {
     assert!(same as f64 >= 0.95 * a.len() as f64, "{same} of {} questions agree", a.len());
 
     // Outputs exist and agree with each other.
-    for f in ["labels.jsonl", "splits.json", "controls.json", "summary.md", "summary.json", "accuracy.svg", "classes.svg"] {
+    for f in
+        ["labels.jsonl", "splits.json", "controls.json", "summary.md", "summary.json", "accuracy.svg", "classes.svg"]
+    {
         assert!(out.join("sampled").join(f).exists(), "{f}");
     }
     let set = check_label_outputs(&out.join("sampled"));
@@ -206,7 +234,11 @@ fn estimate_scores_equal_teacher_forced_scores() {
     let rows: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode_prompt(p, false).unwrap()).collect();
     let batch = model.batch_from_ids(&rows).unwrap();
     let mut forms = Vec::new();
-    for (r, texts) in [(0usize, &[" Michael Mann", " Michael", " the late Michael Mann"][..]), (1, &[" France", " the French Republic"]), (2, &[" there"])] {
+    for (r, texts) in [
+        (0usize, &[" Michael Mann", " Michael", " the late Michael Mann"][..]),
+        (1, &[" France", " the French Republic"]),
+        (2, &[" there"]),
+    ] {
         for t in texts {
             forms.push((r, model.tokenizer.encode(t, false, false).unwrap()));
         }
@@ -316,12 +348,19 @@ fn every_attribute_has_a_template_per_type_and_answers_are_judged() {
         ("song", "release_year", &["1975"], " 1975", " 1976"),
     ];
     for a in questions::ATTRIBUTES {
-        let Some((_, _, gold, right, wrong)) = cases.iter().find(|c| c.0 == a.entity_type.as_str() && c.1 == a.name) else {
+        let Some((_, _, gold, right, wrong)) = cases.iter().find(|c| c.0 == a.entity_type.as_str() && c.1 == a.name)
+        else {
             panic!("no judging case for {}.{}", a.entity_type, a.name)
         };
         let gold: Vec<String> = gold.iter().map(|g| g.to_string()).collect();
         assert!(gold.iter().all(|g| a.kind.parses(g)), "{}.{}: gold {gold:?}", a.entity_type, a.name);
-        assert_eq!(judge(a.kind, &gold, right), Outcome::Correct, "{}.{}: {right:?} for {gold:?}", a.entity_type, a.name);
+        assert_eq!(
+            judge(a.kind, &gold, right),
+            Outcome::Correct,
+            "{}.{}: {right:?} for {gold:?}",
+            a.entity_type,
+            a.name
+        );
         assert_eq!(judge(a.kind, &gold, wrong), Outcome::Error, "{}.{}: {wrong:?} for {gold:?}", a.entity_type, a.name);
     }
     assert_eq!(cases.len(), questions::ATTRIBUTES.len());

@@ -8,7 +8,14 @@ use knowlens::model::generate::{generate, generate_many, GenerateOptions, Genera
 use knowlens::{HookPoint, HookSpec, Intervention, Model, Positions};
 
 fn prompts() -> Vec<Vec<u32>> {
-    vec![vec![2, 10, 11], vec![2, 20, 21, 22, 23, 24], vec![2, 30], vec![2, 40, 41, 42], vec![2, 50, 51, 52, 53], vec![2, 60, 61]]
+    vec![
+        vec![2, 10, 11],
+        vec![2, 20, 21, 22, 23, 24],
+        vec![2, 30],
+        vec![2, 40, 41, 42],
+        vec![2, 50, 51, 52, 53],
+        vec![2, 60, 61],
+    ]
 }
 
 fn alone(m: &Model, p: &[u32], spec: &HookSpec, opts: &GenerateOptions) -> Generation {
@@ -45,14 +52,23 @@ fn rows_of_different_lengths_finish_at_different_steps_and_are_replaced() {
     assert!(lens.iter().min() < lens.iter().max(), "rows finish at different steps: {lens:?}");
     for (i, p) in prompts().iter().enumerate() {
         let want = alone(&m, p, &HookSpec::new(), &opts);
-        assert_eq!((&got[i][0].ids, &got[i][0].text, got[i][0].stop_reason), (&want.ids, &want.text, want.stop_reason), "prompt {i}");
+        assert_eq!(
+            (&got[i][0].ids, &got[i][0].text, got[i][0].stop_reason),
+            (&want.ids, &want.text, want.stop_reason),
+            "prompt {i}"
+        );
     }
 }
 
 #[test]
 fn samples_share_a_prefill_and_do_not_depend_on_the_batch() {
     let m = tiny("llama");
-    let opts = GenerateOptions { max_tokens: 6, temperature: 1.0, row_seeds: Some(vec![11, 12, 13, 14, 15, 16]), ..Default::default() };
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        temperature: 1.0,
+        row_seeds: Some(vec![11, 12, 13, 14, 15, 16]),
+        ..Default::default()
+    };
     let a = generate_many(&m, &prompts(), &HookSpec::new(), &opts, 4, 4).unwrap();
     let b = generate_many(&m, &prompts(), &HookSpec::new(), &opts, 4, 24).unwrap();
     for (i, p) in prompts().iter().enumerate() {
@@ -70,7 +86,8 @@ fn samples_share_a_prefill_and_do_not_depend_on_the_batch() {
 fn steering_applies_to_every_admitted_prompt() {
     let m = tiny("gemma3");
     let v = candle_core::Tensor::ones(m.cfg().d_model, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    let spec = HookSpec::new().edit(HookPoint::ResidPre(2), Positions::Last, Intervention::Add { vector: v, scale: 30.0 });
+    let spec =
+        HookSpec::new().edit(HookPoint::ResidPre(2), Positions::Last, Intervention::Add { vector: v, scale: 30.0 });
     let opts = GenerateOptions { max_tokens: 5, steer_generated: true, ..Default::default() };
     let got = generate_many(&m, &prompts(), &spec, &opts, 1, 2).unwrap();
     for (i, p) in prompts().iter().enumerate() {
@@ -85,12 +102,17 @@ fn bad_requests_are_errors() {
     let e = |r: anyhow::Result<Vec<Vec<Generation>>>| r.unwrap_err().to_string();
     assert!(e(generate_many(&m, &prompts(), &HookSpec::new(), &o, 0, 4)).contains("at least 1"));
     assert!(e(generate_many(&m, &prompts(), &HookSpec::new(), &o, 5, 4)).contains("max_rows"));
-    assert!(e(generate_many(&m, &prompts(), &HookSpec::new().capture([HookPoint::ResidPre(1)]), &o, 1, 4)).contains("captures"));
+    assert!(e(generate_many(&m, &prompts(), &HookSpec::new().capture([HookPoint::ResidPre(1)]), &o, 1, 4))
+        .contains("captures"));
     let rows = HookSpec::new().edit(HookPoint::ResidPre(1), Positions::Rows(vec![vec![0]]), Intervention::Zero);
     assert!(e(generate_many(&m, &prompts(), &rows, &o, 1, 4)).contains("per-row positions"));
     assert!(e(generate_many(&m, &[vec![2], vec![]], &HookSpec::new(), &o, 1, 4)).contains("prompt 1 is empty"));
     let long = GenerateOptions { max_tokens: 1000, ..Default::default() };
     assert!(e(generate_many(&m, &prompts(), &HookSpec::new(), &long, 1, 4)).contains("context"));
     let none = GenerateOptions { max_tokens: 0, ..Default::default() };
-    assert!(generate_many(&m, &prompts(), &HookSpec::new(), &none, 2, 4).unwrap().iter().flatten().all(|g| g.ids.is_empty()));
+    assert!(generate_many(&m, &prompts(), &HookSpec::new(), &none, 2, 4)
+        .unwrap()
+        .iter()
+        .flatten()
+        .all(|g| g.ids.is_empty()));
 }

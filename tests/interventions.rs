@@ -23,7 +23,8 @@ fn adding_at_resid_pre_equals_adding_at_previous_resid_post() {
     let v = direction(m.cfg().d_model, 1);
     for l in 1..m.cfg().n_layers {
         let add = Intervention::Add { vector: v.clone(), scale: 3.0 };
-        let pre = logits(&m, &b, HookSpec::new().edit(HookPoint::ResidPre(l), Positions::Each(vec![1, -1]), add.clone()));
+        let pre =
+            logits(&m, &b, HookSpec::new().edit(HookPoint::ResidPre(l), Positions::Each(vec![1, -1]), add.clone()));
         let post = logits(&m, &b, HookSpec::new().edit(HookPoint::ResidPost(l - 1), Positions::Each(vec![1, -1]), add));
         assert_eq!(max_abs_diff(&pre, &post), 0.0, "layer {l}");
         let plain = logits(&m, &b, HookSpec::new());
@@ -89,7 +90,8 @@ fn zero_and_scale_ablations() {
     let x = zero.cache.row(hook, 0).unwrap();
     assert_eq!(max_abs(&x.get(x.dim(0).unwrap() - 1).unwrap()), 0.0);
     assert!(max_abs(&x.get(0).unwrap()) > 0.0);
-    let twice = m.run(&b, &HookSpec::new().edit(hook, Positions::All, Intervention::Scale(2.0)).capture([hook])).unwrap();
+    let twice =
+        m.run(&b, &HookSpec::new().edit(hook, Positions::All, Intervention::Scale(2.0)).capture([hook])).unwrap();
     let plain = m.run(&b, &HookSpec::new().capture([hook])).unwrap();
     let doubled = (plain.cache.get(hook).unwrap() * 2.0).unwrap();
     assert!(max_abs_diff(twice.cache.get(hook).unwrap(), &doubled) < 1e-6);
@@ -110,7 +112,8 @@ fn per_row_positions_resolve_within_each_rows_tokens() {
         .map(|r| {
             (0..b.seq_len)
                 .map(|c| {
-                    let d = max_abs_diff(&edited.get(r).unwrap().get(c).unwrap(), &plain.get(r).unwrap().get(c).unwrap());
+                    let d =
+                        max_abs_diff(&edited.get(r).unwrap().get(c).unwrap(), &plain.get(r).unwrap().get(c).unwrap());
                     d > 0.0
                 })
                 .collect()
@@ -186,7 +189,12 @@ fn sampling_is_seeded_and_independent_of_the_batch() {
     assert_eq!(alone[0].ids, a[0].ids);
     let other = GenerateOptions { seed: 8, ..opts };
     let (c, _) = generate(&m, &b, &HookSpec::new(), &other).unwrap();
-    assert!(c.iter().zip(&a).any(|(x, y)| x.ids != y.ids), "a different seed gave the same samples: {:?} {:?}", a.iter().map(|g| &g.ids).collect::<Vec<_>>(), c.iter().map(|g| &g.ids).collect::<Vec<_>>());
+    assert!(
+        c.iter().zip(&a).any(|(x, y)| x.ids != y.ids),
+        "a different seed gave the same samples: {:?} {:?}",
+        a.iter().map(|g| &g.ids).collect::<Vec<_>>(),
+        c.iter().map(|g| &g.ids).collect::<Vec<_>>()
+    );
 }
 
 #[test]

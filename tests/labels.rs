@@ -54,7 +54,11 @@ fn committed_estimate_labels_match_their_summary() {
     // Only counting attributes are asked, each with an estimate, and known rests on them.
     let pulp = set.get("movie/tt0110912").unwrap();
     assert_eq!((pulp.name(), pulp.class(), pulp.popularity_rank()), ("Pulp Fiction", Class::Known, Some(4)));
-    assert!(pulp.label.records.iter().all(|r| r.estimate.is_some() && ["actor", "director", "screenwriter"].contains(&r.attribute.as_str())));
+    assert!(pulp
+        .label
+        .records
+        .iter()
+        .all(|r| r.estimate.is_some() && ["actor", "director", "screenwriter"].contains(&r.attribute.as_str())));
     // Tokyo's region is "Tokyo": matching it would echo the name, so one counting attribute is
     // left and the city cannot be known: dropped, with the reason.
     let tokyo = set.get("city/1392685764").unwrap();
@@ -87,7 +91,11 @@ fn uncompressed_copy(from: &Path, to: &Path) {
         std::fs::copy(from.join(f), to.join(f)).unwrap();
     }
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(from.join("labels.jsonl.gz")).unwrap()), &mut text).unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(from.join("labels.jsonl.gz")).unwrap()),
+        &mut text,
+    )
+    .unwrap();
     std::fs::write(to.join("labels.jsonl"), text).unwrap();
 }
 
@@ -100,7 +108,10 @@ fn plain_and_gzipped_labels_load_the_same() {
     let b = check_label_outputs(&plain);
     assert_eq!(a.entities.len(), b.entities.len());
     for (x, y) in a.entities.iter().zip(&b.entities) {
-        assert_eq!((x.id(), x.class(), x.split, x.label.records.len()), (y.id(), y.class(), y.split, y.label.records.len()));
+        assert_eq!(
+            (x.id(), x.class(), x.split, x.label.records.len()),
+            (y.id(), y.class(), y.split, y.label.records.len())
+        );
     }
     // Without summary.json the labels still load (mode unknown).
     std::fs::remove_file(plain.join("summary.json")).unwrap();

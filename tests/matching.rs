@@ -1,7 +1,9 @@
 //! Answer matching against the Python reference: thefuzz / rapidfuzz scores and the paper's own
 //! check_name_correctness / number_match, on the cases tools/make_match_cases.py wrote.
 
-use knowlens::entities::matching::{name_correct_with, number_match, paper_aliases, thefuzz_token_set_ratio, token_set_ratio};
+use knowlens::entities::matching::{
+    name_correct_with, number_match, paper_aliases, thefuzz_token_set_ratio, token_set_ratio,
+};
 use serde_json::Value;
 
 fn cases() -> Value {

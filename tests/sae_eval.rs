@@ -21,10 +21,7 @@ fn sequences() -> Vec<Vec<u32>> {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         4 + ((state >> 33) % 92) as u32
     };
-    [12usize, 12, 7, 12, 12]
-        .iter()
-        .map(|&n| std::iter::once(2).chain((1..n).map(|_| next())).collect())
-        .collect()
+    [12usize, 12, 7, 12, 12].iter().map(|&n| std::iter::once(2).chain((1..n).map(|_| next())).collect()).collect()
 }
 
 /// Small batches and logit chunks, to exercise the batching and the chunked unembedding.
@@ -45,7 +42,8 @@ fn identity_sae(d: usize, hook: HookPoint) -> Sae {
 }
 
 fn zero_sae(d: usize, d_sae: usize, hook: HookPoint) -> Sae {
-    Sae::new(zeros(&[d, d_sae]), zeros(&[d_sae, d]), zeros(&[d_sae]), zeros(&[d]), Architecture::Standard, false, hook).unwrap()
+    Sae::new(zeros(&[d, d_sae]), zeros(&[d_sae, d]), zeros(&[d_sae]), zeros(&[d]), Architecture::Standard, false, hook)
+        .unwrap()
 }
 
 /// Deterministic pseudo-normal numbers (sums of uniforms), scaled.
@@ -143,11 +141,19 @@ fn metrics_match_a_direct_computation() {
     }
     let n = xs.len() as f64;
     let mean: Vec<f64> = (0..D).map(|j| xs.iter().map(|x| x[j] as f64).sum::<f64>() / n).collect();
-    let total_var: f64 = xs.iter().map(|x| (0..D).map(|j| (x[j] as f64 - mean[j]).powi(2)).sum::<f64>()).sum::<f64>() / n;
-    let sq_err: f64 = xs.iter().zip(&xhs).map(|(x, h)| (0..D).map(|j| (x[j] as f64 - h[j] as f64).powi(2)).sum::<f64>()).sum::<f64>() / n;
+    let total_var: f64 =
+        xs.iter().map(|x| (0..D).map(|j| (x[j] as f64 - mean[j]).powi(2)).sum::<f64>()).sum::<f64>() / n;
+    let sq_err: f64 =
+        xs.iter().zip(&xhs).map(|(x, h)| (0..D).map(|j| (x[j] as f64 - h[j] as f64).powi(2)).sum::<f64>()).sum::<f64>()
+            / n;
     let ev = 1.0 - sq_err / total_var;
     let norm = |v: &[f32]| v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
-    let cos = xs.iter().zip(&xhs).map(|(x, h)| x.iter().zip(h).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (norm(x) * norm(h))).sum::<f64>() / n;
+    let cos = xs
+        .iter()
+        .zip(&xhs)
+        .map(|(x, h)| x.iter().zip(h).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (norm(x) * norm(h)))
+        .sum::<f64>()
+        / n;
     let l0 = fs.iter().map(|f| f.iter().filter(|&&v| v > 0.0).count() as f64).sum::<f64>() / n;
     let l1 = fs.iter().map(|f| f.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / n;
 
@@ -159,7 +165,12 @@ fn metrics_match_a_direct_computation() {
     assert!(close(r.l0, l0, 1e-9) && close(r.l1, l1, 1e-5), "l0 {} vs {l0}, l1 {} vs {l1}", r.l0, r.l1);
     let d = r.downstream.as_ref().unwrap();
     assert_eq!(d.n_loss_tokens, ce_n);
-    assert!(close(d.ce_loss_clean, ce_sum / ce_n as f64, 1e-5), "CE clean {} vs {}", d.ce_loss_clean, ce_sum / ce_n as f64);
+    assert!(
+        close(d.ce_loss_clean, ce_sum / ce_n as f64, 1e-5),
+        "CE clean {} vs {}",
+        d.ce_loss_clean,
+        ce_sum / ce_n as f64
+    );
     assert!(d.ce_loss_recovered.is_some_and(|x| x.is_finite()));
     // Latent 0 always fires, latent 1 never.
     assert_eq!(r.latent_frequency[0], 1.0);
@@ -221,14 +232,24 @@ fn dashboards_show_top_contexts_density_and_logits() {
     assert!(l.promoted.windows(2).all(|p| p[0].value >= p[1].value));
     assert!(l.suppressed.windows(2).all(|p| p[0].value <= p[1].value));
     let dir = sae.w_dec().get(5).unwrap().broadcast_mul(m.transformer.final_norm_weight()).unwrap();
-    let direct = m.transformer.unembed_linear(&dir.unsqueeze(0).unwrap()).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
+    let direct =
+        m.transformer.unembed_linear(&dir.unsqueeze(0).unwrap()).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
     let top = direct.iter().copied().fold(f32::MIN, f32::max);
     assert!((l.promoted[0].value - top).abs() < 1e-5);
     assert!((direct[l.promoted[0].id as usize] - top).abs() < 1e-5);
     assert!(d.logits_method.contains("fold"));
 
     let html = dashboard::render_html(&d);
-    for needle in ["<!DOCTYPE html>", "Latent #0", "Latent #5", "Top activations", "Activation density", "Logit effects", "<svg", "never fired"] {
+    for needle in [
+        "<!DOCTYPE html>",
+        "Latent #0",
+        "Latent #5",
+        "Top activations",
+        "Activation density",
+        "Logit effects",
+        "<svg",
+        "never fired",
+    ] {
         assert!(html.contains(needle), "missing {needle}");
     }
     assert!(!html.contains("<script"), "no scripts");
@@ -325,27 +346,73 @@ fn cli_evaluates_and_draws_dashboards_from_a_text_file() {
     let model = fixture("tiny/gemma3");
     let (sae_s, model_s, text_s) = (sae_dir.to_str().unwrap(), model.to_str().unwrap(), text.to_str().unwrap());
 
-    let (ok, out) = cli(&["sae", "eval", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--context", "16", "--json"]);
+    let (ok, out) =
+        cli(&["sae", "eval", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--context", "16", "--json"]);
     assert!(ok, "{out}");
     let r: knowlens::sae::SaeEval = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!((r.n_sequences, r.n_tokens, r.n_counted_tokens), (4, 64, 60), "60 words in 4 BOS-led sequences of 16");
     assert!(r.fvu.abs() < 1e-6 && (r.downstream.unwrap().ce_loss_recovered.unwrap() - 1.0).abs() < 1e-5);
     assert!(r.latent_frequency.is_empty(), "per-latent frequencies only with --per-latent");
 
-    let (ok, out) = cli(&["sae", "eval", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--context", "16", "--tokens", "20"]);
-    assert!(ok && out.contains("explained variance") && out.contains("CE loss recovered") && out.contains("2 sequences"), "{out}");
+    let (ok, out) = cli(&[
+        "sae",
+        "eval",
+        "--sae",
+        sae_s,
+        "--model",
+        model_s,
+        "--text-file",
+        text_s,
+        "--context",
+        "16",
+        "--tokens",
+        "20",
+    ]);
+    assert!(
+        ok && out.contains("explained variance") && out.contains("CE loss recovered") && out.contains("2 sequences"),
+        "{out}"
+    );
 
     let html = dir.path().join("dash.html");
     let html_s = html.to_str().unwrap();
-    let (ok, out) = cli(&["sae", "dashboard", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--context", "16", "--top", "3", "--out", html_s]);
+    let (ok, out) = cli(&[
+        "sae",
+        "dashboard",
+        "--sae",
+        sae_s,
+        "--model",
+        model_s,
+        "--text-file",
+        text_s,
+        "--context",
+        "16",
+        "--top",
+        "3",
+        "--out",
+        html_s,
+    ]);
     assert!(ok, "{out}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<section class=\"latent\"").count(), 3);
-    let (ok, out) = cli(&["sae", "dashboard", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--latents", "1,2", "--out", html_s]);
+    let (ok, out) = cli(&[
+        "sae",
+        "dashboard",
+        "--sae",
+        sae_s,
+        "--model",
+        model_s,
+        "--text-file",
+        text_s,
+        "--latents",
+        "1,2",
+        "--out",
+        html_s,
+    ]);
     assert!(ok, "{out}");
-    let (ok, out) = cli(&["sae", "dashboard", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--out", html_s]);
+    let (ok, out) =
+        cli(&["sae", "dashboard", "--sae", sae_s, "--model", model_s, "--text-file", text_s, "--out", html_s]);
     assert!(!ok && out.contains("--latents"), "{out}");
-    let (ok, out) = cli(&["sae", "eval", "--sae", sae_s, "--model", model_s, "--text-file", "/nonexistent.txt", "--context", "16"]);
+    let (ok, out) =
+        cli(&["sae", "eval", "--sae", sae_s, "--model", model_s, "--text-file", "/nonexistent.txt", "--context", "16"]);
     assert!(!ok && out.contains("/nonexistent.txt"), "{out}");
 }
-

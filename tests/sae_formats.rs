@@ -46,7 +46,8 @@ fn every_format_encodes_and_reconstructs_like_saelens() {
         let sae = Sae::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let f = sae.encode(x).unwrap();
         let r = sae.decode(&f).unwrap();
-        let (de, dr) = (max_abs_diff(&f, &exp[&format!("{name}.encode")]), max_abs_diff(&r, &exp[&format!("{name}.decode")]));
+        let (de, dr) =
+            (max_abs_diff(&f, &exp[&format!("{name}.encode")]), max_abs_diff(&r, &exp[&format!("{name}.decode")]));
         let file = path.file_name().unwrap().to_string_lossy();
         println!("{name:14} {file:28} encode max|Δ| {de:.2e}  decode max|Δ| {dr:.2e}");
         assert!(de <= TOL && dr <= TOL, "{name} ({file}): encode {de:e}, decode {dr:e}");
@@ -96,7 +97,10 @@ fn assert_same_sae(a: &Sae, b: &Sae) {
         (Architecture::JumpRelu { threshold: t }, Architecture::JumpRelu { threshold: u }) => {
             assert_eq!(max_abs_diff(t, u), 0.0, "{what}")
         }
-        (Architecture::TopK { k, rescale_acts_by_decoder_norm: r }, Architecture::TopK { k: k2, rescale_acts_by_decoder_norm: r2 }) => {
+        (
+            Architecture::TopK { k, rescale_acts_by_decoder_norm: r },
+            Architecture::TopK { k: k2, rescale_acts_by_decoder_norm: r2 },
+        ) => {
             assert_eq!((k, r), (k2, r2), "{what}")
         }
         (x, y) => panic!("{what}: {} became {}", x.name(), y.name()),
@@ -142,7 +146,13 @@ fn lowercase_npz_keys_are_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("layer_4").join("params.npz");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let named = [("w_enc", g.w_enc()), ("w_dec", g.w_dec()), ("b_enc", g.b_enc()), ("b_dec", g.b_dec()), ("threshold", threshold)];
+    let named = [
+        ("w_enc", g.w_enc()),
+        ("w_dec", g.w_dec()),
+        ("b_enc", g.b_enc()),
+        ("b_dec", g.b_dec()),
+        ("threshold", threshold),
+    ];
     Tensor::write_npz(&named, &path).unwrap();
     let l = Sae::load(&path).unwrap();
     assert_eq!(l.hook, HookPoint::ResidPost(4));
@@ -201,7 +211,11 @@ fn saelens_loads_the_saes_knowlens_saved_with_the_same_encodings() {
         Sae::load(&fixture(src)).unwrap().save_saelens(&fresh).unwrap();
         for f in ["cfg.json", "sae_weights.safetensors"] {
             let committed = std::fs::read(out.join(name).join(f)).unwrap();
-            assert_eq!(committed, std::fs::read(fresh.join(f)).unwrap(), "{name}/{f} is stale: rerun write_knowlens_saved");
+            assert_eq!(
+                committed,
+                std::fs::read(fresh.join(f)).unwrap(),
+                "{name}/{f} is stale: rerun write_knowlens_saved"
+            );
         }
         // SAELens's encodings of that directory (tools/check_saelens_load.py) match knowlens's.
         let check = read_json(&out.join(format!("{name}.saelens_check.json")));
@@ -211,7 +225,10 @@ fn saelens_loads_the_saes_knowlens_saved_with_the_same_encodings() {
         let f = sae.encode(&x).unwrap();
         let de = max_abs_diff(&f, &rows(&check["encode"]));
         let dr = max_abs_diff(&sae.decode(&f).unwrap(), &rows(&check["decode"]));
-        println!("{name}: SAELens {} ({}) vs knowlens: encode {de:.2e} decode {dr:.2e}", check["sae_lens_version"], check["class"]);
+        println!(
+            "{name}: SAELens {} ({}) vs knowlens: encode {de:.2e} decode {dr:.2e}",
+            check["sae_lens_version"], check["class"]
+        );
         assert!(de <= TOL && dr <= TOL, "{name}: encode {de:e} decode {dr:e}");
         assert!(check["max_abs_diff_encode"].as_f64().unwrap() <= TOL as f64);
     }
@@ -321,7 +338,8 @@ fn unknown_architectures_and_bad_configs_name_the_config() {
 
     let g2 = tmp.path().join("g2");
     copy_dir(&fixture("sae/gemma_scope_2/resid_post/layer_5_width_128_l0_small"), &g2);
-    std::fs::write(g2.join("config.json"), r#"{"architecture": "relu", "hf_hook_point_in": "model.layers.5.output"}"#).unwrap();
+    std::fs::write(g2.join("config.json"), r#"{"architecture": "relu", "hf_hook_point_in": "model.layers.5.output"}"#)
+        .unwrap();
     let e = err_of(Sae::load(&g2));
     assert!(e.contains("config.json") && e.contains("unknown architecture"), "{e}");
 }
@@ -376,7 +394,19 @@ fn sae_info_and_encode_commands() {
         let dir = tmp.path().join(name);
         let sae = tiny_sae(hook, arch);
         sae.save_saelens(&dir).unwrap();
-        let (ok, msg) = cli(&["sae", "encode", "--sae", dir.to_str().unwrap(), "--model", model, "--prompt", "w5 w6 w7", "--top", "2", "--json"]);
+        let (ok, msg) = cli(&[
+            "sae",
+            "encode",
+            "--sae",
+            dir.to_str().unwrap(),
+            "--model",
+            model,
+            "--prompt",
+            "w5 w6 w7",
+            "--top",
+            "2",
+            "--json",
+        ]);
         assert!(ok, "{msg}");
         let v: Value = serde_json::from_str(msg.trim()).unwrap();
         let tokens = v["tokens"].as_array().unwrap();
@@ -396,7 +426,8 @@ fn sae_info_and_encode_commands() {
         }
     }
     // Wrong width: the jumprelu fixture (d_in 64) on the tiny model (32).
-    let (ok, msg) = cli(&["sae", "encode", "--sae", fixture("sae/jumprelu").to_str().unwrap(), "--model", model, "--prompt", "w5"]);
+    let (ok, msg) =
+        cli(&["sae", "encode", "--sae", fixture("sae/jumprelu").to_str().unwrap(), "--model", model, "--prompt", "w5"]);
     assert!(!ok && msg.contains("d_in 64") && msg.contains("width 32") && !msg.contains("panicked"), "{msg}");
     let (ok, msg) = cli(&["sae", "info", "/nonexistent/params.npz"]);
     assert!(!ok && msg.contains("/nonexistent/params.npz") && !msg.contains("panicked"), "{msg}");

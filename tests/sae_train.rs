@@ -168,7 +168,16 @@ fn check_gradients(cfg: TrainConfig, n: usize, seed: u64, dead: usize) {
     } else {
         0.0
     };
-    let r = Ref { arch: &t.cfg.arch, x: &x, n, d, m, dead: if aux_coef > 0.0 { dead_mask } else { vec![false; m] }, k_aux, aux_coef };
+    let r = Ref {
+        arch: &t.cfg.arch,
+        x: &x,
+        n,
+        d,
+        m,
+        dead: if aux_coef > 0.0 { dead_mask } else { vec![false; m] },
+        k_aux,
+        aux_coef,
+    };
     let p0 = t.params.clone();
     let f0 = r.acts(&p0, &r.pre(&p0));
     let xh0 = r.recon(&p0, &f0);
@@ -176,7 +185,8 @@ fn check_gradients(cfg: TrainConfig, n: usize, seed: u64, dead: usize) {
     let h = 1e-3f32;
     let mut worst = 0f64;
     let mut checked = 0;
-    let fields: [(&str, &[f32]); 4] = [("w_enc_t", &g.w_enc_t), ("w_dec", &g.w_dec), ("b_enc", &g.b_enc), ("b_dec", &g.b_dec)];
+    let fields: [(&str, &[f32]); 4] =
+        [("w_enc_t", &g.w_enc_t), ("w_dec", &g.w_dec), ("b_enc", &g.b_enc), ("b_dec", &g.b_dec)];
     for (name, grad) in fields {
         for idx in (0..grad.len()).step_by(3) {
             let bump = |p: &mut Params, delta: f32| {
@@ -195,10 +205,19 @@ fn check_gradients(cfg: TrainConfig, n: usize, seed: u64, dead: usize) {
             let err = (grad[idx] as f64 - fd).abs() / (1e-2 + fd.abs());
             worst = worst.max(err);
             checked += 1;
-            assert!(err < 2e-2, "{} {name}[{idx}]: analytic {} vs finite difference {fd}", t.cfg.arch.name(), grad[idx]);
+            assert!(
+                err < 2e-2,
+                "{} {name}[{idx}]: analytic {} vs finite difference {fd}",
+                t.cfg.arch.name(),
+                grad[idx]
+            );
         }
     }
-    println!("{} ({:?}, {n_dead} dead): {checked} partials, worst relative error {worst:.1e}", t.cfg.arch.name(), t.cfg.backward);
+    println!(
+        "{} ({:?}, {n_dead} dead): {checked} partials, worst relative error {worst:.1e}",
+        t.cfg.arch.name(),
+        t.cfg.backward
+    );
 
     if let ArchConfig::JumpRelu { l0_coefficient, bandwidth, .. } = t.cfg.arch {
         // The threshold's straight-through gradient, from SAELens's formula.
@@ -210,7 +229,9 @@ fn check_gradients(cfg: TrainConfig, n: usize, seed: u64, dead: usize) {
                 if p0.threshold[j] <= 0.0 || (pre[rr * m + j] - th).abs() >= bandwidth as f64 / 2.0 {
                     continue;
                 }
-                let df: f64 = (0..d).map(|i| 2.0 / n as f64 * (xh0[rr * d + i] - x[rr * d + i] as f64) * p0.w_dec[j * d + i] as f64).sum();
+                let df: f64 = (0..d)
+                    .map(|i| 2.0 / n as f64 * (xh0[rr * d + i] - x[rr * d + i] as f64) * p0.w_dec[j * d + i] as f64)
+                    .sum();
                 want[j] += -(th / bandwidth as f64) * df - l0_coefficient as f64 / (n as f64 * bandwidth as f64);
             }
         }
@@ -250,7 +271,8 @@ fn gradients_match_finite_differences_relu_l1_sparse_and_dense() {
 #[test]
 fn gradients_match_finite_differences_jumprelu_sparse_and_dense() {
     for backward in [Backward::Sparse, Backward::Dense] {
-        let arch = ArchConfig::JumpRelu { l0_coefficient: 0.5, l0_warm_up_steps: 0, bandwidth: 0.4, init_threshold: 0.1 };
+        let arch =
+            ArchConfig::JumpRelu { l0_coefficient: 0.5, l0_warm_up_steps: 0, bandwidth: 0.4, init_threshold: 0.1 };
         let mut c = TrainConfig::new(8, 24, arch, 100);
         c.backward = backward;
         check_gradients(c, 10, 6, 0);
@@ -294,7 +316,12 @@ fn topk_sparse_backward_equals_dense_reference() {
         ("w_dec", f.t().unwrap().matmul(&gout).unwrap()),
         ("w_enc_t", dpre.t().unwrap().matmul(&xc).unwrap()),
         ("b_enc", dpre.sum(0).unwrap()),
-        ("b_dec", (gout.sum(0).unwrap() - dpre.sum(0).unwrap().unsqueeze(0).unwrap().matmul(&we).unwrap().squeeze(0).unwrap()).unwrap()),
+        (
+            "b_dec",
+            (gout.sum(0).unwrap()
+                - dpre.sum(0).unwrap().unsqueeze(0).unwrap().matmul(&we).unwrap().squeeze(0).unwrap())
+            .unwrap(),
+        ),
     ];
     for (name, w) in want {
         let got = match name {
@@ -356,7 +383,15 @@ fn learns_a_planted_dictionary_and_keeps_decoder_rows_unit_norm() {
         for _ in 1..steps {
             last = t.step(&gen()).unwrap();
         }
-        println!("{}: loss {:.4} -> {:.4}, FVU {:.3} -> {:.3}, L0 {:.1}", arch.name(), first.loss, last.loss, first.fvu, last.fvu, last.l0);
+        println!(
+            "{}: loss {:.4} -> {:.4}, FVU {:.3} -> {:.3}, L0 {:.1}",
+            arch.name(),
+            first.loss,
+            last.loss,
+            first.fvu,
+            last.fvu,
+            last.l0
+        );
         assert!(last.loss < 0.5 * first.loss, "{}: loss did not fall", arch.name());
         if matches!(arch, ArchConfig::TopK { .. } | ArchConfig::BatchTopK { .. }) {
             assert!(last.fvu < 0.1, "{}: FVU {}", arch.name(), last.fvu);
@@ -397,10 +432,24 @@ fn trained_saes_save_as_saelens_and_reload_identically() {
         assert_eq!(common::max_abs_diff(&back.encode(&tx).unwrap(), &sae.encode(&tx).unwrap()), 0.0);
         // The saved SAE reconstructs raw inputs as the trainer did scaled ones.
         if !matches!(arch, ArchConfig::BatchTopK { .. }) {
-            let e = (back.forward(&tx).unwrap() - &tx).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+            let e = (back.forward(&tx).unwrap() - &tx)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
             let mean = tx.mean(0).unwrap();
-            let var = tx.broadcast_sub(&mean).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
-            assert!((e / var - stats.fvu).abs() < 1e-3 * (1.0 + stats.fvu), "{}: FVU {} vs {}", arch.name(), e / var, stats.fvu);
+            let var =
+                tx.broadcast_sub(&mean).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+            assert!(
+                (e / var - stats.fvu).abs() < 1e-3 * (1.0 + stats.fvu),
+                "{}: FVU {} vs {}",
+                arch.name(),
+                e / var,
+                stats.fvu
+            );
         }
     }
 }
@@ -464,22 +513,59 @@ fn knowlens() -> Command {
 /// A text of the tiny tokenizer's words ("w4" … "w95").
 fn tiny_text(path: &Path) {
     let mut r = SplitMix64(3);
-    let words: Vec<String> = (0..6000).map(|i| {
-        let w = format!("w{}", 4 + r.below(92));
-        if i % 17 == 16 { format!("{w}\n") } else { w }
-    }).collect();
+    let words: Vec<String> = (0..6000)
+        .map(|i| {
+            let w = format!("w{}", 4 + r.below(92));
+            if i % 17 == 16 {
+                format!("{w}\n")
+            } else {
+                w
+            }
+        })
+        .collect();
     std::fs::write(path, words.join(" ")).unwrap();
 }
 
 fn train_args(arch: &str, text: &Path, out: &Path) -> Vec<String> {
     let model = common::fixture("tiny/gemma3");
     [
-        "sae", "train", "--model", model.to_str().unwrap(),
-        "--hooks", "blocks.1.hook_resid_post,blocks.3.hook_resid_post",
-        "--arch", arch, "--k", "4", "--width", "64", "--tokens", "2560", "--batch-size", "64",
-        "--context-size", "16", "--buffer-batches", "3", "--model-batch", "4", "--dead-tokens", "300",
-        "--checkpoint-every", "4", "--log-every", "1", "--seed", "7", "--lr", "1e-3",
-        "--text-file", text.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress",
+        "sae",
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--hooks",
+        "blocks.1.hook_resid_post,blocks.3.hook_resid_post",
+        "--arch",
+        arch,
+        "--k",
+        "4",
+        "--width",
+        "64",
+        "--tokens",
+        "2560",
+        "--batch-size",
+        "64",
+        "--context-size",
+        "16",
+        "--buffer-batches",
+        "3",
+        "--model-batch",
+        "4",
+        "--dead-tokens",
+        "300",
+        "--checkpoint-every",
+        "4",
+        "--log-every",
+        "1",
+        "--seed",
+        "7",
+        "--lr",
+        "1e-3",
+        "--text-file",
+        text.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -38,7 +38,10 @@ fn welch_matches_scipy() {
 fn wilson_matches_the_formula_with_scipy_quantiles() {
     for c in cases()["wilson"].as_array().unwrap() {
         let e = wilson(c["k"].as_u64().unwrap() as usize, c["n"].as_u64().unwrap() as usize).unwrap();
-        assert!((e.lo - c["lo"].as_f64().unwrap()).abs() < 1e-12 && (e.hi - c["hi"].as_f64().unwrap()).abs() < 1e-12, "{e:?} vs {c}");
+        assert!(
+            (e.lo - c["lo"].as_f64().unwrap()).abs() < 1e-12 && (e.hi - c["hi"].as_f64().unwrap()).abs() < 1e-12,
+            "{e:?} vs {c}"
+        );
     }
 }
 

@@ -94,9 +94,7 @@ fn stop_at_layer_skips_later_blocks_and_agrees() {
     let early = m.run(&batch, &HookSpec::new().capture([hook])).unwrap();
     assert!(early.logits.is_none());
     assert_eq!(early.cache.tensors.len(), 1);
-    let full = m
-        .run(&batch, &HookSpec::new().capture([hook, HookPoint::ResidPost(5)]).logits(LogitsAt::Last))
-        .unwrap();
+    let full = m.run(&batch, &HookSpec::new().capture([hook, HookPoint::ResidPost(5)]).logits(LogitsAt::Last)).unwrap();
     assert_eq!(max_abs_diff(early.cache.get(hook).unwrap(), full.cache.get(hook).unwrap()), 0.0);
     // The input of the first block not run is still reachable.
     let pre = HookPoint::ResidPre(3);

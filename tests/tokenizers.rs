@@ -65,7 +65,8 @@ fn smollm2_chat_template_renders_like_jinja2() {
 #[test]
 fn gemma3_decodes_what_it_encodes() {
     let Some(m) = real_or_skip("gemma-3-270m", Precision::Quantized) else { return };
-    for s in ["Michael Jordan", "Hello  world\n\nfoo", "naïve café 東京 🙂", "<start_of_turn>user\nHi<end_of_turn>\n"] {
+    for s in ["Michael Jordan", "Hello  world\n\nfoo", "naïve café 東京 🙂", "<start_of_turn>user\nHi<end_of_turn>\n"]
+    {
         let ids = m.tokenizer.encode(s, false, true).unwrap();
         assert_eq!(m.tokenizer.decode(&ids).unwrap(), s);
     }

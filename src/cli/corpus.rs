@@ -101,7 +101,10 @@ pub fn run(a: CorpusArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    println!("{:<16} {:>9} {:>12} {:>7} {:>9} {:>10} {:>8}", "source", "documents", "tokens", "share", "held-out", "duplicates", "short");
+    println!(
+        "{:<16} {:>9} {:>12} {:>7} {:>9} {:>10} {:>8}",
+        "source", "documents", "tokens", "share", "held-out", "duplicates", "short"
+    );
     for s in stats {
         println!(
             "{:<16} {:>9} {:>12} {:>6.1}% {:>9} {:>10} {:>8}",

@@ -35,9 +35,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         m.precision
     );
     let batch = m.batch(PROMPTS, false)?;
-    let spec = HookSpec::new()
-        .capture((0..cfg.n_layers).map(HookPoint::ResidPost))
-        .logits(LogitsAt::Last);
+    let spec = HookSpec::new().capture((0..cfg.n_layers).map(HookPoint::ResidPost)).logits(LogitsAt::Last);
     let started = std::time::Instant::now();
     let out = m.run(&batch, &spec)?;
     let elapsed = started.elapsed();
@@ -46,10 +44,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     println!("\nNext-token predictions (top 3, float logits):");
     for (r, prompt) in PROMPTS.iter().enumerate() {
         let top = top_k(&logits.get(r)?.to_vec1::<f32>()?, 3);
-        let shown: Vec<String> = top
-            .iter()
-            .map(|&(id, l)| format!("{:?} {l:.2}", m.tokenizer.decode(&[id]).unwrap_or_default()))
-            .collect();
+        let shown: Vec<String> =
+            top.iter().map(|&(id, l)| format!("{:?} {l:.2}", m.tokenizer.decode(&[id]).unwrap_or_default())).collect();
         println!("  {prompt:<42} → {}", shown.join(" | "));
     }
 
@@ -67,6 +63,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("  prompt {r:<3}{}", cells.join(""));
     }
     let tokens: usize = (0..batch.rows()).map(|r| batch.len_of(r)).sum();
-    println!("\n{} prompts, {tokens} tokens, one batched forward pass in {:.2} s", PROMPTS.len(), elapsed.as_secs_f64());
+    println!(
+        "\n{} prompts, {tokens} tokens, one batched forward pass in {:.2} s",
+        PROMPTS.len(),
+        elapsed.as_secs_f64()
+    );
     Ok(())
 }

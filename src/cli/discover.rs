@@ -91,7 +91,11 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     } else if labels.fabricated_ids().is_empty() {
         Vec::new()
     } else {
-        bail!("--fabricated {}: no such file (the labels' controls name {} fabricated entities)", a.fabricated.display(), labels.fabricated_ids().len());
+        bail!(
+            "--fabricated {}: no such file (the labels' controls name {} fabricated entities)",
+            a.fabricated.display(),
+            labels.fabricated_ids().len()
+        );
     };
     let corpus = match &a.corpus {
         Some(c) => Some(knowlens::corpus::TokenCorpus::open_split(c, knowlens::corpus::Split::Heldout)?),
@@ -104,7 +108,11 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
         "none" => Some(Vec::new()),
         s => Some(
             s.split(',')
-                .map(|x| x.trim().parse::<usize>().with_context(|| format!("--probe-layers {s:?}: {x:?} is not a layer number")))
+                .map(|x| {
+                    x.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("--probe-layers {s:?}: {x:?} is not a layer number"))
+                })
                 .collect::<Result<_>>()?,
         ),
     };
@@ -122,7 +130,8 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     opts.seed = a.seed;
     let cache = a.cache.clone().unwrap_or_else(|| a.out.join("cache"));
     let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
-    let inputs = Inputs { model: &model, labels: &labels, saes: &saes, corpus: corpus.as_ref(), fabricated: &fabricated };
+    let inputs =
+        Inputs { model: &model, labels: &labels, saes: &saes, corpus: corpus.as_ref(), fabricated: &fabricated };
     let d = discover::run(&inputs, &opts, Some(&cache), progress.as_ref())?;
     discover::report::write(&d, &a.out)?;
     for n in &d.notes {
@@ -143,7 +152,10 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     }
     if let Some(l) = d.probe_layer {
         let e = d.probe_evals.first().and_then(|e| e.auroc);
-        println!("probe at layer {l}: test AUROC {}", e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi)).unwrap_or_default());
+        println!(
+            "probe at layer {l}: test AUROC {}",
+            e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi)).unwrap_or_default()
+        );
     }
     println!("wrote {}", a.out.join("report.html").display());
     Ok(())
@@ -183,12 +195,18 @@ pub fn detect(a: DetectArgs) -> Result<()> {
     let file = detectors::DetectorFile::load(&a.detectors)?;
     let rows = detectors::read_entities(&a.entities)?;
     let model = a.model.load()?;
-    let hooks = file.check(&model, &model_name(&a.model.model), a.any_model).with_context(|| format!("{}", a.detectors.display()))?;
+    let hooks = file
+        .check(&model, &model_name(&a.model.model), a.any_model)
+        .with_context(|| format!("{}", a.detectors.display()))?;
     let scores = detectors::detect(&model, &file, &hooks, &rows, a.batch, &knowlens::progress::Silent)?;
     let mut out = String::new();
     for (r, s) in rows.iter().zip(&scores) {
-        let dets: serde_json::Map<String, serde_json::Value> =
-            file.detectors.iter().zip(s).map(|(d, (v, fire))| (d.name.clone(), serde_json::json!({"score": v, "fires": fire}))).collect();
+        let dets: serde_json::Map<String, serde_json::Value> = file
+            .detectors
+            .iter()
+            .zip(s)
+            .map(|(d, (v, fire))| (d.name.clone(), serde_json::json!({"score": v, "fires": fire})))
+            .collect();
         out.push_str(&serde_json::to_string(&serde_json::json!({"id": r.id, "type": r.entity_type, "name": r.name, "class": r.class, "detectors": dets}))?);
         out.push('\n');
     }
@@ -202,7 +220,8 @@ pub fn detect(a: DetectArgs) -> Result<()> {
             let (mut pos, mut neg) = (Vec::new(), Vec::new());
             for (r, s) in rows.iter().zip(&scores) {
                 let is_pos = match (r.class.as_deref(), d.detects) {
-                    (Some("known"), discover::scores::Direction::Known) | (Some("unknown"), discover::scores::Direction::Unknown) => true,
+                    (Some("known"), discover::scores::Direction::Known)
+                    | (Some("unknown"), discover::scores::Direction::Unknown) => true,
                     (Some(_), _) => false,
                     (None, _) => continue,
                 };

@@ -87,10 +87,8 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let row = out.logits.expect("logits were requested").get(0)?.to_vec1::<f32>()?;
     let top = top_k(&row, a.top);
     if a.json {
-        let top: Vec<_> = top
-            .iter()
-            .map(|&(id, l)| json!({ "id": id, "token": m.tokenizer.token(id), "logit": l }))
-            .collect();
+        let top: Vec<_> =
+            top.iter().map(|&(id, l)| json!({ "id": id, "token": m.tokenizer.token(id), "logit": l })).collect();
         println!("{}", json!({ "ids": batch.ids[0], "top": top }));
     } else {
         println!("{:>4}  {:>8}  {:>9}  token", "rank", "id", "logit");
@@ -127,12 +125,8 @@ pub fn cache(a: CacheArgs) -> Result<()> {
     let batch = m.batch(&[a.prompt.as_str()], a.parse_special)?;
     let out = m.run(&batch, &HookSpec::new().capture(hooks))?;
     out.cache.save(&a.out)?;
-    let tensors: Vec<_> = out
-        .cache
-        .tensors
-        .iter()
-        .map(|(h, t)| json!({ "name": h.to_string(), "shape": t.dims() }))
-        .collect();
+    let tensors: Vec<_> =
+        out.cache.tensors.iter().map(|(h, t)| json!({ "name": h.to_string(), "shape": t.dims() })).collect();
     if a.json {
         println!("{}", json!({ "out": a.out, "ids": batch.ids[0], "tensors": tensors }));
     } else {

@@ -37,7 +37,10 @@ impl Progress for Bars {
             }
             None => {
                 let pb = ProgressBar::new_spinner();
-                pb.set_style(ProgressStyle::with_template(&format!("{{spinner}} {label} {{elapsed_precise}} {{msg}}")).expect("valid template"));
+                pb.set_style(
+                    ProgressStyle::with_template(&format!("{{spinner}} {label} {{elapsed_precise}} {{msg}}"))
+                        .expect("valid template"),
+                );
                 pb.enable_steady_tick(std::time::Duration::from_millis(200));
                 pb
             }

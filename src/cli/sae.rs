@@ -248,7 +248,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         ("dead latents", format!("{} ({:.2}%)", r.n_dead, 100.0 * r.dead_fraction)),
         (
             "dense latents",
-            format!("{} ({:.2}%, firing on > {}% of tokens)", r.n_dense, 100.0 * r.dense_fraction, 100.0 * r.dense_threshold),
+            format!(
+                "{} ({:.2}%, firing on > {}% of tokens)",
+                r.n_dense,
+                100.0 * r.dense_fraction,
+                100.0 * r.dense_threshold
+            ),
         ),
     ];
     if let Some(d) = &r.downstream {
@@ -315,7 +320,9 @@ fn info(a: InfoArgs) -> Result<()> {
         println!("{out}");
     } else {
         let arch = match sae.arch() {
-            Architecture::TopK { k, rescale_acts_by_decoder_norm: r } => format!("topk (k={k}, rescale_acts_by_decoder_norm={r})"),
+            Architecture::TopK { k, rescale_acts_by_decoder_norm: r } => {
+                format!("topk (k={k}, rescale_acts_by_decoder_norm={r})")
+            }
             other => other.name().to_string(),
         };
         let model = sae.model_name.as_deref().unwrap_or("(not recorded)");

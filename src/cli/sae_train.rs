@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use knowlens::progress::Progress;
 use knowlens::fetch;
+use knowlens::progress::Progress;
 use knowlens::sae::train::disk::{self, CacheOptions, StoreDtype};
-use knowlens::sae::train::{self, ArchConfig, BDecInit, BatchSource, DiskBatches, DiskStore, RunOptions, TrainConfig, Trainer};
+use knowlens::sae::train::{
+    self, ArchConfig, BDecInit, BatchSource, DiskBatches, DiskStore, RunOptions, TrainConfig, Trainer,
+};
 use knowlens::HookPoint;
 use serde_json::json;
 
@@ -274,7 +276,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 (None, Some(f)) => train::text_file_source(&model.tokenizer, f, a.context_size)?,
                 (None, None) => bail!("give --corpus, --text-file or --store"),
             };
-            opts.fingerprint_extra = json!({ "model_path": model.source, "precision": format!("{:?}", model.precision) });
+            opts.fingerprint_extra =
+                json!({ "model_path": model.source, "precision": format!("{:?}", model.precision) });
             train::train(&model, Box::new(source), &opts, progress.as_ref())?
         }
     };
@@ -524,7 +527,8 @@ pub fn cache(a: CacheArgs) -> Result<()> {
             (seqs, source, dir.display().to_string())
         }
         (None, Some(f)) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("{}: cannot read as UTF-8 text", f.display()))?;
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("{}: cannot read as UTF-8 text", f.display()))?;
             let seqs = knowlens::corpus::text_sequences(&model.tokenizer, &text, a.context_size)
                 .with_context(|| f.display().to_string())?;
             let name = f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -575,7 +579,12 @@ pub fn cache(a: CacheArgs) -> Result<()> {
     if a.json {
         println!("{summary}");
     } else if s.already_complete {
-        eprintln!("{} already holds this complete store ({} rows per hook, {:.1} MB)", a.out.display(), s.rows, s.bytes as f64 / 1e6);
+        eprintln!(
+            "{} already holds this complete store ({} rows per hook, {:.1} MB)",
+            a.out.display(),
+            s.rows,
+            s.bytes as f64 / 1e6
+        );
     } else {
         println!(
             "{}: {} rows per hook of {} hooks, {:.1} MB ({:.0} MB per million tokens); this run: {} shards in {:.1} s ({:.0} model tokens/s, {:.1} MB/s)",
@@ -724,7 +733,13 @@ pub fn store_info(a: StoreInfoArgs) -> Result<()> {
 
 /// An SAE's reconstruction on (up to) `max_rows` rows of hook `h`, spread evenly over the store:
 /// its FVU, its total squared error and the squared error per dimension.
-fn sae_error_by_dim(store: &DiskStore, h: usize, sae: &knowlens::Sae, max_rows: u64, mean: &[f64]) -> Result<(f64, f64, Vec<f64>)> {
+fn sae_error_by_dim(
+    store: &DiskStore,
+    h: usize,
+    sae: &knowlens::Sae,
+    max_rows: u64,
+    mean: &[f64],
+) -> Result<(f64, f64, Vec<f64>)> {
     let d = store.index.recipe.widths[h];
     if sae.d_in() != d {
         bail!("the SAE reads {} dimensions, the store's hook {} has {d}", sae.d_in(), store.index.recipe.hooks[h]);

@@ -115,23 +115,51 @@ pub fn decode_entities(s: &str) -> String {
 
 /// HTML 4 names of U+00A0..=U+00FF, in code-point order.
 const LATIN1: [&str; 96] = [
-    "nbsp", "iexcl", "cent", "pound", "curren", "yen", "brvbar", "sect", "uml", "copy", "ordf", "laquo", "not",
-    "shy", "reg", "macr", "deg", "plusmn", "sup2", "sup3", "acute", "micro", "para", "middot", "cedil", "sup1",
-    "ordm", "raquo", "frac14", "frac12", "frac34", "iquest", "Agrave", "Aacute", "Acirc", "Atilde", "Auml",
-    "Aring", "AElig", "Ccedil", "Egrave", "Eacute", "Ecirc", "Euml", "Igrave", "Iacute", "Icirc", "Iuml", "ETH",
-    "Ntilde", "Ograve", "Oacute", "Ocirc", "Otilde", "Ouml", "times", "Oslash", "Ugrave", "Uacute", "Ucirc",
-    "Uuml", "Yacute", "THORN", "szlig", "agrave", "aacute", "acirc", "atilde", "auml", "aring", "aelig", "ccedil",
-    "egrave", "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth", "ntilde", "ograve", "oacute",
-    "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc", "uuml", "yacute", "thorn", "yuml",
+    "nbsp", "iexcl", "cent", "pound", "curren", "yen", "brvbar", "sect", "uml", "copy", "ordf", "laquo", "not", "shy",
+    "reg", "macr", "deg", "plusmn", "sup2", "sup3", "acute", "micro", "para", "middot", "cedil", "sup1", "ordm",
+    "raquo", "frac14", "frac12", "frac34", "iquest", "Agrave", "Aacute", "Acirc", "Atilde", "Auml", "Aring", "AElig",
+    "Ccedil", "Egrave", "Eacute", "Ecirc", "Euml", "Igrave", "Iacute", "Icirc", "Iuml", "ETH", "Ntilde", "Ograve",
+    "Oacute", "Ocirc", "Otilde", "Ouml", "times", "Oslash", "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute", "THORN",
+    "szlig", "agrave", "aacute", "acirc", "atilde", "auml", "aring", "aelig", "ccedil", "egrave", "eacute", "ecirc",
+    "euml", "igrave", "iacute", "icirc", "iuml", "eth", "ntilde", "ograve", "oacute", "ocirc", "otilde", "ouml",
+    "divide", "oslash", "ugrave", "uacute", "ucirc", "uuml", "yacute", "thorn", "yuml",
 ];
 
 const OTHER_ENTITIES: &[(&str, char)] = &[
-    ("amp", '&'), ("lt", '<'), ("gt", '>'), ("quot", '"'), ("apos", '\''),
-    ("ndash", '–'), ("mdash", '—'), ("minus", '−'), ("hellip", '…'), ("bull", '•'),
-    ("lsquo", '‘'), ("rsquo", '’'), ("sbquo", '‚'), ("ldquo", '“'), ("rdquo", '”'), ("bdquo", '„'),
-    ("prime", '′'), ("Prime", '″'), ("euro", '€'), ("trade", '™'), ("dagger", '†'), ("Dagger", '‡'),
-    ("permil", '‰'), ("larr", '←'), ("rarr", '→'), ("OElig", 'Œ'), ("oelig", 'œ'), ("Scaron", 'Š'),
-    ("scaron", 'š'), ("Yuml", 'Ÿ'), ("fnof", 'ƒ'), ("thinsp", ' '), ("ensp", ' '), ("emsp", ' '),
+    ("amp", '&'),
+    ("lt", '<'),
+    ("gt", '>'),
+    ("quot", '"'),
+    ("apos", '\''),
+    ("ndash", '–'),
+    ("mdash", '—'),
+    ("minus", '−'),
+    ("hellip", '…'),
+    ("bull", '•'),
+    ("lsquo", '‘'),
+    ("rsquo", '’'),
+    ("sbquo", '‚'),
+    ("ldquo", '“'),
+    ("rdquo", '”'),
+    ("bdquo", '„'),
+    ("prime", '′'),
+    ("Prime", '″'),
+    ("euro", '€'),
+    ("trade", '™'),
+    ("dagger", '†'),
+    ("Dagger", '‡'),
+    ("permil", '‰'),
+    ("larr", '←'),
+    ("rarr", '→'),
+    ("OElig", 'Œ'),
+    ("oelig", 'œ'),
+    ("Scaron", 'Š'),
+    ("scaron", 'š'),
+    ("Yuml", 'Ÿ'),
+    ("fnof", 'ƒ'),
+    ("thinsp", ' '),
+    ("ensp", ' '),
+    ("emsp", ' '),
 ];
 
 fn entity(name: &str) -> Option<char> {
@@ -221,8 +249,12 @@ fn detokenize(words: &[&str]) -> String {
 /// "Produced by ..." credit that opens many books. Texts without markers are returned whole.
 pub fn gutenberg_body(text: &str) -> &str {
     let ends = [
-        "*** END OF", "***END OF", "End of the Project Gutenberg", "End of Project Gutenberg",
-        "END OF THE PROJECT GUTENBERG", "END OF THIS PROJECT GUTENBERG",
+        "*** END OF",
+        "***END OF",
+        "End of the Project Gutenberg",
+        "End of Project Gutenberg",
+        "END OF THE PROJECT GUTENBERG",
+        "END OF THIS PROJECT GUTENBERG",
     ];
     let mut body = match find_marker(text, &ends) {
         Some(end) => &text[..end],
@@ -311,7 +343,8 @@ pub fn factbook_prose(json: &Value) -> Vec<String> {
                 out.push(para);
             } else {
                 // "Capital etymology: the name ..." — the field path minus the section.
-                let label: Vec<&str> = path[1..].iter().map(String::as_str).filter(|k| *k != "text" && *k != "note").collect();
+                let label: Vec<&str> =
+                    path[1..].iter().map(String::as_str).filter(|k| *k != "text" && *k != "note").collect();
                 let label = if label.is_empty() { path[0].clone() } else { label.join(" ") };
                 let para = para.trim_start_matches("note:").trim().to_string();
                 out.push(format!("{}: {para}", label.trim()));
@@ -385,8 +418,8 @@ pub fn sentences(text: &str) -> Vec<&str> {
 fn is_abbreviation(before: &str) -> bool {
     let word = before.rsplit(|c: char| c.is_whitespace() || c == '(' || c == '"').next().unwrap_or("");
     const ABBREVIATIONS: &[&str] = &[
-        "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "Gen", "Col", "Rev", "Prof", "Capt", "Lt", "Sgt", "Gov", "Sen",
-        "Rep", "Hon", "No", "vs", "etc", "e.g", "i.e", "U.S", "Ft", "Messrs",
+        "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "Gen", "Col", "Rev", "Prof", "Capt", "Lt", "Sgt", "Gov",
+        "Sen", "Rep", "Hon", "No", "vs", "etc", "e.g", "i.e", "U.S", "Ft", "Messrs",
     ];
     (word.chars().count() == 1 && word.chars().all(char::is_uppercase)) || ABBREVIATIONS.contains(&word)
 }

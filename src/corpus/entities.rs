@@ -50,7 +50,9 @@ pub fn sentences(entity: &Entity) -> Vec<String> {
     let name = entity.name.trim();
     let mut out = Vec::new();
     for spec in questions::attributes_of(entity.entity_type) {
-        let (Some(template), Some(values)) = (questions::declarative(spec.entity_type, spec.name), entity.attributes.get(spec.name)) else {
+        let (Some(template), Some(values)) =
+            (questions::declarative(spec.entity_type, spec.name), entity.attributes.get(spec.name))
+        else {
             continue;
         };
         let values: Vec<&str> = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).take(MAX_VALUES).collect();
@@ -91,8 +93,8 @@ pub fn documents(entities: &[Entity], exclude: &BTreeSet<String>) -> Vec<String>
 /// Dropped entities are in no split and so are not returned.
 pub fn heldout_ids(splits_json: &Path) -> Result<BTreeSet<String>> {
     let bytes = std::fs::read(splits_json).with_context(|| format!("{}: cannot read", splits_json.display()))?;
-    let splits: Splits =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: not a splits.json of a labeling run", splits_json.display()))?;
+    let splits: Splits = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a splits.json of a labeling run", splits_json.display()))?;
     Ok(splits.validation.into_values().chain(splits.test.into_values()).flatten().collect())
 }
 

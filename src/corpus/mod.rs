@@ -128,8 +128,7 @@ pub fn extract(format: Format, files: &[PathBuf]) -> Result<Vec<Vec<String>>> {
 pub fn brown_paragraphs(text: &str) -> Vec<String> {
     text.split("\n\n")
         .map(|block| {
-            let sentences: Vec<String> =
-                block.lines().map(clean::strip_brown_tags).filter(|s| !s.is_empty()).collect();
+            let sentences: Vec<String> = block.lines().map(clean::strip_brown_tags).filter(|s| !s.is_empty()).collect();
             sentences.join(" ")
         })
         .filter(|p| !p.is_empty())
@@ -249,7 +248,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     if !opts.entities.is_empty() {
         recipe_json["entity_sentences"] = entities::recipe_digest(&opts.exclude_entities).into();
     }
-    let recipe: String = Sha256::digest(recipe_json.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let recipe: String =
+        Sha256::digest(recipe_json.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let default_recipe = opts.sources.len() == SOURCES.len()
         && opts.entities.is_empty()
         && opts.seed == 0
@@ -275,7 +275,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
 
     // Clean text per source, deduplicated across sources in table order.
     let mut dedup = Deduper::default();
-    let mut stats: Vec<SourceStats> = infos.iter().map(|i| SourceStats { name: i.name.clone(), ..Default::default() }).collect();
+    let mut stats: Vec<SourceStats> =
+        infos.iter().map(|i| SourceStats { name: i.name.clone(), ..Default::default() }).collect();
     let mut docs: Vec<(usize, String)> = Vec::new();
     for (k, source) in opts.sources.iter().enumerate() {
         let files = source.ensure(&home.join("raw"))?;
@@ -304,7 +305,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         if !loaded.skipped.is_empty() {
             progress.log(&format!("knowlens: corpus: {} entity rows skipped in all", loaded.skipped.len()));
         }
-        let mut line = format!("knowlens: corpus: {} entities from {} file(s)", loaded.entities.len(), opts.entities.len());
+        let mut line =
+            format!("knowlens: corpus: {} entities from {} file(s)", loaded.entities.len(), opts.entities.len());
         if !opts.exclude_entities.is_empty() {
             let found = loaded.entities.iter().filter(|e| opts.exclude_entities.contains(&e.id)).count();
             let (n, missing) = (opts.exclude_entities.len(), opts.exclude_entities.len() - found);
@@ -312,7 +314,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
         progress.log(&line);
         for ((t, attr), n) in entities::untemplated(&loaded.entities) {
-            progress.log(&format!("knowlens: corpus: {t} attribute {attr:?} has no declarative template; skipped in {n} entities"));
+            progress.log(&format!(
+                "knowlens: corpus: {t} attribute {attr:?} has no declarative template; skipped in {n} entities"
+            ));
         }
         for doc in entities::documents(&loaded.entities, &opts.exclude_entities) {
             if dedup.keep(&doc) {
@@ -324,7 +328,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     }
 
     let chars: usize = docs.iter().map(|(_, d)| d.len()).sum();
-    progress.log(&format!("knowlens: corpus: tokenizing {} documents ({:.1} MB) for {model_name}", docs.len(), chars as f64 / 1e6));
+    progress.log(&format!(
+        "knowlens: corpus: tokenizing {} documents ({:.1} MB) for {model_name}",
+        docs.len(),
+        chars as f64 / 1e6
+    ));
     progress.start("tokenizing documents", Some(docs.len() as u64));
     let encoded: Vec<Vec<u32>> = docs
         .par_iter()
@@ -367,7 +375,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         sources: infos,
         stats,
         train: store::SplitIndex { file: "tokens.bin".into(), tokens: train.len() as u64, documents: train_docs },
-        heldout: store::SplitIndex { file: "heldout.bin".into(), tokens: heldout.len() as u64, documents: heldout_docs },
+        heldout: store::SplitIndex {
+            file: "heldout.bin".into(),
+            tokens: heldout.len() as u64,
+            documents: heldout_docs,
+        },
     };
     store::write(&dir, &index, &train, &heldout)?;
     progress.log(&format!("knowlens: corpus: wrote {}", dir.display()));

@@ -61,8 +61,15 @@ pub struct Source {
 
 /// Platform tags that pin gensim's binary wheel (we only read a test-data file out of it).
 const GENSIM_WHEEL: &[&str] = &[
-    "--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp",
-    "--abi", "cp311",
+    "--only-binary=:all:",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
 ];
 
 /// Every source, in the order they are read (and deduplicated: the first copy of a paragraph

@@ -155,7 +155,12 @@ impl TokenCorpus {
 
     /// An in-memory corpus (for tests and callers that tokenize themselves): documents with
     /// their source index into `sources`.
-    pub fn from_documents(docs: Vec<(Vec<u32>, usize)>, sources: Vec<String>, bos: Option<u32>, vocab_size: usize) -> Self {
+    pub fn from_documents(
+        docs: Vec<(Vec<u32>, usize)>,
+        sources: Vec<String>,
+        bos: Option<u32>,
+        vocab_size: usize,
+    ) -> Self {
         let mut tokens = Vec::new();
         let mut spans = Vec::new();
         for (d, src) in docs {

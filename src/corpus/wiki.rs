@@ -78,8 +78,18 @@ pub fn xml_unescape(s: &str) -> String {
 
 /// Sections from which on an article is lists of sources and links, not prose.
 const END_SECTIONS: &[&str] = &[
-    "references", "external links", "see also", "notes", "further reading", "bibliography", "sources",
-    "citations", "footnotes", "notes and references", "references and notes", "works cited",
+    "references",
+    "external links",
+    "see also",
+    "notes",
+    "further reading",
+    "bibliography",
+    "sources",
+    "citations",
+    "footnotes",
+    "notes and references",
+    "references and notes",
+    "works cited",
 ];
 
 /// Wiki markup to plain-text paragraphs (one per source line; headings become their own short

@@ -66,7 +66,11 @@ pub fn split_scores(scores: &[f64], y: &[bool]) -> (Vec<f64>, Vec<f64>) {
 /// Features of the popularity / name-length baseline for one entity: log10 popularity rank
 /// (0 when unknown, with a flag), the name's token count, and one indicator per type index.
 pub fn confound_features(rank: Option<u64>, name_tokens: usize, type_index: usize, n_types: usize) -> Vec<f32> {
-    let mut f = vec![rank.map(|r| (r.max(1) as f32).log10()).unwrap_or(0.0), f32::from(rank.is_none() as u8), name_tokens as f32];
+    let mut f = vec![
+        rank.map(|r| (r.max(1) as f32).log10()).unwrap_or(0.0),
+        f32::from(rank.is_none() as u8),
+        name_tokens as f32,
+    ];
     f.extend((0..n_types).map(|t| f32::from((t == type_index) as u8)));
     f
 }
@@ -95,8 +99,12 @@ pub fn probe_logit(probe: &LogisticProbe, keep: &[usize], row: &[f32]) -> f64 {
 /// (ties: lower index), never one of `exclude`, only latents that fire at all.
 pub fn same_frequency_latents(freq: &[f32], target: f32, exclude: &[usize], n: usize) -> Vec<usize> {
     let lt = (target.max(1e-6)).ln();
-    let mut c: Vec<(f32, usize)> =
-        freq.iter().enumerate().filter(|(j, &f)| f > 0.0 && !exclude.contains(j)).map(|(j, &f)| ((f.ln() - lt).abs(), j)).collect();
+    let mut c: Vec<(f32, usize)> = freq
+        .iter()
+        .enumerate()
+        .filter(|(j, &f)| f > 0.0 && !exclude.contains(j))
+        .map(|(j, &f)| ((f.ln() - lt).abs(), j))
+        .collect();
     c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     c.into_iter().take(n).map(|x| x.1).collect()
 }

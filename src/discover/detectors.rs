@@ -47,7 +47,11 @@ impl ModelId {
 
     /// The name a model gets when none is given: its file or directory name.
     pub fn default_name(model: &Model) -> String {
-        model.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| model.source.display().to_string())
+        model
+            .source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| model.source.display().to_string())
     }
 }
 
@@ -106,9 +110,12 @@ impl Detector {
     }
 
     fn check(&self, d: usize, n_layers: usize) -> Result<HookPoint> {
-        let hook: HookPoint = self.hook.parse().map_err(|e| anyhow::anyhow!("detector {}: hook {:?}: {e}", self.name, self.hook))?;
+        let hook: HookPoint =
+            self.hook.parse().map_err(|e| anyhow::anyhow!("detector {}: hook {:?}: {e}", self.name, self.hook))?;
         hook.check_layer(n_layers).with_context(|| format!("detector {}", self.name))?;
-        for (what, v) in [("weights", &self.weights), ("center", &self.center), ("scale", &self.scale), ("decoder", &self.decoder)] {
+        for (what, v) in
+            [("weights", &self.weights), ("center", &self.center), ("scale", &self.scale), ("decoder", &self.decoder)]
+        {
             if !(v.is_empty() && what != "weights") && v.len() != d {
                 bail!("detector {}: {what} has {} values, the model's d_model is {d}", self.name, v.len());
             }
@@ -141,9 +148,15 @@ impl DetectorFile {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let f: Self = serde_json::from_str(&text).with_context(|| format!("{}: not a detector file", path.display()))?;
+        let f: Self =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a detector file", path.display()))?;
         if f.format != FORMAT || f.version != VERSION {
-            bail!("{}: format {:?} version {}, expected {FORMAT:?} version {VERSION}", path.display(), f.format, f.version);
+            bail!(
+                "{}: format {:?} version {}, expected {FORMAT:?} version {VERSION}",
+                path.display(),
+                f.format,
+                f.version
+            );
         }
         if f.detectors.is_empty() {
             bail!("{}: holds no detector", path.display());
@@ -156,14 +169,20 @@ impl DetectorFile {
     pub fn check(&self, model: &Model, name: &str, any_name: bool) -> Result<Vec<HookPoint>> {
         let have = ModelId::of(model, name);
         let want = &self.model;
-        if (have.arch.as_str(), have.n_layers, have.d_model, have.vocab_size) != (want.arch.as_str(), want.n_layers, want.d_model, want.vocab_size) {
+        if (have.arch.as_str(), have.n_layers, have.d_model, have.vocab_size)
+            != (want.arch.as_str(), want.n_layers, want.d_model, want.vocab_size)
+        {
             bail!(
                 "detectors were made for {} ({}, {} layers, d_model {}, vocab {}), but the model is {} ({}, {} layers, d_model {}, vocab {})",
                 want.name, want.arch, want.n_layers, want.d_model, want.vocab_size, have.name, have.arch, have.n_layers, have.d_model, have.vocab_size
             );
         }
         if !any_name && have.name != want.name {
-            bail!("detectors were made for model {:?}, not {:?} (same shape; pass --any-model to use them anyway)", want.name, have.name);
+            bail!(
+                "detectors were made for model {:?}, not {:?} (same shape; pass --any-model to use them anyway)",
+                want.name,
+                have.name
+            );
         }
         self.detectors.iter().map(|d| d.check(have.d_model, have.n_layers)).collect()
     }
@@ -189,7 +208,8 @@ pub fn read_entities(path: &Path) -> Result<Vec<EntityRow>> {
         if line.trim().is_empty() {
             continue;
         }
-        let row: EntityRow = serde_json::from_str(line).with_context(|| format!("{}:{}: not an entity row (id, type, name)", path.display(), i + 1))?;
+        let row: EntityRow = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an entity row (id, type, name)", path.display(), i + 1))?;
         if row.name.trim().is_empty() {
             bail!("{}:{}: empty name", path.display(), i + 1);
         }
@@ -212,11 +232,21 @@ pub fn prompt(template: &str, entity_type: &str, name: &str) -> String {
 }
 
 /// Every detector's score and decision for every entity: [entity][detector] (score, fires).
-pub fn detect(model: &Model, file: &DetectorFile, hooks: &[HookPoint], rows: &[EntityRow], batch: usize, progress: &dyn Progress) -> Result<Vec<Vec<(f64, bool)>>> {
+pub fn detect(
+    model: &Model,
+    file: &DetectorFile,
+    hooks: &[HookPoint],
+    rows: &[EntityRow],
+    batch: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<(f64, bool)>>> {
     let mut uniq: Vec<HookPoint> = hooks.to_vec();
     uniq.sort();
     uniq.dedup();
-    let items: Vec<Item> = rows.iter().map(|r| Item::Entity { prompt: prompt(&file.template, &r.entity_type, &r.name), name: r.name.clone() }).collect();
+    let items: Vec<Item> = rows
+        .iter()
+        .map(|r| Item::Entity { prompt: prompt(&file.template, &r.entity_type, &r.name), name: r.name.clone() })
+        .collect();
     let acts = activations::collect(model, "detect", &items, &uniq, batch, None, progress)?;
     let idx: Vec<usize> = hooks.iter().map(|h| acts.hook_index(*h)).collect::<Result<_>>()?;
     Ok((0..rows.len())

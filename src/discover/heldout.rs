@@ -52,13 +52,34 @@ pub struct Eval {
 
 /// AUROC (positives should score higher) and accuracy at `threshold`, with `reps` bootstrap
 /// resamples seeded by `seed`.
-pub fn evaluate(subset: &str, entity_type: Option<EntityType>, pos: &[f64], neg: &[f64], threshold: f64, reps: usize, seed: u64) -> Eval {
+pub fn evaluate(
+    subset: &str,
+    entity_type: Option<EntityType>,
+    pos: &[f64],
+    neg: &[f64],
+    threshold: f64,
+    reps: usize,
+    seed: u64,
+) -> Eval {
     let auroc = stats::auroc_ci(pos, neg, reps, seed);
-    let rows: Vec<(bool, bool)> = pos.iter().map(|&s| (true, s > threshold)).chain(neg.iter().map(|&s| (false, s > threshold))).collect();
+    let rows: Vec<(bool, bool)> =
+        pos.iter().map(|&s| (true, s > threshold)).chain(neg.iter().map(|&s| (false, s > threshold))).collect();
     let balanced_accuracy =
         if pos.is_empty() || neg.is_empty() { None } else { stats::bootstrap(&rows, reps, seed, balanced_accuracy) };
-    let accuracy = if rows.is_empty() { None } else { Some(rows.iter().filter(|(y, p)| y == p).count() as f64 / rows.len() as f64) };
-    Eval { subset: subset.to_string(), entity_type, n_pos: pos.len(), n_neg: neg.len(), auroc, balanced_accuracy, accuracy }
+    let accuracy = if rows.is_empty() {
+        None
+    } else {
+        Some(rows.iter().filter(|(y, p)| y == p).count() as f64 / rows.len() as f64)
+    };
+    Eval {
+        subset: subset.to_string(),
+        entity_type,
+        n_pos: pos.len(),
+        n_neg: neg.len(),
+        auroc,
+        balanced_accuracy,
+        accuracy,
+    }
 }
 
 /// Mean of the true-positive and true-negative rates (NaN when a resample lacks a class).

@@ -37,7 +37,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use self::activations::{Activations, Item};
-use self::baselines::{LayerBaseline, Dom};
+use self::baselines::{Dom, LayerBaseline};
 use self::detectors::{Detector, DetectorFile, DetectorKind, ModelId};
 use self::heldout::Eval;
 use self::scores::{Direction, ExcludedType, Group, LayerScores, Ranked};
@@ -176,7 +176,9 @@ pub fn layer_of(hook: HookPoint) -> Result<usize> {
     match hook {
         HookPoint::ResidPre(l) => Ok(l),
         HookPoint::ResidPost(l) => Ok(l + 1),
-        other => bail!("discover reads the residual stream; an SAE on {other} is not supported (use resid_pre / resid_post SAEs)"),
+        other => bail!(
+            "discover reads the residual stream; an SAE on {other} is not supported (use resid_pre / resid_post SAEs)"
+        ),
     }
 }
 
@@ -308,15 +310,20 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     // Groups of train rows per type, and which types enter MaxMin.
     let mut groups = Vec::new();
     for t in EntityType::ALL {
-        let known = idx_of(&|r: &Row| r.entity_type == t && r.split == Some(Split::Train) && r.class == RowClass::Known);
-        let unknown = idx_of(&|r: &Row| r.entity_type == t && r.split == Some(Split::Train) && r.class == RowClass::Unknown);
+        let known =
+            idx_of(&|r: &Row| r.entity_type == t && r.split == Some(Split::Train) && r.class == RowClass::Known);
+        let unknown =
+            idx_of(&|r: &Row| r.entity_type == t && r.split == Some(Split::Train) && r.class == RowClass::Unknown);
         if known.len() + unknown.len() > 0 {
             groups.push(Group { entity_type: t, known, unknown });
         }
     }
     let (groups, excluded_types) = scores::eligible(groups, opts.min_per_class);
     if groups.is_empty() {
-        let why: Vec<String> = excluded_types.iter().map(|e| format!("{} {} known / {} unknown", e.entity_type, e.n_known, e.n_unknown)).collect();
+        let why: Vec<String> = excluded_types
+            .iter()
+            .map(|e| format!("{} {} known / {} unknown", e.entity_type, e.n_known, e.n_unknown))
+            .collect();
         bail!(
             "{}: no entity type has at least {} known and {} unknown train entities ({}); nothing to score",
             inp.labels.dir.display(),
@@ -326,7 +333,10 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         );
     }
     for e in &excluded_types {
-        notes.push(format!("{} left out of MaxMin: {} known / {} unknown train entities ({})", e.entity_type, e.n_known, e.n_unknown, e.reason));
+        notes.push(format!(
+            "{} left out of MaxMin: {} known / {} unknown train entities ({})",
+            e.entity_type, e.n_known, e.n_unknown, e.reason
+        ));
     }
 
     // Activations: every probe layer and every SAE hook, for every row.
@@ -338,7 +348,10 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     }
     let items: Vec<Item> = rows
         .iter()
-        .map(|r| Item::Entity { prompt: detectors::prompt(&opts.template, r.entity_type.as_str(), &r.name), name: r.name.clone() })
+        .map(|r| Item::Entity {
+            prompt: detectors::prompt(&opts.template, r.entity_type.as_str(), &r.name),
+            name: r.name.clone(),
+        })
         .collect();
     let acts = activations::collect(model, "entities", &items, &hooks, opts.batch, cache, progress)?;
     seconds.insert("entity_activations".into(), t0.elapsed().as_secs_f64());
@@ -429,9 +442,19 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
                 }
                 if r.rank == 0 && opts.n_random > 0 {
                     // Not the latent itself nor another of the evaluated top latents of this direction.
-                    let exclude: Vec<usize> = ranked.iter().filter(|x| x.layer == *l && x.rank < opts.evaluate_top.max(1)).map(|x| x.latent).collect();
-                    let pick = baselines::same_frequency_latents(&ls.entity_freq, ls.entity_freq[r.latent], &exclude, opts.n_random);
-                    let aurocs: Vec<Option<f64>> = pick.iter().map(|&j| ctx.pooled_test(dir, &column(j)).map(|e| e.value)).collect();
+                    let exclude: Vec<usize> = ranked
+                        .iter()
+                        .filter(|x| x.layer == *l && x.rank < opts.evaluate_top.max(1))
+                        .map(|x| x.latent)
+                        .collect();
+                    let pick = baselines::same_frequency_latents(
+                        &ls.entity_freq,
+                        ls.entity_freq[r.latent],
+                        &exclude,
+                        opts.n_random,
+                    );
+                    let aurocs: Vec<Option<f64>> =
+                        pick.iter().map(|&j| ctx.pooled_test(dir, &column(j)).map(|e| e.value)).collect();
                     let vals: Vec<f64> = aurocs.iter().flatten().copied().collect();
                     random_baselines.push(RandomBaseline {
                         direction: dir,
@@ -451,7 +474,8 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         }
         if ranked_known.first().is_some_and(|r| r.layer == *l) {
             let test_known: Vec<usize> = test.iter().copied().filter(|&i| rows[i].class == RowClass::Known).collect();
-            let test_unknown: Vec<usize> = test.iter().copied().filter(|&i| rows[i].class == RowClass::Unknown).collect();
+            let test_unknown: Vec<usize> =
+                test.iter().copied().filter(|&i| rows[i].class == RowClass::Unknown).collect();
             let top = |v: &[Ranked]| v.iter().filter(|r| r.layer == *l).map(|r| r.latent).take(10).collect();
             scatter = Some(Scatter {
                 layer: *l,
@@ -478,9 +502,11 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         let x = acts.matrix(h, &fit_rows);
         let d = acts.d;
         let dom = Dom::fit(&x, d, &y_fit).with_context(|| format!("difference of means at layer {l}"))?;
-        let (probe, keep) = baselines::fit_probe(&x, d, &y_fit, opts.l2).with_context(|| format!("probe at layer {l}"))?;
+        let (probe, keep) =
+            baselines::fit_probe(&x, d, &y_fit, opts.l2).with_context(|| format!("probe at layer {l}"))?;
         let dom_scores: Vec<f64> = (0..rows.len()).map(|r| dom.score(acts.row(r, h))).collect();
-        let probe_scores: Vec<f64> = (0..rows.len()).map(|r| baselines::probe_logit(&probe, &keep, acts.row(r, h))).collect();
+        let probe_scores: Vec<f64> =
+            (0..rows.len()).map(|r| baselines::probe_logit(&probe, &keep, acts.row(r, h))).collect();
         let val = |s: &[f64]| ctx.auroc_on(&validation, s);
         let b = LayerBaseline {
             layer: l,
@@ -517,7 +543,8 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     }
     let mut probe_evals = Vec::new();
     let mut probe_layer = None;
-    if let Some(best) = probes.iter().filter(|p| p.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))) {
+    if let Some(best) = probes.iter().filter(|p| p.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+    {
         let (l, _, probe, keep, _, _) = best;
         let h = acts.hook_index(HookPoint::ResidPre(*l))?;
         let s: Vec<f64> = (0..rows.len()).map(|r| baselines::probe_logit(probe, keep, acts.row(r, h))).collect();
@@ -532,9 +559,20 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
             scale[j] = probe.scale[k];
         }
         let raw: Vec<f32> = weights.iter().zip(&scale).map(|(w, s)| w / s).collect();
-        exported.push(ctx.linear_detector(DetectorKind::Probe, &format!("probe_L{l}"), *l, weights, center, scale, probe.bias, raw, &s));
+        exported.push(ctx.linear_detector(
+            DetectorKind::Probe,
+            &format!("probe_L{l}"),
+            *l,
+            weights,
+            center,
+            scale,
+            probe.bias,
+            raw,
+            &s,
+        ));
     }
-    if let Some(best) = probes.iter().filter(|p| p.5.is_finite()).max_by(|a, b| a.5.total_cmp(&b.5).then(b.0.cmp(&a.0))) {
+    if let Some(best) = probes.iter().filter(|p| p.5.is_finite()).max_by(|a, b| a.5.total_cmp(&b.5).then(b.0.cmp(&a.0)))
+    {
         let (l, _, _, _, dom, _) = best;
         let h = acts.hook_index(HookPoint::ResidPre(*l))?;
         let s: Vec<f64> = (0..rows.len()).map(|r| dom.score(acts.row(r, h))).collect();
@@ -727,7 +765,8 @@ impl EvalContext<'_> {
             evals.push(ev(&format!("popularity band {}/{} (test)", b + 1, o.bands.max(1)), None, &sub));
         }
         // Real-obscure vs fabricated: the known test rows against each kind of "unknown".
-        let known: Vec<f64> = self.test.iter().filter(|&&i| self.rows[i].class == RowClass::Known).map(|&i| scores[i]).collect();
+        let known: Vec<f64> =
+            self.test.iter().filter(|&&i| self.rows[i].class == RowClass::Known).map(|&i| scores[i]).collect();
         let fab: Vec<f64> = self.fabricated.iter().map(|&i| scores[i]).collect();
         let (p, n) = match dir {
             Direction::Known => (known, fab),
@@ -845,7 +884,9 @@ fn rounded(e: Estimate) -> [f64; 3] {
 
 /// A probe on popularity rank and name token count (and type), fitted on train, tested on test.
 fn confound_baseline(ctx: &EvalContext, opts: &Options) -> Result<Vec<Eval>> {
-    let real = |s: &[usize]| -> Vec<usize> { s.iter().copied().filter(|&i| ctx.rows[i].class != RowClass::Fabricated).collect() };
+    let real = |s: &[usize]| -> Vec<usize> {
+        s.iter().copied().filter(|&i| ctx.rows[i].class != RowClass::Fabricated).collect()
+    };
     let n_types = EntityType::ALL.len();
     let feats = |i: usize| {
         let r = &ctx.rows[i];

@@ -73,7 +73,11 @@ fn layers_csv(d: &Discovery) -> String {
 fn ranked_csv(d: &Discovery) -> String {
     let types: Vec<String> = d.types_scored.iter().map(|t| t.to_string()).collect();
     let mut s = format!("direction,rank,layer,latent,score_min,score_mean,corpus_freq,entity_freq,{}\n", {
-        types.iter().flat_map(|t| [format!("s_{t}"), format!("f_known_{t}"), format!("f_unknown_{t}")]).collect::<Vec<_>>().join(",")
+        types
+            .iter()
+            .flat_map(|t| [format!("s_{t}"), format!("f_known_{t}"), format!("f_unknown_{t}")])
+            .collect::<Vec<_>>()
+            .join(",")
     });
     for r in d.ranked_known.iter().chain(&d.ranked_unknown) {
         let mut cells = vec![
@@ -113,13 +117,27 @@ fn heldout_csv(d: &Discovery) -> String {
     let mut s = String::from("detector,direction,rank,layer,latent,threshold,subset,type,n_pos,n_neg,auroc,lo,hi,balanced_accuracy,lo,hi,accuracy\n");
     for l in &d.latent_evals {
         for e in &l.evals {
-            let head = ["sae_latent".to_string(), l.direction.as_str().into(), l.rank.to_string(), l.layer.to_string(), l.latent.to_string(), format!("{:.6}", l.threshold)];
+            let head = [
+                "sae_latent".to_string(),
+                l.direction.as_str().into(),
+                l.rank.to_string(),
+                l.layer.to_string(),
+                l.latent.to_string(),
+                format!("{:.6}", l.threshold),
+            ];
             let _ = writeln!(s, "{},{}", head.join(","), eval_cells(e).join(","));
         }
     }
-    for (name, evals, layer) in [("probe", &d.probe_evals, d.probe_layer), ("popularity_and_name_length", &d.confound_baseline, None)] {
+    for (name, evals, layer) in
+        [("probe", &d.probe_evals, d.probe_layer), ("popularity_and_name_length", &d.confound_baseline, None)]
+    {
         for e in evals {
-            let _ = writeln!(s, "{name},known,,{},,,{}", layer.map(|l| l.to_string()).unwrap_or_default(), eval_cells(e).join(","));
+            let _ = writeln!(
+                s,
+                "{name},known,,{},,,{}",
+                layer.map(|l| l.to_string()).unwrap_or_default(),
+                eval_cells(e).join(",")
+            );
         }
     }
     s
@@ -129,7 +147,8 @@ fn random_csv(d: &Discovery) -> String {
     let mut s = String::from("direction,layer,of_latent,of_auroc,random_latent,random_auroc\n");
     for r in &d.random_baselines {
         for (j, a) in r.latents.iter().zip(&r.aurocs) {
-            let _ = writeln!(s, "{},{},{},{},{j},{}", r.direction.as_str(), r.layer, r.of_latent, opt(r.of_auroc), opt(*a));
+            let _ =
+                writeln!(s, "{},{},{},{},{j},{}", r.direction.as_str(), r.layer, r.of_latent, opt(r.of_auroc), opt(*a));
         }
     }
     s
@@ -220,20 +239,36 @@ fn scatter_chart(d: &Discovery) -> Result<Option<String>> {
             .y_label_area_size(50)
             .build_cartesian_2d(-2f64..102f64, -2f64..102f64)
             .map_err(|e| err(&e))?;
-        chart.configure_mesh().x_desc("% of known entities active").y_desc("% of unknown entities active").draw().map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("% of known entities active")
+            .y_desc("% of unknown entities active")
+            .draw()
+            .map_err(|e| err(&e))?;
         let pt = |j: usize| (s.f_known[j] as f64 * 100.0, s.f_unknown[j] as f64 * 100.0);
         let grey = RGBColor(150, 150, 150);
         chart
-            .draw_series((0..s.f_known.len()).filter(|&j| s.passes_filter[j] && s.f_known[j] + s.f_unknown[j] > 0.0).map(|j| Circle::new(pt(j), 2, grey.mix(0.5).filled())))
+            .draw_series(
+                (0..s.f_known.len())
+                    .filter(|&j| s.passes_filter[j] && s.f_known[j] + s.f_unknown[j] > 0.0)
+                    .map(|j| Circle::new(pt(j), 2, grey.mix(0.5).filled())),
+            )
             .map_err(|e| err(&e))?;
-        for (set, c, name) in [(&s.top_known, COLORS[1], "top known (train)"), (&s.top_unknown, COLORS[0], "top unknown (train)")] {
+        for (set, c, name) in
+            [(&s.top_known, COLORS[1], "top known (train)"), (&s.top_unknown, COLORS[0], "top unknown (train)")]
+        {
             chart
                 .draw_series(set.iter().map(|&j| Circle::new(pt(j), 5, c.filled())))
                 .map_err(|e| err(&e))?
                 .label(name)
                 .legend(move |(x, y)| Circle::new((x + 6, y), 5, c.filled()));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|e| err(&e))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     Ok(Some(svg))
@@ -249,7 +284,12 @@ fn page(d: &Discovery) -> Result<Page> {
         d.label_mode.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(),
         d.types_scored.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     );
-    let _ = write!(meta, " · {} corpus tokens · {:.0} s", d.counts.corpus_tokens, d.seconds.get("total").copied().unwrap_or(0.0));
+    let _ = write!(
+        meta,
+        " · {} corpus tokens · {:.0} s",
+        d.counts.corpus_tokens,
+        d.seconds.get("total").copied().unwrap_or(0.0)
+    );
     let mut p = Page::new("Entity-recognition latents").meta(Html::text(&meta));
     if !d.notes.is_empty() {
         p = p.heading("Notes");
@@ -288,11 +328,13 @@ fn page(d: &Discovery) -> Result<Page> {
         for dir in Direction::ALL {
             let pts = sae_layers
                 .iter()
-                .filter_map(|l| match dir {
-                    Direction::Known => l.maxmin_known,
-                    Direction::Unknown => l.maxmin_unknown,
-                }
-                .map(|(_, v)| (l.layer as f64, v as f64)))
+                .filter_map(|l| {
+                    match dir {
+                        Direction::Known => l.maxmin_known,
+                        Direction::Unknown => l.maxmin_unknown,
+                    }
+                    .map(|(_, v)| (l.layer as f64, v as f64))
+                })
                 .collect();
             lines.push(Line { name: format!("MaxMin {}", dir.as_str()), points: pts, bars: Vec::new(), dashed: false });
         }
@@ -300,13 +342,20 @@ fn page(d: &Discovery) -> Result<Page> {
             for dir in Direction::ALL {
                 let pts = sae_layers
                     .iter()
-                    .filter_map(|l| match dir {
-                        Direction::Known => l.best_known_per_type.get(t),
-                        Direction::Unknown => l.best_unknown_per_type.get(t),
-                    }
-                    .map(|&v| (l.layer as f64, v as f64)))
+                    .filter_map(|l| {
+                        match dir {
+                            Direction::Known => l.best_known_per_type.get(t),
+                            Direction::Unknown => l.best_unknown_per_type.get(t),
+                        }
+                        .map(|&v| (l.layer as f64, v as f64))
+                    })
                     .collect();
-                lines.push(Line { name: format!("best {} {t}", dir.as_str()), points: pts, bars: Vec::new(), dashed: true });
+                lines.push(Line {
+                    name: format!("best {} {t}", dir.as_str()),
+                    points: pts,
+                    bars: Vec::new(),
+                    dashed: true,
+                });
             }
         }
         p = p.heading("Generality per layer (paper Fig. 2)").figure(
@@ -315,13 +364,20 @@ fn page(d: &Discovery) -> Result<Page> {
         );
     }
     if let Some(svg) = scatter_chart(d)? {
-        p = p.heading("Known vs unknown firing (paper Fig. 1)").figure(&svg, "Each dot a latent at the best layer; test split; the train top-10 highlighted.");
+        p = p
+            .heading("Known vs unknown firing (paper Fig. 1)")
+            .figure(&svg, "Each dot a latent at the best layer; test split; the train top-10 highlighted.");
     }
     // AUROC per layer.
     let mut lines = Vec::new();
     let auroc_line = |name: &str, get: &dyn Fn(&super::LayerSummary) -> Option<Estimate>, dashed: bool| {
         let es: Vec<(f64, Estimate)> = d.layers.iter().filter_map(|l| get(l).map(|e| (l.layer as f64, e))).collect();
-        Line { name: name.into(), points: es.iter().map(|(x, e)| (*x, e.value)).collect(), bars: es.iter().map(|(x, e)| (*x, e.lo, e.hi)).collect(), dashed }
+        Line {
+            name: name.into(),
+            points: es.iter().map(|(x, e)| (*x, e.value)).collect(),
+            bars: es.iter().map(|(x, e)| (*x, e.lo, e.hi)).collect(),
+            dashed,
+        }
     };
     lines.push(auroc_line("MaxMin known latent", &|l| l.top_known_auroc, false));
     lines.push(auroc_line("MaxMin unknown latent", &|l| l.top_unknown_auroc, false));
@@ -335,7 +391,19 @@ fn page(d: &Discovery) -> Result<Page> {
         );
     }
     // Top latents.
-    let mut t = Table::new(&["direction", "rank", "layer", "latent", "MaxMin (train)", "corpus freq", "test AUROC", "bal. acc.", "matched AUROC", "vs fabricated"]).class("index");
+    let mut t = Table::new(&[
+        "direction",
+        "rank",
+        "layer",
+        "latent",
+        "MaxMin (train)",
+        "corpus freq",
+        "test AUROC",
+        "bal. acc.",
+        "matched AUROC",
+        "vs fabricated",
+    ])
+    .class("index");
     for l in &d.latent_evals {
         let find = |s: &str| l.evals.iter().find(|e| e.subset == s && e.entity_type.is_none());
         let r = match l.direction {
@@ -357,7 +425,17 @@ fn page(d: &Discovery) -> Result<Page> {
     }
     p = p.heading("Top latents (held-out)").table(t);
     // Per-type and per-band results of the rank-0 latents, the probe and the confound baseline.
-    let mut t = Table::new(&["detector", "subset", "type", "n pos", "n neg", "AUROC [95% CI]", "balanced accuracy", "accuracy"]).class("index");
+    let mut t = Table::new(&[
+        "detector",
+        "subset",
+        "type",
+        "n pos",
+        "n neg",
+        "AUROC [95% CI]",
+        "balanced accuracy",
+        "accuracy",
+    ])
+    .class("index");
     let mut add = |name: String, evals: &[Eval]| {
         for e in evals {
             t.text_row(&[
@@ -380,14 +458,24 @@ fn page(d: &Discovery) -> Result<Page> {
     }
     add("popularity + name length".into(), &d.confound_baseline);
     p = p.heading("Held-out detail").table(t);
-    let mut t = Table::new(&["direction", "layer", "latent", "its AUROC", "random latents", "mean AUROC", "max AUROC"]).class("index");
+    let mut t = Table::new(&["direction", "layer", "latent", "its AUROC", "random latents", "mean AUROC", "max AUROC"])
+        .class("index");
     for r in &d.random_baselines {
-        t.text_row(&[r.direction.as_str().to_string(), r.layer.to_string(), r.of_latent.to_string(), opt(r.of_auroc), r.latents.len().to_string(), opt(r.mean), opt(r.max)]);
+        t.text_row(&[
+            r.direction.as_str().to_string(),
+            r.layer.to_string(),
+            r.of_latent.to_string(),
+            opt(r.of_auroc),
+            r.latents.len().to_string(),
+            opt(r.mean),
+            opt(r.max),
+        ]);
     }
     p = p.heading("Random latents of the same firing frequency").table(t);
     // Entities that activate the rank-0 latents most and least.
     for l in d.latent_evals.iter().filter(|l| l.rank == 0) {
-        let mut t = Table::new(&["most active (test)", "activation", "least active (test)", "activation"]).class("index");
+        let mut t =
+            Table::new(&["most active (test)", "activation", "least active (test)", "activation"]).class("index");
         for (a, b) in l.top_entities.iter().zip(&l.bottom_entities) {
             t.text_row(&[a.1.clone(), format!("{:.3}", a.2), b.1.clone(), format!("{:.3}", b.2)]);
         }

@@ -157,7 +157,10 @@ impl LayerScores {
         self.types
             .iter()
             .map(|t| {
-                let best = (0..self.d_sae).filter(|&j| self.passes(j, max_freq)).map(|j| t.s(dir, j)).fold(f32::NEG_INFINITY, f32::max);
+                let best = (0..self.d_sae)
+                    .filter(|&j| self.passes(j, max_freq))
+                    .map(|j| t.s(dir, j))
+                    .fold(f32::NEG_INFINITY, f32::max);
                 (t.entity_type, best)
             })
             .collect()

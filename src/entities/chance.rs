@@ -66,12 +66,17 @@ pub fn chance_rates(entities: &[Entity], labels: &[EntityLabel], guessable: &Gue
         let Some(spec) = questions::attribute(t, &attr) else { continue };
         let golds: Vec<Vec<String>> = items.iter().map(|(e, _)| rule::usable_gold(e, spec, guessable)).collect();
         let n = items.len();
-        let ok = |answer: &str, j: usize, name: &str| !golds[j].is_empty() && judge_answer(spec.kind, &golds[j], answer, name) == Outcome::Correct;
+        let ok = |answer: &str, j: usize, name: &str| {
+            !golds[j].is_empty() && judge_answer(spec.kind, &golds[j], answer, name) == Outcome::Correct
+        };
         let model = (0..n).filter(|&i| ok(&items[i].1, i, &items[i].0.name)).count();
         let mut shuffled = 0usize;
         for s in 0..SHUFFLES {
             let mut perm: Vec<usize> = (0..n).collect();
-            shuffle(&mut perm, &mut SplitMix64::derive(seed, TAG_CHANCE, ((t as u64) << 40) ^ ((attr.len() as u64) << 32) ^ s as u64));
+            shuffle(
+                &mut perm,
+                &mut SplitMix64::derive(seed, TAG_CHANCE, ((t as u64) << 40) ^ ((attr.len() as u64) << 32) ^ s as u64),
+            );
             // Entity j is judged on the answer given to entity perm[j], with j's own name.
             shuffled += (0..n).filter(|&j| ok(&items[perm[j]].1, j, &items[j].0.name)).count();
         }

@@ -122,7 +122,11 @@ fn parse_row(text: &str, require: Require) -> std::result::Result<Entity, String
                 ));
             };
             if let Some(bad) = values.iter().find(|v| !spec.kind.parses(v)) {
-                return Err(format!("entity {:?}: attribute {attr:?} value {bad:?} is not {}", entity.id, spec.kind.describe()));
+                return Err(format!(
+                    "entity {:?}: attribute {attr:?} value {bad:?} is not {}",
+                    entity.id,
+                    spec.kind.describe()
+                ));
             }
         }
     }

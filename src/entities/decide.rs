@@ -88,8 +88,9 @@ pub fn label_entities(entities: &[Entity], records: &[QuestionRecord], rules: &R
     let mut labels = Vec::new();
     let mut incomplete = 0;
     for e in entities {
-        let asked: Vec<&'static questions::AttributeSpec> =
-            questions::attributes_of(e.entity_type).filter(|s| rule::asks(e, s, rules.attributes, rules.guessable)).collect();
+        let asked: Vec<&'static questions::AttributeSpec> = questions::attributes_of(e.entity_type)
+            .filter(|s| rule::asks(e, s, rules.attributes, rules.guessable))
+            .collect();
         let recs = by_entity.get(e.id.as_str()).cloned().unwrap_or_default();
         if asked.iter().any(|a| !recs.iter().any(|r| r.attribute == a.name)) {
             incomplete += 1;
@@ -110,7 +111,13 @@ pub fn label_entities(entities: &[Entity], records: &[QuestionRecord], rules: &R
         }
         out.sort_by(|a, b| a.attribute.cmp(&b.attribute));
         let (class, note) = if n_counting < rules.known_min {
-            (Class::Dropped, Some(format!("{n_counting} counting attributes with a usable gold value (fewer than {})", rules.known_min)))
+            (
+                Class::Dropped,
+                Some(format!(
+                    "{n_counting} counting attributes with a usable gold value (fewer than {})",
+                    rules.known_min
+                )),
+            )
         } else {
             (classify(n_correct, rules.known_min), None)
         };
@@ -151,7 +158,9 @@ pub fn franchise_key(title: &str) -> String {
         let last = *words.last().expect("non-empty");
         if last.chars().all(|c| c.is_ascii_digit()) || ROMAN.contains(&last) {
             words.pop();
-            if words.len() > 1 && ["part", "chapter", "episode", "vol", "volume"].contains(words.last().expect("non-empty")) {
+            if words.len() > 1
+                && ["part", "chapter", "episode", "vol", "volume"].contains(words.last().expect("non-empty"))
+            {
                 words.pop();
             }
         } else {
@@ -168,7 +177,9 @@ pub fn dedupe(labels: &mut [EntityLabel]) -> usize {
     for (i, l) in labels.iter().enumerate() {
         let k = (l.entity_type, name_key(&l.name));
         match best.get(&k) {
-            Some(&j) if (labels[j].popularity_rank.unwrap_or(u64::MAX), &labels[j].id) <= (l.popularity_rank.unwrap_or(u64::MAX), &l.id) => {}
+            Some(&j)
+                if (labels[j].popularity_rank.unwrap_or(u64::MAX), &labels[j].id)
+                    <= (l.popularity_rank.unwrap_or(u64::MAX), &l.id) => {}
             _ => {
                 best.insert(k, i);
             }
@@ -370,14 +381,25 @@ fn band(rank: Option<u64>, cuts: &[u64]) -> usize {
 /// count, popularity band) bucket, chosen at random (each bucket's sorted ids shuffled by a
 /// stream derived from the seed and the bucket). Fabricated names are split 50 / 10 / 40 per type
 /// by seed and kept apart.
-pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], splits: &Splits, fabricated: &[Entity], seed: u64) -> Result<Controls> {
-    let split_of: HashMap<&str, &str> = [("train", &splits.train), ("validation", &splits.validation), ("test", &splits.test)]
-        .into_iter()
-        .flat_map(|(name, m)| m.values().flatten().map(move |id| (id.as_str(), name)))
-        .collect();
+pub fn controls(
+    tok: &Tokenizer,
+    labels: &[EntityLabel],
+    splits: &Splits,
+    fabricated: &[Entity],
+    seed: u64,
+) -> Result<Controls> {
+    let split_of: HashMap<&str, &str> =
+        [("train", &splits.train), ("validation", &splits.validation), ("test", &splits.test)]
+            .into_iter()
+            .flat_map(|(name, m)| m.values().flatten().map(move |id| (id.as_str(), name)))
+            .collect();
     let mut cuts: BTreeMap<EntityType, Vec<u64>> = BTreeMap::new();
     for t in EntityType::ALL {
-        let mut ranks: Vec<u64> = labels.iter().filter(|l| l.entity_type == t && l.class != Class::Dropped).filter_map(|l| l.popularity_rank).collect();
+        let mut ranks: Vec<u64> = labels
+            .iter()
+            .filter(|l| l.entity_type == t && l.class != Class::Dropped)
+            .filter_map(|l| l.popularity_rank)
+            .collect();
         if ranks.is_empty() {
             continue;
         }
@@ -387,7 +409,9 @@ pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], splits: &Splits, fabric
     }
     let mut buckets: BTreeMap<(&str, EntityType, usize, usize), [Vec<String>; 2]> = BTreeMap::new();
     let mut hist: BTreeMap<String, BTreeMap<EntityType, BTreeMap<usize, usize>>> = BTreeMap::new();
-    let mut bump = |set: &str, t: EntityType, n: usize| *hist.entry(set.into()).or_default().entry(t).or_default().entry(n).or_default() += 1;
+    let mut bump = |set: &str, t: EntityType, n: usize| {
+        *hist.entry(set.into()).or_default().entry(t).or_default().entry(n).or_default() += 1
+    };
     for l in labels {
         let side = match l.class {
             Class::Known => 0,
@@ -439,7 +463,11 @@ pub fn controls(tok: &Tokenizer, labels: &[EntityLabel], splits: &Splits, fabric
         let n = ids.len();
         let n_train = (n as f64 * 0.5).round() as usize;
         let n_val = ((n as f64 * 0.1).round() as usize).min(n - n_train);
-        for (name, part) in [("train", &ids[..n_train]), ("validation", &ids[n_train..n_train + n_val]), ("test", &ids[n_train + n_val..])] {
+        for (name, part) in [
+            ("train", &ids[..n_train]),
+            ("validation", &ids[n_train..n_train + n_val]),
+            ("test", &ids[n_train + n_val..]),
+        ] {
             fabricated_by_split.entry(name.to_string()).or_default().extend(part.iter().cloned());
         }
     }
@@ -492,7 +520,11 @@ mod tests {
             named(EntityType::Movie, "movie/c", "Die Hard"),
             named(EntityType::Movie, "movie/d", "Die Hard with a Vengeance"),
             named(EntityType::Movie, "movie/e", "Sunday Bloody Sunday"),
-            EntityLabel { class: Class::Unknown, n_correct: 0, ..named(EntityType::Song, "song/e", "Sunday Bloody Sunday") },
+            EntityLabel {
+                class: Class::Unknown,
+                n_correct: 0,
+                ..named(EntityType::Song, "song/e", "Sunday Bloody Sunday")
+            },
             named(EntityType::Movie, "movie/f", "Up"),
             named(EntityType::Movie, "movie/g", "Up in the Air"),
         ];

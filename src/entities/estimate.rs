@@ -27,7 +27,9 @@ fn score_states(model: &Model, states: &Tensor, targets: &[u32]) -> Result<Vec<T
         let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let idx = Tensor::from_slice(chunk, (chunk.len(), 1), logits.device())?;
         let lp: Vec<f32> = logp.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
-        out.extend(lp.into_iter().zip(chunk).zip(argmax).map(|((logprob, &tg), a)| TokenScore { logprob, argmax: a == tg }));
+        out.extend(
+            lp.into_iter().zip(chunk).zip(argmax).map(|((logprob, &tg), a)| TokenScore { logprob, argmax: a == tg }),
+        );
     }
     Ok(out)
 }
@@ -91,9 +93,14 @@ pub fn score_forms(model: &Model, batch: &Batch, forms: &[(usize, Vec<u32>)]) ->
     kv.retain_rows(&rows)?;
     let steps = long.iter().map(|&i| forms[i].1.len() - 1).max().unwrap_or(1);
     let key_valid_prompt = batch.key_valid();
-    let feed: Vec<Vec<u32>> =
-        long.iter().map(|&i| (0..steps).map(|j| if j + 1 < forms[i].1.len() { forms[i].1[j] } else { model.tokenizer.pad }).collect()).collect();
-    let positions: Vec<Vec<u32>> = long.iter().map(|&i| (0..steps).map(|j| (batch.len_of(forms[i].0) + j) as u32).collect()).collect();
+    let feed: Vec<Vec<u32>> = long
+        .iter()
+        .map(|&i| {
+            (0..steps).map(|j| if j + 1 < forms[i].1.len() { forms[i].1[j] } else { model.tokenizer.pad }).collect()
+        })
+        .collect();
+    let positions: Vec<Vec<u32>> =
+        long.iter().map(|&i| (0..steps).map(|j| (batch.len_of(forms[i].0) + j) as u32).collect()).collect();
     let key_valid: Vec<Vec<bool>> = long
         .iter()
         .map(|&i| {
@@ -104,7 +111,7 @@ pub fn score_forms(model: &Model, batch: &Batch, forms: &[(usize, Vec<u32>)]) ->
         .collect();
     let out = t.forward(&ForwardInput::continuation(feed, positions, key_valid)?, &spec, Some(&mut kv))?.cache;
     let y = out.get(HookPoint::LnFinal)?.flatten(0, 1)?; // [n * steps, d]
-    // Only the positions that predict a form's token.
+                                                         // Only the positions that predict a form's token.
     let mut flat: Vec<u32> = Vec::new();
     let mut targets: Vec<u32> = Vec::new();
     for (n, &i) in long.iter().enumerate() {

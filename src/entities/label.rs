@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 
-
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -34,8 +33,8 @@ use super::store::Keyed;
 use crate::hooks::HookSpec;
 use crate::model::generate::{generate_many, GenerateOptions};
 use crate::model::score::score_continuations;
-use crate::tokenizer::ChatMessage;
 use crate::model::Model;
+use crate::tokenizer::ChatMessage;
 
 /// How an attribute is judged correct (see the module docs). Parsed from and displayed as its
 /// lowercase name (`greedy`, `sampled`, `likelihood`), the name its output directory has.
@@ -202,7 +201,13 @@ pub fn template_key(t: EntityType, attr: &str) -> String {
 
 /// Builds the question for one attribute of one entity with the given base template (ignored
 /// for chat prompts, which use the chat question).
-pub fn question<'a>(model: &Model, entity: &'a Entity, spec: &'static AttributeSpec, template: usize, chat: bool) -> Result<Question<'a>> {
+pub fn question<'a>(
+    model: &Model,
+    entity: &'a Entity,
+    spec: &'static AttributeSpec,
+    template: usize,
+    chat: bool,
+) -> Result<Question<'a>> {
     let (prompt, ids) = if chat {
         let q = questions::fill(spec.chat, &entity.name);
         let ids = model.tokenizer.encode_chat(&[ChatMessage::user(q.clone())], true)?;
@@ -218,7 +223,12 @@ pub fn question<'a>(model: &Model, entity: &'a Entity, spec: &'static AttributeS
 
 /// Every question for the given entities (attributes with at least one gold value), judged
 /// against usable gold values with the guessable values of these entities.
-pub fn questions_for<'a>(model: &Model, entities: &'a [Entity], templates: &TemplateTable, chat: bool) -> Result<Vec<Question<'a>>> {
+pub fn questions_for<'a>(
+    model: &Model,
+    entities: &'a [Entity],
+    templates: &TemplateTable,
+    chat: bool,
+) -> Result<Vec<Question<'a>>> {
     questions_with(model, entities, templates, chat, AttributeSet::All, &Guessable::from_entities(entities))
 }
 
@@ -281,7 +291,13 @@ pub fn answer(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Ve
 /// likelihood records keep their judgment.
 pub fn rejudge(r: &mut QuestionRecord, kind: AnswerKind, gold: &[String], entity_name: &str, opts: &LabelOptions) {
     if r.estimate.is_some() {
-        let p = r.likelihood.iter().filter(|g| form_usable(&g.value, entity_name)).map(|g| g.logprob.exp()).sum::<f64>().min(1.0);
+        let p = r
+            .likelihood
+            .iter()
+            .filter(|g| form_usable(&g.value, entity_name))
+            .map(|g| g.logprob.exp())
+            .sum::<f64>()
+            .min(1.0);
         r.estimate = Some(p);
         r.correct = !gold.is_empty() && p >= opts.threshold;
         return;
@@ -314,7 +330,13 @@ fn stops(opts: &LabelOptions) -> Vec<String> {
     }
 }
 
-fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, likelihood: Vec<GoldLikelihood>, correct: bool) -> QuestionRecord {
+fn record(
+    q: &Question,
+    greedy: Option<Completion>,
+    samples: Vec<Completion>,
+    likelihood: Vec<GoldLikelihood>,
+    correct: bool,
+) -> QuestionRecord {
     QuestionRecord {
         entity_id: q.entity.id.clone(),
         entity_type: q.entity.entity_type,
@@ -329,7 +351,12 @@ fn record(q: &Question, greedy: Option<Completion>, samples: Vec<Completion>, li
     }
 }
 
-fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sampled: bool) -> Result<Vec<QuestionRecord>> {
+fn answer_generated(
+    model: &Model,
+    qs: &[&Question],
+    opts: &LabelOptions,
+    sampled: bool,
+) -> Result<Vec<QuestionRecord>> {
     // Chat models restate the question before answering: the paper's 32 tokens.
     let max_tokens = if opts.chat { 32 } else { qs.iter().map(|q| max_new_tokens(q.spec.kind)).max().unwrap_or(8) };
     let judge_text = |q: &Question, text: String| {
@@ -355,7 +382,13 @@ fn answer_generated(model: &Model, qs: &[&Question], opts: &LabelOptions, sample
     // draws from the stream (its seed, s), whatever its batch.
     let n = opts.samples;
     let seeds: Vec<u64> = qs.iter().map(|q| sample_seed(opts.seed, &q.key())).collect();
-    let o = GenerateOptions { max_tokens, temperature: 1.0, row_seeds: Some(seeds), stop: stops(opts), ..Default::default() };
+    let o = GenerateOptions {
+        max_tokens,
+        temperature: 1.0,
+        row_seeds: Some(seeds),
+        stop: stops(opts),
+        ..Default::default()
+    };
     let gens = generate_many(model, &prompts, &HookSpec::new(), &o, n, rows.max(n))?;
     Ok(qs
         .iter()

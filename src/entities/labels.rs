@@ -108,7 +108,11 @@ impl LabelSet {
                         bail!("{}: {split} id {id:?} is not in {}", splits_path.display(), labels_path.display());
                     };
                     if labels[i].class != *class {
-                        bail!("{}: {id:?} is listed as {class:?} in {split} but labeled {:?}", splits_path.display(), labels[i].class);
+                        bail!(
+                            "{}: {id:?} is listed as {class:?} in {split} but labeled {:?}",
+                            splits_path.display(),
+                            labels[i].class
+                        );
                     }
                     if let Some(other) = split_of[i].replace(split) {
                         bail!("{}: {id:?} is in both {other} and {split}", splits_path.display());
@@ -117,7 +121,10 @@ impl LabelSet {
             }
         }
         let controls_path = dir.join(CONTROLS_FILE);
-        for (set, ids, class) in [("matched_known", &controls.matched_known, Class::Known), ("matched_unknown", &controls.matched_unknown, Class::Unknown)] {
+        for (set, ids, class) in [
+            ("matched_known", &controls.matched_known, Class::Known),
+            ("matched_unknown", &controls.matched_unknown, Class::Unknown),
+        ] {
             for id in ids {
                 match index.get(id) {
                     Some(&i) if labels[i].class == class => {}
@@ -210,8 +217,11 @@ pub fn labels_file(dir: &Path) -> Result<PathBuf> {
 /// Opens a file, inflating it if its name ends in `.gz`.
 fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let reader: Box<dyn Read> =
-        if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     Ok(Box::new(BufReader::new(reader)))
 }
 
@@ -223,7 +233,10 @@ pub fn read_entity_labels(path: &Path) -> Result<Vec<EntityLabel>> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(&line).with_context(|| format!("{}:{}: not an entity label", path.display(), i + 1))?);
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not an entity label", path.display(), i + 1))?,
+        );
     }
     Ok(out)
 }

@@ -87,8 +87,10 @@ fn alias_table() -> &'static AliasTable {
     TABLE.get_or_init(|| {
         let (mut groups, mut spelled) = (Vec::new(), Vec::new());
         let mut by_name = std::collections::HashMap::new();
-        for line in include_str!("country_aliases.tsv").lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let names: Vec<String> = line.split('\t').skip(1).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+        for line in include_str!("country_aliases.tsv").lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let names: Vec<String> =
+                line.split('\t').skip(1).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
             let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
             for n in &lower {
                 by_name.entry(n.clone()).or_insert(groups.len());
@@ -130,13 +132,89 @@ pub fn name_correct(gold: &str, completion: &str) -> bool {
 /// and common first words of place and team names. An answer that shares only these with a gold
 /// value is a fragment.
 pub const FRAGMENT_WORDS: &[&str] = &[
-    "the", "a", "an", "of", "and", "in", "on", "at", "to", "for", "by", "from", "de", "del", "da", "do", "la", "le",
-    "les", "los", "las", "el", "al", "di", "van", "von", "st", "ste", "mt", "ft", "dr", "jr", "sr", "mr", "mrs", "ms",
-    "san", "santa", "santo", "sao", "saint", "fort", "port", "new", "north", "south", "east", "west", "upper",
-    "lower", "great", "little", "old", "city", "county", "province", "region", "district", "state", "oblast",
-    "prefecture", "governorate", "department", "municipality", "krai", "voivodeship", "canton", "federation",
-    "democratic", "people", "s", "islamic", "federal", "socialist", "united", "island",
-    "islands", "lake", "river", "mount", "club", "fc", "team",
+    "the",
+    "a",
+    "an",
+    "of",
+    "and",
+    "in",
+    "on",
+    "at",
+    "to",
+    "for",
+    "by",
+    "from",
+    "de",
+    "del",
+    "da",
+    "do",
+    "la",
+    "le",
+    "les",
+    "los",
+    "las",
+    "el",
+    "al",
+    "di",
+    "van",
+    "von",
+    "st",
+    "ste",
+    "mt",
+    "ft",
+    "dr",
+    "jr",
+    "sr",
+    "mr",
+    "mrs",
+    "ms",
+    "san",
+    "santa",
+    "santo",
+    "sao",
+    "saint",
+    "fort",
+    "port",
+    "new",
+    "north",
+    "south",
+    "east",
+    "west",
+    "upper",
+    "lower",
+    "great",
+    "little",
+    "old",
+    "city",
+    "county",
+    "province",
+    "region",
+    "district",
+    "state",
+    "oblast",
+    "prefecture",
+    "governorate",
+    "department",
+    "municipality",
+    "krai",
+    "voivodeship",
+    "canton",
+    "federation",
+    "democratic",
+    "people",
+    "s",
+    "islamic",
+    "federal",
+    "socialist",
+    "united",
+    "island",
+    "islands",
+    "lake",
+    "river",
+    "mount",
+    "club",
+    "fc",
+    "team",
 ];
 
 /// The words thefuzz compares: `thefuzz_process` split on whitespace.
@@ -184,7 +262,9 @@ pub fn name_verdict(gold: &str, answer: &str, entity_name: &str) -> NameVerdict 
             NameVerdict::Correct
         } else if shared.is_empty() {
             // A spelling variant: compare what is left outside the entity's name.
-            let rest = |s: &BTreeSet<String>| s.iter().filter(|w| !own.contains(*w) && !is_fragment_word(w)).cloned().collect::<Vec<_>>().join(" ");
+            let rest = |s: &BTreeSet<String>| {
+                s.iter().filter(|w| !own.contains(*w) && !is_fragment_word(w)).cloned().collect::<Vec<_>>().join(" ")
+            };
             let (gr, ar) = (rest(&g), rest(&a));
             if !gr.is_empty() && !ar.is_empty() && token_set_ratio(&gr, &ar).round_ties_even() > 90.0 {
                 NameVerdict::Correct
@@ -193,7 +273,9 @@ pub fn name_verdict(gold: &str, answer: &str, entity_name: &str) -> NameVerdict 
             } else {
                 NameVerdict::Fragment
             }
-        } else if shared.iter().all(|w| own.contains(*w) || is_fragment_word(w)) && shared.iter().any(|w| own.contains(*w)) {
+        } else if shared.iter().all(|w| own.contains(*w) || is_fragment_word(w))
+            && shared.iter().any(|w| own.contains(*w))
+        {
             NameVerdict::Echo
         } else {
             NameVerdict::Fragment
@@ -354,7 +436,8 @@ pub fn token_set_ratio(a: &str, b: &str) -> f64 {
     let sep = usize::from(sect_len != 0);
     let sect_ab_len = sect_len + sep + ab_len;
     let sect_ba_len = sect_len + sep + ba_len;
-    let norm = |dist: usize, lensum: usize| if lensum == 0 { 100.0 } else { 100.0 - 100.0 * dist as f64 / lensum as f64 };
+    let norm =
+        |dist: usize, lensum: usize| if lensum == 0 { 100.0 } else { 100.0 - 100.0 * dist as f64 / lensum as f64 };
     let dist = rapidfuzz::distance::indel::distance(ab_joined.chars(), ba_joined.chars());
     let result = norm(dist, sect_ab_len + sect_ba_len);
     if sect_len == 0 {
@@ -404,7 +487,11 @@ mod tests {
         assert_eq!(name_verdict("Francis Ford Coppola", " Coppola", "The Godfather"), Correct);
         assert_eq!(name_verdict("Mexico", " the United States", "Tijuana"), Wrong);
         assert_eq!(name_verdict("Greatest Hits, Vol. 1", ": 1", "Song"), Fragment);
-        assert!(!gold_usable("Tokyo", "Tokyo") && gold_usable("Tyumen Oblast", "Kurgan") && !gold_usable("Tyumen Oblast", "Tyumen"));
+        assert!(
+            !gold_usable("Tokyo", "Tokyo")
+                && gold_usable("Tyumen Oblast", "Kurgan")
+                && !gold_usable("Tyumen Oblast", "Tyumen")
+        );
         assert!(!gold_usable("Guatemala", "Guatemala City") && gold_usable("United States", "Dallas"));
         assert_eq!(judge_answer(AnswerKind::Name, &["Tokyo".into()], " Tokyo", "Tokyo"), Outcome::Echo);
         assert_eq!(judge_answer(AnswerKind::Name, &["Japan".into()], " Japan", "Tokyo"), Outcome::Correct);

@@ -14,8 +14,8 @@
 pub mod chance;
 pub mod config;
 pub mod dataset;
-pub mod estimate;
 pub mod decide;
+pub mod estimate;
 pub mod label;
 pub mod labels;
 pub mod matching;

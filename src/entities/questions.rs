@@ -7,7 +7,6 @@
 //! quiz (../shared/reference/findings.md #2). `label` picks one per attribute by accuracy on a
 //! development sample and records the choice. `{e}` stands for the entity name.
 
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -104,7 +104,9 @@ pub fn usable_gold(entity: &Entity, spec: &AttributeSpec, guessable: &Guessable)
     if !counts(entity.entity_type, spec.name) {
         return gold;
     }
-    gold.into_iter().filter(|g| gold_usable(g, &entity.name) && !guessable.contains(entity.entity_type, spec.name, g)).collect()
+    gold.into_iter()
+        .filter(|g| gold_usable(g, &entity.name) && !guessable.contains(entity.entity_type, spec.name, g))
+        .collect()
 }
 
 /// Which attributes a run asks about.
@@ -151,7 +153,9 @@ pub fn asks(entity: &Entity, spec: &AttributeSpec, set: AttributeSet, guessable:
     }
     match set {
         AttributeSet::All => true,
-        AttributeSet::Counting => counts(entity.entity_type, spec.name) && !usable_gold(entity, spec, guessable).is_empty(),
+        AttributeSet::Counting => {
+            counts(entity.entity_type, spec.name) && !usable_gold(entity, spec, guessable).is_empty()
+        }
     }
 }
 
@@ -161,7 +165,8 @@ mod tests {
 
     #[test]
     fn threshold_is_where_three_of_ten_is_a_coin_flip() {
-        let at_least_3 = |p: f64| 1.0 - (0..3).map(|k| binom(10, k) * p.powi(k as i32) * (1.0 - p).powi(10 - k as i32)).sum::<f64>();
+        let at_least_3 =
+            |p: f64| 1.0 - (0..3).map(|k| binom(10, k) * p.powi(k as i32) * (1.0 - p).powi(10 - k as i32)).sum::<f64>();
         fn binom(n: u64, k: u64) -> f64 {
             (0..k).map(|i| (n - i) as f64 / (i + 1) as f64).product()
         }

@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use super::config::{mode_dir, RunConfig, TemplateChoice};
 use super::chance;
+pub use super::config::{mode_dir, RunConfig, TemplateChoice};
 use super::dataset::Entity;
 use super::decide::{self, EntityLabel};
 use super::label::{self, answer, max_new_tokens, LabelOptions, Mode, QuestionRecord, TemplateTable};
@@ -17,8 +17,8 @@ use super::questions::{self, EntityType};
 use super::rule::{self, Guessable};
 use super::store::RecordStore;
 use super::summary;
-use crate::progress::Progress;
 use crate::model::Model;
+use crate::progress::Progress;
 
 /// What one attribute's templates scored on the development sample.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +48,12 @@ pub struct RunOutcome {
 }
 
 /// Picks (or reloads) the base template of every attribute.
-pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, progress: &dyn Progress) -> Result<TemplateTable> {
+pub fn choose_templates(
+    model: &Model,
+    entities: &[Entity],
+    cfg: &RunConfig,
+    progress: &dyn Progress,
+) -> Result<TemplateTable> {
     if cfg.opts.chat {
         return Ok(TemplateTable::new());
     }
@@ -67,7 +72,9 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
         of_type.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
         for spec in questions::attributes_of(t) {
             let key = label::template_key(t, spec.name);
-            if scores.contains_key(&key) || (cfg.attribute_set() == rule::AttributeSet::Counting && !rule::counts(t, spec.name)) {
+            if scores.contains_key(&key)
+                || (cfg.attribute_set() == rule::AttributeSet::Counting && !rule::counts(t, spec.name))
+            {
                 continue;
             }
             // The most popular entities that have this attribute (the most popular songs, from
@@ -79,13 +86,23 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
                 .take(cfg.dev_size)
                 .collect();
             if cfg.templates == TemplateChoice::Paper || spec.base.len() == 1 || asked.is_empty() {
-                scores.insert(key, TemplateScore { chosen: 0, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct: vec![], echoes: vec![], asked: 0 });
+                scores.insert(
+                    key,
+                    TemplateScore {
+                        chosen: 0,
+                        templates: spec.base.iter().map(|s| s.to_string()).collect(),
+                        correct: vec![],
+                        echoes: vec![],
+                        asked: 0,
+                    },
+                );
                 continue;
             }
             let mut correct = Vec::new();
             let mut echoes = Vec::new();
             for ti in 0..spec.base.len() {
-                let mut qs = asked.iter().map(|e| label::question(model, e, spec, ti, false)).collect::<Result<Vec<_>>>()?;
+                let mut qs =
+                    asked.iter().map(|e| label::question(model, e, spec, ti, false)).collect::<Result<Vec<_>>>()?;
                 for q in qs.iter_mut() {
                     q.gold = rule::usable_gold(q.entity, spec, &guessable);
                 }
@@ -98,14 +115,17 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
                     recs.iter()
                         .zip(&qs)
                         .filter(|(r, q)| {
-                            r.greedy.as_ref().is_some_and(|g| g.outcome == Outcome::Echo || echoes_name(&g.text, &q.entity.name))
+                            r.greedy
+                                .as_ref()
+                                .is_some_and(|g| g.outcome == Outcome::Echo || echoes_name(&g.text, &q.entity.name))
                         })
                         .count(),
                 );
             }
             // Most correct answers; among those, fewest echoes of the entity's name; ties go to
             // the earlier template (the paper's first).
-            let better = |i: usize, b: usize| correct[i] > correct[b] || (correct[i] == correct[b] && echoes[i] < echoes[b]);
+            let better =
+                |i: usize, b: usize| correct[i] > correct[b] || (correct[i] == correct[b] && echoes[i] < echoes[b]);
             let chosen = (0..correct.len()).fold(0, |best, i| if better(i, best) { i } else { best });
             progress.log(&format!(
                 "template {key}: {correct:?} of {} correct, {echoes:?} echoes → #{chosen} {:?}",
@@ -114,7 +134,13 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
             ));
             scores.insert(
                 key,
-                TemplateScore { chosen, templates: spec.base.iter().map(|s| s.to_string()).collect(), correct, echoes, asked: asked.len() },
+                TemplateScore {
+                    chosen,
+                    templates: spec.base.iter().map(|s| s.to_string()).collect(),
+                    correct,
+                    echoes,
+                    asked: asked.len(),
+                },
             );
         }
     }
@@ -126,7 +152,13 @@ pub fn choose_templates(model: &Model, entities: &[Entity], cfg: &RunConfig, pro
 
 /// Runs (or resumes) labeling and writes every output. `progress` sees one stage, the questions
 /// still to ask.
-pub fn run(model: &Model, entities: &[Entity], fabricated: &[Entity], cfg: &RunConfig, progress: &dyn Progress) -> Result<RunOutcome> {
+pub fn run(
+    model: &Model,
+    entities: &[Entity],
+    fabricated: &[Entity],
+    cfg: &RunConfig,
+    progress: &dyn Progress,
+) -> Result<RunOutcome> {
     cfg.validate()?;
     let dir = mode_dir(&cfg.out, cfg.opts.mode);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -44,7 +44,10 @@ impl RecordStore {
                     // A torn final line: the run stopped while writing it. Anything unreadable
                     // before the end is damage we must not paper over.
                     _ if good_len + line.len() == bytes.len() => {
-                        eprintln!("{}: dropping an unfinished last line (the previous run stopped mid-write)", path.display());
+                        eprintln!(
+                            "{}: dropping an unfinished last line (the previous run stopped mid-write)",
+                            path.display()
+                        );
                     }
                     Err(e) => bail!("{}:{}: unreadable record: {e}", path.display(), i + 1),
                     Ok(_) => unreachable!("an incomplete line is always the last"),

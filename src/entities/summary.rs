@@ -77,10 +77,15 @@ pub fn write(
     let mut class_series = vec![Vec::new(), Vec::new(), Vec::new()];
     let mut types_json = serde_json::Map::new();
     let in_test = |t: EntityType, class: Class| {
-        splits.test.get(&class).map_or(0, |ids| ids.iter().filter(|id| labels.iter().any(|l| &l.id == *id && l.entity_type == t)).count())
+        splits
+            .test
+            .get(&class)
+            .map_or(0, |ids| ids.iter().filter(|id| labels.iter().any(|l| &l.id == *id && l.entity_type == t)).count())
     };
     let matched_test = |t: EntityType| {
-        controls.by_split.get("test").map_or(0, |m| m.known.iter().filter(|id| labels.iter().any(|l| &l.id == *id && l.entity_type == t)).count())
+        controls.by_split.get("test").map_or(0, |m| {
+            m.known.iter().filter(|id| labels.iter().any(|l| &l.id == *id && l.entity_type == t)).count()
+        })
     };
     for t in EntityType::ALL {
         let of: Vec<&EntityLabel> = labels.iter().filter(|l| l.entity_type == t).collect();
@@ -128,7 +133,17 @@ pub fn write(
     ]);
     md += "## Classes per type\n\n";
     md += &markdown(
-        &["type", "entities", "known", "unknown", "dropped (of which by note)", "known in test", "unknown in test", "matched pairs in test", "known if ≥ 1 correct"],
+        &[
+            "type",
+            "entities",
+            "known",
+            "unknown",
+            "dropped (of which by note)",
+            "known in test",
+            "unknown in test",
+            "matched pairs in test",
+            "known if ≥ 1 correct",
+        ],
         &rows,
     );
     md += &format!(
@@ -164,7 +179,10 @@ pub fn write(
         attrs_json.insert(format!("{t}.{a}"), json!({"asked": n, "correct": ok, "greedy_correct": gc, "greedy_refusal": gr, "greedy_error": ge, "template": template}));
     }
     md += "\n## Accuracy per attribute\n\n";
-    md += &markdown(&["attribute", "asked", "correct (mode's rule)", "greedy correct / refusal / error", "template #"], &rows);
+    md += &markdown(
+        &["attribute", "asked", "correct (mode's rule)", "greedy correct / refusal / error", "template #"],
+        &rows,
+    );
     md += &format!(
         "\n## Confound controls\n\nKnown and unknown matched one to one within each split on type, name token count and popularity band (quintiles of rank): {} pairs ({}). Fabricated names, their own control set: {}.\n",
         controls.matched_known.len(),
@@ -177,7 +195,8 @@ pub fn write(
     }
     md += &format!("\nQuestions asked in this run: {asked_now}, in {seconds:.0} s.\n");
     md += "\nCharts: `accuracy.svg`, `classes.svg`. Per-entity labels with every completion: `labels.jsonl`; splits: `splits.json`; controls: `controls.json`.\n";
-    std::fs::write(dir.join("summary.md"), &md).with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
+    std::fs::write(dir.join("summary.md"), &md)
+        .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
     let summary = json!({
         "mode": cfg.opts.mode.as_str(), "known_min": cfg.known_min, "types": types_json, "attributes": attrs_json,
         "attribute_set": cfg.attribute_set().as_str(), "threshold": cfg.opts.threshold, "near_duplicates_dropped": duplicates,
@@ -194,14 +213,19 @@ pub fn write(
         &[Series { name: "correct".into(), values: acc }],
         (900, 480),
     )?;
-    let types: Vec<String> = EntityType::ALL.iter().filter(|t| labels.iter().any(|l| l.entity_type == **t)).map(|t| t.to_string()).collect();
+    let types: Vec<String> =
+        EntityType::ALL.iter().filter(|t| labels.iter().any(|l| l.entity_type == **t)).map(|t| t.to_string()).collect();
     let [k, u, d]: [Vec<f64>; 3] = class_series.try_into().expect("three classes");
     grouped_bars(
         &dir.join("classes.svg"),
         "Entities per class",
         "entities",
         &types,
-        &[Series { name: "known".into(), values: k }, Series { name: "unknown".into(), values: u }, Series { name: "dropped".into(), values: d }],
+        &[
+            Series { name: "known".into(), values: k },
+            Series { name: "unknown".into(), values: u },
+            Series { name: "dropped".into(), values: d },
+        ],
         (640, 420),
     )?;
     Ok(())
@@ -265,7 +289,10 @@ pub fn compare_modes(out: &Path) -> Result<()> {
                 .collect();
             let h1 = format!("correct only under {na}");
             let h2 = format!("correct only under {nb}");
-            md += &markdown(&["attribute", "asked in both", "judged the same", "correct under both", &h1, &h2], &attr_rows);
+            md += &markdown(
+                &["attribute", "asked in both", "judged the same", "correct under both", &h1, &h2],
+                &attr_rows,
+            );
             md += "\n";
             let classes = [Class::Known, Class::Unknown, Class::Dropped];
             let rows: Vec<Vec<String>> = classes

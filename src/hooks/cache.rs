@@ -19,9 +19,7 @@ pub struct ActivationCache {
 
 impl ActivationCache {
     pub fn get(&self, hook: HookPoint) -> Result<&Tensor> {
-        self.tensors
-            .get(&hook)
-            .with_context(|| format!("hook {hook} was not captured in this run"))
+        self.tensors.get(&hook).with_context(|| format!("hook {hook} was not captured in this run"))
     }
 
     /// Left padding of each row.
@@ -66,8 +64,7 @@ impl ActivationCache {
 
     /// Saves every captured tensor as safetensors, named by its TransformerLens hook name.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> =
-            self.tensors.iter().map(|(h, t)| (h.to_string(), t.clone())).collect();
+        let map: HashMap<String, Tensor> = self.tensors.iter().map(|(h, t)| (h.to_string(), t.clone())).collect();
         candle_core::safetensors::save(&map, path)
             .with_context(|| format!("writing activation cache {}", path.display()))
     }

@@ -145,11 +145,18 @@ impl HookSpec {
                     anyhow::bail!("edit of head {head} at {}: this hook has no head axis (use attn.hook_z, attn.hook_pattern or attn.hook_attn_scores)", e.hook);
                 }
                 if head >= n_heads {
-                    anyhow::bail!("edit of head {head} at {}: the model has {n_heads} heads (0..={})", e.hook, n_heads - 1);
+                    anyhow::bail!(
+                        "edit of head {head} at {}: the model has {n_heads} heads (0..={})",
+                        e.hook,
+                        n_heads - 1
+                    );
                 }
             }
             if matches!(e.op, Intervention::MaskKeys(_)) && !matches!(e.hook, HookPoint::AttnScores(_)) {
-                anyhow::bail!("MaskKeys at {}: attention knockout applies at blocks.<l>.attn.hook_attn_scores only", e.hook);
+                anyhow::bail!(
+                    "MaskKeys at {}: attention knockout applies at blocks.<l>.attn.hook_attn_scores only",
+                    e.hook
+                );
             }
         }
         Ok(())

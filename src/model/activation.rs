@@ -55,13 +55,11 @@ impl CustomOp2 for GeluTanhMul {
         let (gate, up) = (&gate[g0..g1], &up[u0..u1]);
         let mut out = vec![0f32; gate.len()];
         const CHUNK: usize = 1 << 14;
-        out.par_chunks_mut(CHUNK)
-            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = gelu_tanh(g) * u;
-                }
-            });
+        out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = gelu_tanh(g) * u;
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -120,9 +120,7 @@ impl ModelConfig {
 
 /// RoPE inverse frequencies `1 / base^(2i/d)`, computed in f32 as Hugging Face does.
 pub fn rope_inv_freq(head_dim: usize, base: f64) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / head_dim as f32))
-        .collect()
+    (0..head_dim / 2).map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / head_dim as f32)).collect()
 }
 
 /// Llama 3's frequency-dependent RoPE scaling (`rope_type: llama3`).
@@ -143,8 +141,7 @@ pub fn llama3_scale(
         } else if wavelen > low_wavelen {
             freq / factor
         } else {
-            let smooth =
-                (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            let smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
             (1.0 - smooth) * freq / factor + smooth * freq
         };
         *f = scaled as f32;

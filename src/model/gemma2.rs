@@ -40,8 +40,7 @@ fn build(d: Dims, a: Attention) -> ModelConfig {
 pub fn from_gguf(m: &GgufMeta) -> Result<ModelConfig> {
     let d = m.dims()?;
     // llama.cpp: the 27B model (46 layers) scales by d_model / n_heads, the others by head_dim.
-    let query_pre_attn_scalar =
-        if d.n_layers == 46 { (d.d_model / d.n_heads) as f64 } else { d.head_dim as f64 };
+    let query_pre_attn_scalar = if d.n_layers == 46 { (d.d_model / d.n_heads) as f64 } else { d.head_dim as f64 };
     let attention = Attention {
         query_pre_attn_scalar,
         sliding_window: m.usize("attention.sliding_window")?,

@@ -56,8 +56,7 @@ fn build(d: Dims, a: Attention) -> ModelConfig {
 pub fn from_gguf(m: &GgufMeta) -> Result<ModelConfig> {
     let d = m.dims()?;
     // llama.cpp: the 27B model (62 layers) scales by d_model / n_heads, the others by head_dim.
-    let query_pre_attn_scalar =
-        if d.n_layers == 62 { (d.d_model / d.n_heads) as f64 } else { d.head_dim as f64 };
+    let query_pre_attn_scalar = if d.n_layers == 62 { (d.d_model / d.n_heads) as f64 } else { d.head_dim as f64 };
     let global_scale = match m.opt_str("rope.scaling.type") {
         Some("linear") => m.opt_f64("rope.scaling.factor")?.unwrap_or(1.0),
         _ => 1.0,

@@ -74,7 +74,12 @@ fn end_ids(model: &Model) -> Vec<u32> {
 
 /// Generates a continuation for every row of `batch`. Returns the generations and the
 /// activations the spec captured on the prompt.
-pub fn generate(model: &Model, batch: &Batch, spec: &HookSpec, opts: &GenerateOptions) -> Result<(Vec<Generation>, ActivationCache)> {
+pub fn generate(
+    model: &Model,
+    batch: &Batch,
+    spec: &HookSpec,
+    opts: &GenerateOptions,
+) -> Result<(Vec<Generation>, ActivationCache)> {
     check_options(model, batch.seq_len, opts)?;
     let b = batch.rows();
     let seeds = prompt_seeds(opts, b)?;
@@ -136,7 +141,12 @@ pub fn generate_many(
             let batch = model.batch_from_ids(&group)?;
             let slots: Vec<Slot> = (0..take)
                 .flat_map(|i| (0..samples).map(move |s| (i, s)))
-                .map(|(i, s)| Slot { batch_row: i, output: (next + i) * samples + s, seed: seeds[next + i], sample: s as u64 })
+                .map(|(i, s)| Slot {
+                    batch_row: i,
+                    output: (next + i) * samples + s,
+                    seed: seeds[next + i],
+                    sample: s as u64,
+                })
                 .collect();
             dec.admit(&batch, spec, &slots)?;
             next += take;
@@ -157,7 +167,10 @@ fn check_options(model: &Model, longest_prompt: usize, opts: &GenerateOptions) -
     }
     let ctx = model.cfg().context_length;
     if longest_prompt + opts.max_tokens > ctx {
-        bail!("prompt ({longest_prompt} tokens) plus max tokens ({}) exceeds the model's context of {ctx}", opts.max_tokens);
+        bail!(
+            "prompt ({longest_prompt} tokens) plus max tokens ({}) exceeds the model's context of {ctx}",
+            opts.max_tokens
+        );
     }
     Ok(())
 }
@@ -218,7 +231,16 @@ impl<'a> Decoder<'a> {
             },
             logits: LogitsAt::Last,
         };
-        Self { model, opts, ends: end_ids(model), step_spec, rows: Vec::new(), kv: KvCache::default(), key_valid: Vec::new(), logits: None }
+        Self {
+            model,
+            opts,
+            ends: end_ids(model),
+            step_spec,
+            rows: Vec::new(),
+            kv: KvCache::default(),
+            key_valid: Vec::new(),
+            logits: None,
+        }
     }
 
     /// Prefills `batch` with the spec's captures and edits and adds one decoding row per slot
@@ -273,7 +295,17 @@ impl<'a> Decoder<'a> {
             return Ok(self
                 .rows
                 .drain(..)
-                .map(|r| (r.output, Generation { prompt_ids: r.prompt_ids, ids: Vec::new(), text: String::new(), stop_reason: StopReason::MaxTokens }))
+                .map(|r| {
+                    (
+                        r.output,
+                        Generation {
+                            prompt_ids: r.prompt_ids,
+                            ids: Vec::new(),
+                            text: String::new(),
+                            stop_reason: StopReason::MaxTokens,
+                        },
+                    )
+                })
                 .collect());
         }
         let next = pick(&logits, self.opts.temperature, &mut self.rows)?;
@@ -330,7 +362,8 @@ impl<'a> Decoder<'a> {
         let positions: Vec<Vec<u32>> = self.rows.iter().map(|r| vec![r.next_position]).collect();
         self.rows.iter_mut().for_each(|r| r.next_position += 1);
         self.key_valid.iter_mut().for_each(|k| k.push(true));
-        let input = ForwardInput::continuation(next.iter().map(|&id| vec![id]).collect(), positions, self.key_valid.clone())?;
+        let input =
+            ForwardInput::continuation(next.iter().map(|&id| vec![id]).collect(), positions, self.key_valid.clone())?;
         let out = self.model.transformer.forward(&input, &self.step_spec, Some(&mut self.kv))?;
         self.logits = Some(out.logits.expect("logits were asked for"));
         Ok(done)

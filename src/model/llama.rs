@@ -8,9 +8,8 @@ use super::config::{llama3_scale, rope_inv_freq, Arch, Dims, LayerAttention, Mod
 use super::meta::{GgufMeta, HfConfig};
 
 fn build(d: Dims, inv_freq: Vec<f32>, rope_layout: RopeLayout) -> ModelConfig {
-    let layers = (0..d.n_layers)
-        .map(|_| LayerAttention { sliding_window: None, rope_inv_freq: inv_freq.clone() })
-        .collect();
+    let layers =
+        (0..d.n_layers).map(|_| LayerAttention { sliding_window: None, rope_inv_freq: inv_freq.clone() }).collect();
     ModelConfig { rope_layout, ..ModelConfig::base(Arch::Llama, &d, layers) }
 }
 
@@ -20,7 +19,11 @@ pub fn from_gguf(m: &GgufMeta) -> Result<ModelConfig> {
     let d = m.dims()?;
     let rope_dim = m.opt_usize("rope.dimension_count")?.unwrap_or(d.head_dim);
     if rope_dim != d.head_dim {
-        anyhow::bail!("{}: partial rotary embeddings ({rope_dim} of {}) are not supported", m.path.display(), d.head_dim);
+        anyhow::bail!(
+            "{}: partial rotary embeddings ({rope_dim} of {}) are not supported",
+            m.path.display(),
+            d.head_dim
+        );
     }
     let inv = rope_inv_freq(d.head_dim, m.opt_f64("rope.freq_base")?.unwrap_or(10_000.0));
     Ok(build(d, inv, RopeLayout::Interleaved))

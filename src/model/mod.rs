@@ -58,10 +58,7 @@ impl Model {
             "gemma3" => gemma3::from_gguf(&meta)?,
             "gemma2" => gemma2::from_gguf(&meta)?,
             "llama" => llama::from_gguf(&meta)?,
-            other => bail!(
-                "{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)",
-                path.display()
-            ),
+            other => bail!("{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)", path.display()),
         };
         let tokenizer = Tokenizer::from_gguf(&content, path)?;
         let mut source = weights::WeightSource::gguf(path, content, reader);
@@ -79,8 +76,9 @@ impl Model {
 
     fn load_hf_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("{}: cannot read (a Hugging Face model directory needs config.json)", cfg_path.display()))?;
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+            format!("{}: cannot read (a Hugging Face model directory needs config.json)", cfg_path.display())
+        })?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
         let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
@@ -88,7 +86,10 @@ impl Model {
         let hf = HfConfig { json: text_cfg, path: &cfg_path };
         let (cfg, arch) = match model_type {
             "gemma3_text" => (gemma3::from_hf(&hf)?, Arch::Gemma3),
-            "gemma3" => bail!("{}: multimodal Gemma 3 checkpoints are not supported; use the text-only model", cfg_path.display()),
+            "gemma3" => bail!(
+                "{}: multimodal Gemma 3 checkpoints are not supported; use the text-only model",
+                cfg_path.display()
+            ),
             "gemma2" => (gemma2::from_hf(&hf)?, Arch::Gemma2),
             "llama" => (llama::from_hf(&hf)?, Arch::Llama),
             other => bail!(
@@ -158,9 +159,12 @@ impl Model {
                 bail!("prompt {i} is empty");
             }
             rows.push(self.tokenizer.encode_prompt(prompt, parse_special)?);
-            spans.push(self.tokenizer.span_positions(prompt, entity, true, parse_special).with_context(|| format!("prompt {i}"))?);
+            spans.push(
+                self.tokenizer
+                    .span_positions(prompt, entity, true, parse_special)
+                    .with_context(|| format!("prompt {i}"))?,
+            );
         }
         Ok(EntityBatch { batch: self.batch_from_ids(&rows)?, spans })
     }
 }
-

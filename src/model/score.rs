@@ -24,13 +24,22 @@ fn score_rows(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let idx = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
     let lp: Vec<f32> = logp.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
-    Ok(lp.into_iter().zip(targets).zip(argmax).map(|((logprob, &t), a)| TokenScore { logprob, argmax: a == t }).collect())
+    Ok(lp
+        .into_iter()
+        .zip(targets)
+        .zip(argmax)
+        .map(|((logprob, &t), a)| TokenScore { logprob, argmax: a == t })
+        .collect())
 }
 
 /// Scores each continuation `(row of batch, token ids)`: per token, its log-probability given
 /// the prompt of that row and the continuation's earlier tokens. A row may have any number of
 /// continuations; each must be non-empty.
-pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize, Vec<u32>)]) -> Result<Vec<Vec<TokenScore>>> {
+pub fn score_continuations(
+    model: &Model,
+    batch: &Batch,
+    continuations: &[(usize, Vec<u32>)],
+) -> Result<Vec<Vec<TokenScore>>> {
     if let Some((r, _)) = continuations.iter().find(|(r, c)| *r >= batch.rows() || c.is_empty()) {
         bail!("continuation for row {r}: row out of range or no tokens");
     }
@@ -72,9 +81,12 @@ pub fn score_continuations(model: &Model, batch: &Batch, continuations: &[(usize
     let steps = tmax - 1;
     let feed: Vec<Vec<u32>> = continuations
         .iter()
-        .map(|(_, c)| (0..steps).map(|j| c.get(j).copied().filter(|_| j + 1 < c.len()).unwrap_or(model.tokenizer.pad)).collect())
+        .map(|(_, c)| {
+            (0..steps).map(|j| c.get(j).copied().filter(|_| j + 1 < c.len()).unwrap_or(model.tokenizer.pad)).collect()
+        })
         .collect();
-    let positions: Vec<Vec<u32>> = continuations.iter().map(|(r, _)| (0..steps).map(|j| (batch.len_of(*r) + j) as u32).collect()).collect();
+    let positions: Vec<Vec<u32>> =
+        continuations.iter().map(|(r, _)| (0..steps).map(|j| (batch.len_of(*r) + j) as u32).collect()).collect();
     let key_valid: Vec<Vec<bool>> = continuations
         .iter()
         .map(|(r, _)| {

@@ -169,7 +169,12 @@ pub struct ForwardInput {
 impl ForwardInput {
     /// A whole batch, from its first token (no KV cache, or an empty one).
     pub fn batch(batch: &Batch) -> Self {
-        Self { ids: batch.ids.clone(), positions: batch.position_ids(), key_valid: batch.key_valid(), layout: batch.layout() }
+        Self {
+            ids: batch.ids.clone(),
+            positions: batch.position_ids(),
+            key_valid: batch.key_valid(),
+            layout: batch.layout(),
+        }
     }
 
     /// Tokens that continue rows whose earlier keys are in a KV cache: `ids[r]` at RoPE
@@ -228,7 +233,11 @@ impl Transformer {
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             let opt_norm = |w: &mut WeightSource, s: &str, dim: usize, on: bool| -> Result<Option<RmsNorm>> {
-                if on { Ok(Some(RmsNorm::load(w, &n(s), dim, eps)?)) } else { Ok(None) }
+                if on {
+                    Ok(Some(RmsNorm::load(w, &n(s), dim, eps)?))
+                } else {
+                    Ok(None)
+                }
             };
             blocks.push(Block {
                 attn_norm: RmsNorm::load(w, &n("attn_norm"), d, eps)?,
@@ -264,10 +273,18 @@ impl Transformer {
         let past = kv.as_ref().map(|c| c.len()).unwrap_or(0);
         let total = past + input.len();
         if let Some((r, k)) = input.key_valid.iter().enumerate().find(|(_, k)| k.len() != total) {
-            bail!("key mask of row {r} has {} entries, expected {total} ({past} cached + {} new)", k.len(), input.len());
+            bail!(
+                "key mask of row {r} has {} entries, expected {total} ({past} cached + {} new)",
+                k.len(),
+                input.len()
+            );
         }
         if kv.as_ref().is_some_and(|c| !c.is_empty() && c.rows() != input.rows()) {
-            bail!("the KV cache holds {} rows but the input has {}", kv.as_ref().map(|c| c.rows()).unwrap_or(0), input.rows());
+            bail!(
+                "the KV cache holds {} rows but the input has {}",
+                kv.as_ref().map(|c| c.rows()).unwrap_or(0),
+                input.rows()
+            );
         }
         let keys = Layout::of_keys(&input.key_valid);
         let mut hooks = HookRuntime::new(spec, &input.layout, &keys, &self.device)?;
@@ -289,7 +306,8 @@ impl Transformer {
                         .iter()
                         .enumerate()
                         .map(|(r, c)| {
-                            let idx = Tensor::from_vec(c.iter().map(|&x| x as u32).collect::<Vec<_>>(), k, &self.device)?;
+                            let idx =
+                                Tensor::from_vec(c.iter().map(|&x| x as u32).collect::<Vec<_>>(), k, &self.device)?;
                             Ok(y.get(r)?.index_select(&idx, 0)?)
                         })
                         .collect::<Result<Vec<_>>>()?;
@@ -299,7 +317,10 @@ impl Transformer {
         } else {
             None
         };
-        Ok(ForwardOutput { logits, cache: ActivationCache { tensors: hooks.into_captured(), layout: input.layout.clone() } })
+        Ok(ForwardOutput {
+            logits,
+            cache: ActivationCache { tensors: hooks.into_captured(), layout: input.layout.clone() },
+        })
     }
 
     /// Runs the embedding and the first `n_blocks` blocks on a chunk, applying hooks.
@@ -347,7 +368,8 @@ impl Transformer {
                 _ => (q, k),
             };
             let freqs = cfg.layers[l].rope_inv_freq.as_slice();
-            let (_, (cos, sin)) = rope.iter().find(|(f, _)| *f == freqs).expect("tables were built for every layer run");
+            let (_, (cos, sin)) =
+                rope.iter().find(|(f, _)| *f == freqs).expect("tables were built for every layer run");
             let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, cfg.rope_layout)?;
             let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, cfg.rope_layout)?;
             let v = v.transpose(1, 2)?.contiguous()?;
@@ -367,8 +389,7 @@ impl Transformer {
             let total = k.dim(2)?;
             let rep = cfg.n_heads / cfg.n_kv_heads;
             let qg = q.reshape((b, cfg.n_kv_heads, rep * t, cfg.head_dim))?;
-            let mut scores = (qg.matmul(&k.t()?)? * cfg.attn_scale)?
-                .reshape((b, cfg.n_heads, t, total))?;
+            let mut scores = (qg.matmul(&k.t()?)? * cfg.attn_scale)?.reshape((b, cfg.n_heads, t, total))?;
             if let Some(c) = cfg.attn_softcap {
                 scores = ((scores / c)?.tanh()? * c)?;
             }
@@ -526,8 +547,7 @@ fn build_mask(input: &ForwardInput, past: usize, window: Option<usize>, device: 
         for i in 0..t {
             let qi = past + i;
             for j in 0..total {
-                let visible = j == qi
-                    || (j < qi && valid[j] && window.is_none_or(|w| qi - j < w));
+                let visible = j == qi || (j < qi && valid[j] && window.is_none_or(|w| qi - j < w));
                 if !visible {
                     m[(r * t + i) * total + j] = f32::NEG_INFINITY;
                 }
@@ -564,4 +584,3 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Res
     }
     .context("rotary embedding")
 }
-

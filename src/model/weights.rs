@@ -181,15 +181,12 @@ impl WeightSource {
         let WeightSource::Gguf { path, content, reader } = self else {
             unreachable!("qtensor is only called for GGUF sources")
         };
-        let info = content.tensor_infos.get(name).ok_or_else(|| {
-            anyhow::anyhow!("{}: tensor '{name}' is missing from the GGUF file", path.display())
-        })?;
+        let info = content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("{}: tensor '{name}' is missing from the GGUF file", path.display()))?;
         if info.shape.dims() != shape {
-            bail!(
-                "{}: tensor '{name}' has shape {:?}, expected {shape:?}",
-                path.display(),
-                info.shape.dims()
-            );
+            bail!("{}: tensor '{name}' has shape {:?}, expected {shape:?}", path.display(), info.shape.dims());
         }
         let q = content
             .tensor(reader, name, &Device::Cpu)

@@ -21,7 +21,14 @@ const PALETTE: [RGBColor; 6] = [
 ];
 
 /// Draws grouped vertical bars: one group per category, one bar per series, with a legend.
-pub fn grouped_bars(path: &Path, title: &str, y_label: &str, categories: &[String], series: &[Series], size: (u32, u32)) -> Result<()> {
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    series: &[Series],
+    size: (u32, u32),
+) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;

@@ -50,7 +50,9 @@ pub fn token_text(s: &str) -> String {
             '\n' => visible.push('↵'),
             '\r' => visible.push('⏎'),
             '\t' => visible.push('→'),
-            c if c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}') => {
+            c if c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}') =>
+            {
                 let _ = write!(visible, "⟨U+{:04X}⟩", c as u32);
             }
             c => visible.push(c),
@@ -144,7 +146,11 @@ impl Table {
     }
 
     pub fn to_html(&self) -> Html {
-        let mut h = if self.class.is_empty() { "<table>".to_string() } else { format!("<table class=\"{}\">", escape(&self.class)) };
+        let mut h = if self.class.is_empty() {
+            "<table>".to_string()
+        } else {
+            format!("<table class=\"{}\">", escape(&self.class))
+        };
         if !self.header.is_empty() {
             h.push_str("<tr>");
             for c in &self.header {
@@ -191,8 +197,10 @@ pub fn token_strip<'a>(tokens: impl IntoIterator<Item = StripToken<'a>>) -> Html
     for t in tokens {
         let alpha = t.weight.clamp(0.0, 1.0) * 0.85;
         let class = if t.peak { "t peak" } else { "t" };
-        let style = if alpha > 0.0 { format!(" style=\"background:rgba(var(--act),{alpha:.3})\"") } else { String::new() };
-        let _ = write!(h, "<span class=\"{class}\"{style} title=\"{}\">{}</span>", escape(&t.tooltip), token_text(t.text));
+        let style =
+            if alpha > 0.0 { format!(" style=\"background:rgba(var(--act),{alpha:.3})\"") } else { String::new() };
+        let _ =
+            write!(h, "<span class=\"{class}\"{style} title=\"{}\">{}</span>", escape(&t.tooltip), token_text(t.text));
     }
     h.push_str("</span>");
     Html(h)
@@ -340,7 +348,14 @@ mod tests {
         assert_eq!(escape(evil), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
         let mut t = Table::new(&[evil]);
         t.text_row(&[evil]);
-        let page = Page::new(evil).meta(Html::text(evil)).heading(evil).paragraph(evil).table(t).figure("<svg></svg>", evil).footer(Html::text(evil)).render();
+        let page = Page::new(evil)
+            .meta(Html::text(evil))
+            .heading(evil)
+            .paragraph(evil)
+            .table(t)
+            .figure("<svg></svg>", evil)
+            .footer(Html::text(evil))
+            .render();
         assert!(!page.contains("<script"), "{page}");
         assert_eq!(page.matches("&lt;script&gt;").count(), 9, "title, h1, meta, h2, p, th, td, caption, footer");
         assert_eq!(token_text("a\"b\n\t\r\u{200C}<"), "a&quot;b↵→⏎⟨U+200C⟩&lt;");
@@ -363,7 +378,8 @@ mod tests {
 
     #[test]
     fn a_figure_holds_the_svg_and_the_page_is_self_contained() {
-        let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"4\" height=\"4\"><rect width=\"4\" height=\"4\"/></svg>";
+        let svg =
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"4\" height=\"4\"><rect width=\"4\" height=\"4\"/></svg>";
         let page = Page::new("p").figure(svg, "Counts per bin").section("card", "c-1", Html::text("x")).render();
         assert!(page.contains(&format!("<figure>{svg}<figcaption>Counts per bin</figcaption></figure>")));
         assert!(page.contains("<section class=\"card\" id=\"c-1\">x</section>"));

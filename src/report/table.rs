@@ -2,7 +2,8 @@
 
 /// A Markdown table from a header and rows (cells are written as given).
 pub fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}|\n", header.join(" | "), header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    let mut s =
+        format!("| {} |\n|{}|\n", header.join(" | "), header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
     for r in rows {
         s.push_str(&format!("| {} |\n", r.join(" | ")));
     }

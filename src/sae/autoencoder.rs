@@ -187,12 +187,7 @@ impl Sae {
     /// Refuses activations of the wrong width before any matmul can fail obscurely.
     pub fn check_width(&self, d: usize) -> Result<()> {
         if d != self.d_in() {
-            bail!(
-                "SAE {} has d_in {} but its input ({}) has width {d}",
-                self.source.display(),
-                self.d_in(),
-                self.hook
-            );
+            bail!("SAE {} has d_in {} but its input ({}) has width {d}", self.source.display(), self.d_in(), self.hook);
         }
         Ok(())
     }

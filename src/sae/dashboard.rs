@@ -31,11 +31,11 @@ use serde::Serialize;
 
 use super::eval::{counted_mask, hook_rows, special_ids};
 use super::Sae;
-use crate::report::chart::log_histogram_svg;
-use crate::report::html::{escape, figure, token_strip, token_text, Html, Page, StripToken, Table};
 use crate::batch::Batch;
 use crate::hooks::{HookPoint, HookSpec};
 use crate::model::Model;
+use crate::report::chart::log_histogram_svg;
+use crate::report::html::{escape, figure, token_strip, token_text, Html, Page, StripToken, Table};
 
 /// Which latents get a dashboard.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +130,13 @@ pub struct LogitEntry {
 }
 
 /// Runs the model over `seqs` and gathers the dashboard data of the selected latents.
-pub fn collect(model: &Model, sae: &Sae, seqs: &[Vec<u32>], selection: &LatentSelection, cfg: &DashboardConfig) -> Result<Dashboards> {
+pub fn collect(
+    model: &Model,
+    sae: &Sae,
+    seqs: &[Vec<u32>],
+    selection: &LatentSelection,
+    cfg: &DashboardConfig,
+) -> Result<Dashboards> {
     sae.check_model(model)?;
     if seqs.is_empty() {
         bail!("no sequences to build dashboards from");
@@ -145,7 +151,12 @@ pub fn collect(model: &Model, sae: &Sae, seqs: &[Vec<u32>], selection: &LatentSe
                 bail!("no latents selected");
             }
             if let Some(bad) = l.iter().find(|&&j| j >= sae.d_sae()) {
-                bail!("latent {bad} does not exist: SAE {} has {} latents (0..={})", sae.source.display(), sae.d_sae(), sae.d_sae() - 1);
+                bail!(
+                    "latent {bad} does not exist: SAE {} has {} latents (0..={})",
+                    sae.source.display(),
+                    sae.d_sae(),
+                    sae.d_sae() - 1
+                );
             }
             l.clone()
         }
@@ -166,7 +177,8 @@ pub fn collect(model: &Model, sae: &Sae, seqs: &[Vec<u32>], selection: &LatentSe
 
     let k = latents.len();
     let mut stats: Vec<LatentStats> = (0..k).map(|_| LatentStats::default()).collect();
-    let lat_idx = Tensor::from_vec(latents.iter().map(|&j| j as u32).collect::<Vec<_>>(), k, model.transformer.device())?;
+    let lat_idx =
+        Tensor::from_vec(latents.iter().map(|&j| j as u32).collect::<Vec<_>>(), k, model.transformer.device())?;
     let mut n_tokens = 0usize;
     for_each_batch(model, sae, seqs, cfg.batch_size, &special, |first, batch, keep, f| {
         n_tokens += keep.len();
@@ -227,7 +239,8 @@ pub fn collect(model: &Model, sae: &Sae, seqs: &[Vec<u32>], selection: &LatentSe
             counts[b.min(cfg.histogram_bins - 1)] += 1;
         }
         let n_fired = st.values.len();
-        let mean = if n_fired > 0 { (st.values.iter().map(|&v| v as f64).sum::<f64>() / n_fired as f64) as f32 } else { 0.0 };
+        let mean =
+            if n_fired > 0 { (st.values.iter().map(|&v| v as f64).sum::<f64>() / n_fired as f64) as f32 } else { 0.0 };
         let examples = st
             .top
             .into_iter()
@@ -299,7 +312,12 @@ fn for_each_batch(
 type LogitTable = (Vec<LogitEntry>, Vec<LogitEntry>);
 
 /// Promoted and suppressed tokens of each selected decoder row, and how they were computed.
-fn logit_effects(model: &Model, sae: &Sae, lat_idx: &Tensor, cfg: &DashboardConfig) -> Result<(Vec<LogitTable>, String)> {
+fn logit_effects(
+    model: &Model,
+    sae: &Sae,
+    lat_idx: &Tensor,
+    cfg: &DashboardConfig,
+) -> Result<(Vec<LogitTable>, String)> {
     if matches!(sae.hook, HookPoint::AttnZ(_)) || sae.d_in() != model.cfg().d_model {
         return Ok((Vec::new(), "none: the SAE's decoder rows are not residual-stream directions".into()));
     }
@@ -366,7 +384,8 @@ fn page(d: &Dashboards) -> Page {
     ));
     let mut index = Table::new(&["latent", "density", "max act", "top promoted tokens"]).class("index");
     for l in &d.latents {
-        let toks: Vec<String> = l.promoted.iter().take(5).map(|e| format!("<code>{}</code>", token_text(&e.token))).collect();
+        let toks: Vec<String> =
+            l.promoted.iter().take(5).map(|e| format!("<code>{}</code>", token_text(&e.token))).collect();
         index.row(vec![
             Html::raw(format!("<a href=\"#latent-{0}\">#{0}</a>", l.latent)),
             Html::text(&percent(l.density)),
@@ -407,13 +426,18 @@ fn latent_html(l: &LatentDashboard) -> Html {
     ));
     let mut left = Html::raw("<h3>Activation density</h3>");
     let title = format!("tokens (log scale) · density {}", percent(l.density));
-    left.push(figure(&log_histogram_svg(&l.histogram.counts, l.histogram.max as f64, "activation", &title, "tokens"), ""));
+    left.push(figure(
+        &log_histogram_svg(&l.histogram.counts, l.histogram.max as f64, "activation", &title, "tokens"),
+        "",
+    ));
     left.push(Html::raw("<h3>Logit effects</h3>"));
     if l.promoted.is_empty() && l.suppressed.is_empty() {
         left.push(Html::raw("<div class=\"none\">not available for this hook</div>"));
     } else {
         let mut pair = Html::default();
-        for (class, title, entries) in [("signed pos", "promoted", &l.promoted), ("signed neg", "suppressed", &l.suppressed)] {
+        for (class, title, entries) in
+            [("signed pos", "promoted", &l.promoted), ("signed neg", "suppressed", &l.suppressed)]
+        {
             let mut t = Table::new(&[]).class(class);
             t.row(vec![Html::raw(format!("<span class=\"none\">{title}</span>"))]);
             for e in entries {

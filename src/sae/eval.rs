@@ -58,8 +58,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Sae;
-use crate::corpus::sequences::{short_text_sequence, text_sequences};
 use crate::batch::{Batch, Positions};
+use crate::corpus::sequences::{short_text_sequence, text_sequences};
 use crate::hooks::{HookPoint, HookSpec, Intervention};
 use crate::model::Model;
 
@@ -189,7 +189,14 @@ pub(crate) fn hook_rows(x: &Tensor, d_in: usize) -> Result<Tensor> {
     Ok(x.reshape((b * s, d_in))?)
 }
 
-fn eval_batch(model: &Model, sae: &Sae, batch: &Batch, special: &[u32], cfg: &EvalConfig, acc: &mut Accum) -> Result<()> {
+fn eval_batch(
+    model: &Model,
+    sae: &Sae,
+    batch: &Batch,
+    special: &[u32],
+    cfg: &EvalConfig,
+    acc: &mut Accum,
+) -> Result<()> {
     let hook = sae.hook;
     let (b, s) = (batch.rows(), batch.seq_len);
     let keep = counted_mask(batch, special);
@@ -210,7 +217,11 @@ fn eval_batch(model: &Model, sae: &Sae, batch: &Batch, special: &[u32], cfg: &Ev
 
     let dev = flat.device();
     let idx = Tensor::from_slice(&keep_idx, keep_idx.len(), dev)?;
-    acc.add_reconstruction(&flat.index_select(&idx, 0)?, &xh_all.index_select(&idx, 0)?, &f_all.index_select(&idx, 0)?)?;
+    acc.add_reconstruction(
+        &flat.index_select(&idx, 0)?,
+        &xh_all.index_select(&idx, 0)?,
+        &f_all.index_select(&idx, 0)?,
+    )?;
 
     if !cfg.downstream {
         return Ok(());
@@ -446,14 +457,20 @@ impl Accum {
 /// ⌈max_tokens / context⌉ sequences are kept, and the text is tokenized only about as far as
 /// they need. A text shorter than one sequence is evaluated whole, as one shorter sequence
 /// (`corpus::sequences::short_text_sequence`).
-pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_tokens: Option<usize>) -> Result<Vec<Vec<u32>>> {
+pub fn text_file_sequences(
+    model: &Model,
+    path: &Path,
+    context: usize,
+    max_tokens: Option<usize>,
+) -> Result<Vec<Vec<u32>>> {
     if context < 2 || context > model.cfg().context_length {
         bail!("--context {context}: must be between 2 and the model's context of {}", model.cfg().context_length);
     }
     if max_tokens == Some(0) {
         bail!("--tokens 0: nothing to evaluate");
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     // A token is rarely longer than 16 bytes: no need to tokenize far past what is asked for.
     let text = match max_tokens {
         Some(m) if text.len() > m.saturating_mul(16) => {
@@ -465,13 +482,15 @@ pub fn text_file_sequences(model: &Model, path: &Path, context: usize, max_token
         }
         _ => text.as_str(),
     };
-    let mut seqs = text_sequences(&model.tokenizer, text, context).with_context(|| format!("tokenizing {}", path.display()))?;
+    let mut seqs =
+        text_sequences(&model.tokenizer, text, context).with_context(|| format!("tokenizing {}", path.display()))?;
     if let Some(m) = max_tokens {
         seqs.truncate(m.div_ceil(context));
     }
     if seqs.is_empty() {
         // Shorter than one sequence: evaluated whole.
-        let whole = short_text_sequence(&model.tokenizer, text).with_context(|| format!("tokenizing {}", path.display()))?;
+        let whole =
+            short_text_sequence(&model.tokenizer, text).with_context(|| format!("tokenizing {}", path.display()))?;
         if whole.len() < 2 {
             bail!("{}: the text holds fewer than 2 tokens: nothing to evaluate", path.display());
         }

@@ -38,9 +38,10 @@ pub(crate) fn load_npz(path: &Path, hook: Option<HookPoint>) -> Result<Sae> {
 pub(crate) fn load_folder(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     let cfg_path = dir.join("config.json");
     let (cfg_hook, model_name) = if cfg_path.is_file() {
-        let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-        let cfg: Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
+        let text =
+            std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+        let cfg: Value =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
         let bad = |what: String| anyhow::anyhow!("{}: {what}", cfg_path.display());
         match cfg.get("architecture").and_then(Value::as_str) {
             Some("jump_relu") => {}
@@ -61,7 +62,10 @@ pub(crate) fn load_folder(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
         (None, None)
     };
     let Some(hook) = hook.or(cfg_hook).or_else(|| hook_from_path(dir)) else {
-        bail!("{}: cannot tell which hook this SAE reads (no config.json with hf_hook_point_in); pass --hook", dir.display());
+        bail!(
+            "{}: cannot tell which hook this SAE reads (no config.json with hf_hook_point_in); pass --hook",
+            dir.display()
+        );
     };
     let tensors = TensorFile::safetensors(&dir.join("params.safetensors"))?;
     let mut sae = jumprelu_from(tensors, hook)?.with_source(dir.to_path_buf(), SaeFormat::GemmaScope2);
@@ -108,7 +112,8 @@ pub fn hook_from_path(path: &Path) -> Option<HookPoint> {
     // Site tags are looked for only in release names, so an unrelated `my-att/` folder is no site.
     let site = |tag: &str, folder: &str| {
         is(&|p: &str| {
-            let release = p.contains("gemma-scope") && (p.ends_with(&format!("-{tag}")) || p.contains(&format!("-{tag}-")));
+            let release =
+                p.contains("gemma-scope") && (p.ends_with(&format!("-{tag}")) || p.contains(&format!("-{tag}-")));
             release || p.starts_with(folder)
         })
     };
@@ -155,9 +160,18 @@ mod tests {
     #[test]
     fn hooks_from_gemma_scope_paths() {
         let h = |p: &str| hook_from_path(Path::new(p));
-        assert_eq!(h("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82/params.npz"), Some(HookPoint::ResidPost(12)));
-        assert_eq!(h("/c/models--google--gemma-scope-2b-pt-mlp/snapshots/x/layer_3/width_16k/canonical"), Some(HookPoint::MlpOut(3)));
-        assert_eq!(h("/home/matt/gemma-scope-9b-pt-att/layer_20/width_16k/average_l0_9/params.npz"), Some(HookPoint::AttnZ(20)));
+        assert_eq!(
+            h("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82/params.npz"),
+            Some(HookPoint::ResidPost(12))
+        );
+        assert_eq!(
+            h("/c/models--google--gemma-scope-2b-pt-mlp/snapshots/x/layer_3/width_16k/canonical"),
+            Some(HookPoint::MlpOut(3))
+        );
+        assert_eq!(
+            h("/home/matt/gemma-scope-9b-pt-att/layer_20/width_16k/average_l0_9/params.npz"),
+            Some(HookPoint::AttnZ(20))
+        );
         assert_eq!(h("gemma-scope-2-270m-pt/resid_post/layer_12_width_16k_l0_medium"), Some(HookPoint::ResidPost(12)));
         assert_eq!(h("gemma-scope-2-1b-pt/mlp_out_all/layer_7_width_262k_l0_big"), Some(HookPoint::MlpOut(7)));
         assert_eq!(h("gemma-scope-2-1b-pt/transcoder_all/layer_7_width_16k_l0_big"), None);
@@ -169,7 +183,10 @@ mod tests {
     fn hooks_from_gemma_scope_2_configs() {
         assert_eq!(hook_from_gemma_scope_2("model.layers.10.output").unwrap(), HookPoint::ResidPost(10));
         assert_eq!(hook_from_gemma_scope_2("model.layers.3.self_attn.o_proj.input").unwrap(), HookPoint::AttnZ(3));
-        assert_eq!(hook_from_gemma_scope_2("model.layers.3.post_feedforward_layernorm.output").unwrap(), HookPoint::MlpOut(3));
+        assert_eq!(
+            hook_from_gemma_scope_2("model.layers.3.post_feedforward_layernorm.output").unwrap(),
+            HookPoint::MlpOut(3)
+        );
         assert!(hook_from_gemma_scope_2("model.layers.3.pre_feedforward_layernorm.output").is_err());
     }
 

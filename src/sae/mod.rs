@@ -27,7 +27,7 @@ pub mod train;
 
 pub use arch::Architecture;
 pub use autoencoder::{Sae, SaeFormat};
-pub use gemma_scope::{hook_from_gemma_scope_2, hook_from_path};
 pub use dashboard::{DashboardConfig, Dashboards, LatentSelection};
 pub use eval::{EvalConfig, SaeEval};
+pub use gemma_scope::{hook_from_gemma_scope_2, hook_from_path};
 pub use steer::{LatentEdit, LatentOp};

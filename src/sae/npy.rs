@@ -20,9 +20,8 @@ pub(crate) fn read_npz(path: &Path) -> Result<HashMap<String, Tensor>> {
         .map_err(|e| anyhow::anyhow!("{}: not a valid npz (zip) archive (truncated?): {e}", path.display()))?;
     let mut out = HashMap::new();
     for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| anyhow::anyhow!("{}: zip entry {i} unreadable: {e}", path.display()))?;
+        let mut entry =
+            zip.by_index(i).map_err(|e| anyhow::anyhow!("{}: zip entry {i} unreadable: {e}", path.display()))?;
         let name = entry.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("entry {i}"));
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         let t = read_npy(&mut entry).with_context(|| format!("{}: array '{key}'", path.display()))?;
@@ -67,7 +66,8 @@ fn read_npy<R: Read>(r: &mut R) -> Result<Tensor> {
         other => bail!("dtype '{other}' is not supported (knowlens reads '<f4' and '<f2')"),
     };
     let n: usize = h.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("shape overflows")?;
-    let data = read_values(r, n, item).with_context(|| format!("data of shape {:?} is truncated or corrupt", h.shape))?;
+    let data =
+        read_values(r, n, item).with_context(|| format!("data of shape {:?} is truncated or corrupt", h.shape))?;
     Ok(Tensor::from_vec(data, h.shape, &Device::Cpu)?)
 }
 
@@ -215,8 +215,13 @@ mod tests {
         let h = Header::parse("{'descr': '<f4', 'fortran_order': False, 'shape': (2304, 16384), }    \n").unwrap();
         assert_eq!(h, Header { descr: "<f4".into(), fortran_order: false, shape: vec![2304, 16384] });
         assert_eq!(Header::parse("{'descr': '<f2', 'fortran_order': True, 'shape': (5,), }").unwrap().shape, vec![5]);
-        assert_eq!(Header::parse("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":()}").unwrap().shape, Vec::<usize>::new());
-        for bad in ["", "{", "{'descr': '<f4'}", "{'descr': <f4, 'fortran_order': False, 'shape': (1,)}", "{'shape': (1,2"] {
+        assert_eq!(
+            Header::parse("{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":()}").unwrap().shape,
+            Vec::<usize>::new()
+        );
+        for bad in
+            ["", "{", "{'descr': '<f4'}", "{'descr': <f4, 'fortran_order': False, 'shape': (1,)}", "{'shape': (1,2"]
+        {
             assert!(Header::parse(bad).is_err(), "{bad}");
         }
     }

@@ -87,7 +87,10 @@ pub(crate) fn load(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     if t.has("scaling_factor") {
         let s = t.take(&["scaling_factor"], None)?;
         if s.flatten_all()?.to_vec1::<f32>()?.iter().any(|&v| v != 1.0) {
-            bail!("{}: 'scaling_factor' is not all ones (a finetuning scaling factor, not supported)", t.path.display());
+            bail!(
+                "{}: 'scaling_factor' is not all ones (a finetuning scaling factor, not supported)",
+                t.path.display()
+            );
         }
     }
     let weights_path = t.path.clone();
@@ -112,10 +115,8 @@ pub(crate) fn load(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
 fn parse_cfg(raw: &Value) -> Result<Cfg> {
     let Some(obj) = raw.as_object() else { bail!("expected a JSON object") };
     let meta = obj.get("metadata").and_then(Value::as_object);
-    let version = obj
-        .get("sae_lens_version")
-        .or_else(|| meta.and_then(|m| m.get("sae_lens_version")))
-        .and_then(Value::as_str);
+    let version =
+        obj.get("sae_lens_version").or_else(|| meta.and_then(|m| m.get("sae_lens_version"))).and_then(Value::as_str);
     let pre6 = !version.is_some_and(is_v6);
 
     let usize_of = |key: &str| -> Result<usize> {

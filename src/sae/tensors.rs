@@ -47,11 +47,7 @@ impl TensorFile {
         let t = self.tensors.remove(*name).expect("checked above");
         if let Some((want, what)) = shape {
             if t.dims() != want {
-                bail!(
-                    "{}: tensor '{name}' has shape {:?}, expected {what} = {want:?}",
-                    self.path.display(),
-                    t.dims()
-                );
+                bail!("{}: tensor '{name}' has shape {:?}, expected {what} = {want:?}", self.path.display(), t.dims());
             }
         }
         to_f32(t).with_context(|| format!("{}: tensor '{name}'", self.path.display()))

@@ -140,8 +140,7 @@ fn add_special_tokens(tok: &mut Tokenizer, tokens: &[String], types: &[i32]) {
 }
 
 fn sentencepiece_bpe(tokens: &[String], types: &[i32], path: &Path) -> Result<Tokenizer> {
-    let vocab: ahash::AHashMap<String, u32> =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: ahash::AHashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     // Every split of every normal token whose halves are both tokens is a merge, ranked by the
     // merged token's position in the vocabulary.
     let mut ranked: Vec<(u32, u32, u32)> = Vec::new();
@@ -157,10 +156,8 @@ fn sentencepiece_bpe(tokens: &[String], types: &[i32], path: &Path) -> Result<To
         }
     }
     ranked.sort_unstable();
-    let merges: Vec<(String, String)> = ranked
-        .into_iter()
-        .map(|(_, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
-        .collect();
+    let merges: Vec<(String, String)> =
+        ranked.into_iter().map(|(_, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone())).collect();
     let unk = tokens.iter().position(|t| t == "<unk>").map(|_| "<unk>".to_string());
     let mut builder = BPE::builder().vocab_and_merges(vocab, merges).fuse_unk(true).byte_fallback(true);
     if let Some(u) = unk {
@@ -179,8 +176,7 @@ fn sentencepiece_bpe(tokens: &[String], types: &[i32], path: &Path) -> Result<To
 
 /// llama.cpp's pre-tokenizer regexes, by `tokenizer.ggml.pre`.
 fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str, path: &Path) -> Result<Tokenizer> {
-    let vocab: ahash::AHashMap<String, u32> =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: ahash::AHashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges: Vec<(String, String)> = merges
         .iter()
         .map(|m| {
@@ -197,9 +193,7 @@ fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str, path: &Path) 
     let byte_level = |use_regex| tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, use_regex);
     let pre_tok = match pre {
         "default" | "gpt2" | "gpt-2" => PreSequence::new(vec![byte_level(true).into()]),
-        "smollm" | "starcoder" | "refact" => {
-            PreSequence::new(vec![Digits::new(true).into(), byte_level(true).into()])
-        }
+        "smollm" | "starcoder" | "refact" => PreSequence::new(vec![Digits::new(true).into(), byte_level(true).into()]),
         "llama-bpe" | "llama3" => {
             let re = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
             let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)

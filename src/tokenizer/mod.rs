@@ -107,9 +107,7 @@ impl Tokenizer {
     /// `needle` in `text`: e.g. the tokens of the entity name in a prompt, whose last one is where
     /// the paper reads and steers. Errors if `needle` is not in `text`.
     pub fn span_positions(&self, text: &str, needle: &str, add_bos: bool, parse_special: bool) -> Result<Vec<i64>> {
-        let start = text
-            .find(needle)
-            .with_context(|| format!("{needle:?} does not occur in {text:?}"))?;
+        let start = text.find(needle).with_context(|| format!("{needle:?} does not occur in {text:?}"))?;
         let end = start + needle.len();
         let enc = self.encoding(text, add_bos, parse_special)?;
         let positions: Vec<i64> = enc

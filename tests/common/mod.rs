@@ -155,7 +155,11 @@ pub fn check_label_outputs(dir: &std::path::Path) -> knowlens::entities::labels:
         assert_eq!(l.n_attributes, l.records.len(), "{}", l.id);
         // Only counting attributes (names) count toward known; an entity dropped for a reason
         // other than its answers says why.
-        let counting = l.records.iter().filter(|r| r.correct && knowlens::entities::rule::counts(l.entity_type, &r.attribute)).count();
+        let counting = l
+            .records
+            .iter()
+            .filter(|r| r.correct && knowlens::entities::rule::counts(l.entity_type, &r.attribute))
+            .count();
         assert_eq!(l.n_correct, counting, "{}", l.id);
         let want = if l.note.is_some() { Class::Dropped } else { classify(l.n_correct, known_min) };
         assert_eq!(l.class, want, "{}: {} of {} correct", l.id, l.n_correct, l.n_attributes);
@@ -165,24 +169,24 @@ pub fn check_label_outputs(dir: &std::path::Path) -> knowlens::entities::labels:
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     let [k, u, d] = set.class_counts();
     let all = &summary["all"];
-    assert_eq!([all["entities"].as_u64(), all["known"].as_u64(), all["unknown"].as_u64(), all["dropped"].as_u64()], [
-        Some(set.entities.len() as u64),
-        Some(k as u64),
-        Some(u as u64),
-        Some(d as u64)
-    ]);
+    assert_eq!(
+        [all["entities"].as_u64(), all["known"].as_u64(), all["unknown"].as_u64(), all["dropped"].as_u64()],
+        [Some(set.entities.len() as u64), Some(k as u64), Some(u as u64), Some(d as u64)]
+    );
     for (t, of) in set.by_type() {
         let count = |c: Class| of.iter().filter(|e| e.class() == c).count() as u64;
         let s = &summary["types"][t.as_str()];
         assert_eq!(s["entities"].as_u64(), Some(of.len() as u64), "{t}");
-        assert_eq!([s["known"].as_u64(), s["unknown"].as_u64(), s["dropped"].as_u64()], [
-            Some(count(Class::Known)),
-            Some(count(Class::Unknown)),
-            Some(count(Class::Dropped))
-        ]);
+        assert_eq!(
+            [s["known"].as_u64(), s["unknown"].as_u64(), s["dropped"].as_u64()],
+            [Some(count(Class::Known)), Some(count(Class::Unknown)), Some(count(Class::Dropped))]
+        );
     }
-    let in_splits: usize =
-        [&set.splits.train, &set.splits.validation, &set.splits.test].iter().flat_map(|m| m.values()).map(Vec::len).sum();
+    let in_splits: usize = [&set.splits.train, &set.splits.validation, &set.splits.test]
+        .iter()
+        .flat_map(|m| m.values())
+        .map(Vec::len)
+        .sum();
     assert_eq!(in_splits, k + u, "every known and unknown entity in one split");
     let (mk, mu) = set.matched();
     assert_eq!(mk.len(), mu.len());

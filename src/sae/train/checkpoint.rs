@@ -21,8 +21,8 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use super::store::StoreState;
-use crate::fsio::{move_into_place, sync_dir, write_atomic, write_synced};
 use super::trainer::Trainer;
+use crate::fsio::{move_into_place, sync_dir, write_atomic, write_synced};
 
 pub const FORMAT: &str = "knowlens-sae-checkpoint/1";
 pub const POINTER: &str = "checkpoint.json";
@@ -128,12 +128,16 @@ pub fn save(out: &Path, state: &CheckpointState, trainers: &[Trainer], carry: &[
     for (i, t) in trainers.iter().enumerate() {
         write_tensors(&tmp.join(format!("hook{i}.safetensors")), &trainer_arrays(t))?;
     }
-    let carry_arrays: Vec<(String, Raw)> = carry.iter().enumerate().map(|(i, c)| (format!("carry{i}"), f32s(c))).collect();
+    let carry_arrays: Vec<(String, Raw)> =
+        carry.iter().enumerate().map(|(i, c)| (format!("carry{i}"), f32s(c))).collect();
     write_tensors(&tmp.join("carry.safetensors"), &carry_arrays)?;
     write_synced(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
     sync_dir(&tmp);
     move_into_place(&tmp, &dir)?;
-    write_atomic(&out.join(POINTER), serde_json::to_string(&Pointer { dir: name.clone(), step: state.step })?.as_bytes())?;
+    write_atomic(
+        &out.join(POINTER),
+        serde_json::to_string(&Pointer { dir: name.clone(), step: state.step })?.as_bytes(),
+    )?;
     remove_others(out, Some(&name))
 }
 

@@ -1,7 +1,6 @@
 //! What a training run is: the architecture and its sparsity settings, the optimiser and its
 //! schedule, initialisation. Serialisable, so a checkpoint can refuse to resume a different run.
 
-
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +46,9 @@ impl ArchConfig {
             ArchConfig::BatchTopK { threshold_lr, .. } if !(threshold_lr > 0.0 && threshold_lr <= 1.0) => {
                 bail!("the BatchTopK threshold rate must be in (0, 1], got {threshold_lr}")
             }
-            ArchConfig::Standard { l1_coefficient, .. } => finite_non_negative("the L1 coefficient", l1_coefficient as f64)?,
+            ArchConfig::Standard { l1_coefficient, .. } => {
+                finite_non_negative("the L1 coefficient", l1_coefficient as f64)?
+            }
             ArchConfig::JumpRelu { l0_coefficient, bandwidth, init_threshold, .. } => {
                 finite_non_negative("the L0 coefficient", l0_coefficient as f64)?;
                 finite_non_negative("the JumpReLU initial threshold", init_threshold as f64)?;
@@ -285,14 +286,16 @@ mod tests {
         let ok = TrainConfig::new(0, 8, ArchConfig::TopK { k: 2 }, 100);
         ok.validate().unwrap();
         let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
-        assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 9 }, 100)).contains("k must be between 1 and the width (8)"));
+        assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 9 }, 100))
+            .contains("k must be between 1 and the width (8)"));
         assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 0 }, 100)).contains("k must be"));
         assert!(err(TrainConfig::new(4, 0, ArchConfig::TopK { k: 1 }, 100)).contains("width"));
         assert!(err(TrainConfig::new(4, 8, ArchConfig::TopK { k: 2 }, 0)).contains("at least one step"));
         assert!(err(TrainConfig { lr: -1.0, ..ok.clone() }).contains("learning rate"));
         assert!(err(TrainConfig { warmup_steps: 101, ..ok.clone() }).contains("warm-up"));
         assert!(err(TrainConfig { decay_steps: 101, ..ok.clone() }).contains("decay"));
-        let jr = ArchConfig::JumpRelu { l0_coefficient: 1.0, l0_warm_up_steps: 0, bandwidth: 0.0, init_threshold: 0.01 };
+        let jr =
+            ArchConfig::JumpRelu { l0_coefficient: 1.0, l0_warm_up_steps: 0, bandwidth: 0.0, init_threshold: 0.01 };
         assert!(err(TrainConfig::new(4, 8, jr, 10)).contains("bandwidth"));
         let st = ArchConfig::Standard { l1_coefficient: f32::NAN, l1_warm_up_steps: 0 };
         assert!(err(TrainConfig::new(4, 8, st, 10)).contains("L1"));

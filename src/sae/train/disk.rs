@@ -191,9 +191,10 @@ pub struct StoreIndex {
 impl StoreIndex {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX);
-        let text = fs::read_to_string(&path).with_context(|| format!("{}: cannot read (not an activation store?)", path.display()))?;
-        let index: StoreIndex =
-            serde_json::from_str(&text).with_context(|| format!("{}: not an activation-store index", path.display()))?;
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read (not an activation store?)", path.display()))?;
+        let index: StoreIndex = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an activation-store index", path.display()))?;
         if index.format != FORMAT {
             bail!("{}: format '{}', expected '{FORMAT}'", path.display(), index.format);
         }
@@ -278,7 +279,11 @@ pub fn cache_with_writer(
         bail!("no hooks to cache");
     }
     if o.shard_sequences == 0 || o.model_batch == 0 {
-        bail!("sequences per shard ({}) and per forward pass ({}) must be at least 1", o.shard_sequences, o.model_batch);
+        bail!(
+            "sequences per shard ({}) and per forward pass ({}) must be at least 1",
+            o.shard_sequences,
+            o.model_batch
+        );
     }
     if seqs.is_empty() {
         bail!("no token sequences to cache");
@@ -472,7 +477,8 @@ fn run_group(
     out: &mut [Vec<u16>],
 ) -> Result<u64> {
     let batch = model.batch_from_ids(group)?;
-    let res = model.run(&batch, &HookSpec::new().capture(hooks.iter().copied())).context("activation store forward pass")?;
+    let res =
+        model.run(&batch, &HookSpec::new().capture(hooks.iter().copied())).context("activation store forward pass")?;
     let s = batch.seq_len;
     let max = dtype.max();
     let mut added = 0;
@@ -530,9 +536,16 @@ impl DiskStore {
             .par_iter()
             .map(|sh| {
                 if sh.bytes != sh.rows * row_bytes {
-                    bail!("{}: the index gives shard {} {} bytes for {} rows of {row_bytes}", dir.display(), sh.file, sh.bytes, sh.rows);
+                    bail!(
+                        "{}: the index gives shard {} {} bytes for {} rows of {row_bytes}",
+                        dir.display(),
+                        sh.file,
+                        sh.bytes,
+                        sh.rows
+                    );
                 }
-                check_shard(dir, sh, checksums).context("rerun `knowlens sae cache` with the same arguments to rewrite it")
+                check_shard(dir, sh, checksums)
+                    .context("rerun `knowlens sae cache` with the same arguments to rewrite it")
             })
             .collect::<Result<Vec<()>>>()?;
         let mut maps = Vec::with_capacity(index.shards.len());

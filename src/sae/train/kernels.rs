@@ -151,9 +151,7 @@ mod tests {
         let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * m).map(|i| (i as f32 * 0.71).cos()).collect();
         let bt: Vec<f32> = (0..m * k).map(|i| b[(i % k) * m + i / k]).collect();
-        let naive: Vec<f32> = (0..n * m)
-            .map(|i| (0..k).map(|t| a[(i / m) * k + t] * b[t * m + i % m]).sum())
-            .collect();
+        let naive: Vec<f32> = (0..n * m).map(|i| (0..k).map(|t| a[(i / m) * k + t] * b[t * m + i % m]).sum()).collect();
         for bv in [Mat::rows(&b, k, m), Mat::transposed(&bt, k, m)] {
             let mut c = vec![0f32; n * m];
             matmul(&mut c, Mat::rows(&a, n, k), bv);

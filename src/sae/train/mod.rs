@@ -30,8 +30,8 @@ pub mod store;
 pub mod trainer;
 
 pub use config::{ArchConfig, BDecInit, Backward, TrainConfig};
-pub use params::Params;
 pub use disk::{DiskBatches, DiskStore, StoreDtype};
+pub use params::Params;
 pub use run::{train, train_on, RunOptions, RunSummary};
 pub use source::{text_file_source, TokenSource, VecSource};
 pub use store::{ActivationStore, BatchSource, StoreConfig, StoreState};

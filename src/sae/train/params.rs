@@ -6,9 +6,9 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 
 use super::config::{ArchConfig, BDecInit, TrainConfig};
+use crate::hooks::HookPoint;
 use crate::rng::{SplitMix64, TAG_INIT};
 use crate::sae::{Architecture, Sae};
-use crate::hooks::HookPoint;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
@@ -50,7 +50,13 @@ impl Params {
     /// `to_sae` for inputs scaled per dimension (`x'_i = s_i x_i`): W_enc[i, ·]·s_i,
     /// W_dec[·, i]/s_i, b_dec_i/s_i, so that `(x − b_dec)·W_enc` and the reconstruction of raw
     /// activations equal the trained ones. A plain SAELens SAE: nothing new to load.
-    pub fn to_sae_scaled(&self, arch: &ArchConfig, topk_threshold: f64, scales: &[f32], hook: HookPoint) -> Result<Sae> {
+    pub fn to_sae_scaled(
+        &self,
+        arch: &ArchConfig,
+        topk_threshold: f64,
+        scales: &[f32],
+        hook: HookPoint,
+    ) -> Result<Sae> {
         let (d, m) = (self.d_in, self.d_sae);
         anyhow::ensure!(scales.len() == d, "{} input scales for {d} dimensions", scales.len());
         let mut w_enc = vec![0f32; d * m];
@@ -144,16 +150,23 @@ pub fn dim_scales(x: &[f32], d: usize) -> Vec<f32> {
     for row in x.chunks_exact(d) {
         var.iter_mut().zip(row).zip(&m).for_each(|((v, &a), mu)| *v += (a as f64 - mu).powi(2));
     }
-    var.iter().map(|v| {
-        let sd = (v / n).sqrt();
-        if sd > 0.0 { (1.0 / sd) as f32 } else { 1.0 }
-    }).collect()
+    var.iter()
+        .map(|v| {
+            let sd = (v / n).sqrt();
+            if sd > 0.0 {
+                (1.0 / sd) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// The factor that makes the mean row norm of `x` equal sqrt(d).
 pub fn norm_scale(x: &[f32], d: usize) -> f32 {
     let n = (x.len() / d).max(1);
-    let mean_norm = x.chunks_exact(d).map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()).sum::<f64>() / n as f64;
+    let mean_norm =
+        x.chunks_exact(d).map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()).sum::<f64>() / n as f64;
     if mean_norm > 0.0 {
         ((d as f64).sqrt() / mean_norm) as f32
     } else {

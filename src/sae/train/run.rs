@@ -17,9 +17,9 @@ use super::config::TrainConfig;
 use super::source::TokenSource;
 use super::store::{ActivationStore, BatchSource, StoreConfig};
 use super::trainer::{Scratch, StepStats, Trainer};
-use crate::progress::Progress;
 use crate::hooks::HookPoint;
 use crate::model::Model;
+use crate::progress::Progress;
 
 pub const LOG: &str = "train_log.jsonl";
 pub const DONE: &str = "done.json";
@@ -87,7 +87,12 @@ fn fingerprint(o: &RunOptions, source: &str) -> String {
 /// Trains one SAE per hook on activations of `model` over `source` (the model in the loop).
 /// `progress` sees one stage, the training steps (placed at the checkpoint's step when
 /// resuming), with the last step's losses as its message.
-pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOptions, progress: &dyn Progress) -> Result<RunSummary> {
+pub fn train<'a>(
+    model: &'a Model,
+    source: Box<dyn TokenSource + 'a>,
+    o: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary> {
     let store_cfg = StoreConfig {
         hooks: o.hooks.clone(),
         batch_size: o.batch_size,
@@ -102,7 +107,12 @@ pub fn train<'a>(model: &'a Model, source: Box<dyn TokenSource + 'a>, o: &RunOpt
 
 /// Trains one SAE per hook on the batches of `store` (the model in the loop, or an activation
 /// store on disk); `prepend_bos` is recorded in the saved SAEs. See `train`.
-pub fn train_on(store: &mut dyn BatchSource, prepend_bos: bool, o: &RunOptions, progress: &dyn Progress) -> Result<RunSummary> {
+pub fn train_on(
+    store: &mut dyn BatchSource,
+    prepend_bos: bool,
+    o: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary> {
     fs::create_dir_all(&o.out).with_context(|| format!("{}: cannot create", o.out.display()))?;
     let source_name = store.describe();
     let fp = fingerprint(o, &source_name);
@@ -304,9 +314,7 @@ fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let keep: Vec<String> = BufReader::new(fs::File::open(path)?)
         .lines()
         .map_while(|l| l.ok())
-        .filter(|l| {
-            serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)
-        })
+        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
         .collect();
     crate::fsio::write_atomic(path, keep.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())?;
     Ok(())

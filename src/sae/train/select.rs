@@ -83,7 +83,8 @@ pub fn topk_rows(pre: &[f32], b_enc: &[f32], k: usize) -> Csr {
             if nb >= k {
                 let mut maxes = Vec::with_capacity(nb);
                 for (blk, bb) in row.chunks_exact(BLOCK).zip(b_enc.chunks_exact(BLOCK)) {
-                    let (blk, bb): (&[f32; BLOCK], &[f32; BLOCK]) = (blk.try_into().expect("block"), bb.try_into().expect("block"));
+                    let (blk, bb): (&[f32; BLOCK], &[f32; BLOCK]) =
+                        (blk.try_into().expect("block"), bb.try_into().expect("block"));
                     let mut mx = [f32::NEG_INFINITY; 16];
                     for g in 0..BLOCK / 16 {
                         for l in 0..16 {
@@ -140,7 +141,9 @@ fn rows_where(pre: &[f32], b_enc: &[f32], keep: impl Fn(usize, f32) -> bool + Sy
     let m = b_enc.len();
     let rows: Vec<Vec<(u32, f32)>> = pre
         .par_chunks(m)
-        .map(|row| (0..m).map(|j| (j, row[j] + b_enc[j])).filter(|&(j, v)| keep(j, v)).map(|(j, v)| (j as u32, v)).collect())
+        .map(|row| {
+            (0..m).map(|j| (j, row[j] + b_enc[j])).filter(|&(j, v)| keep(j, v)).map(|(j, v)| (j as u32, v)).collect()
+        })
         .collect();
     Csr::from_rows(rows)
 }
@@ -155,9 +158,7 @@ pub fn count_above(pre: &[f32], b_enc: &[f32], threshold: &[f32]) -> usize {
     let m = b_enc.len();
     pre.par_chunks(m)
         .map(|row| {
-            (0..m)
-                .filter(|&j| row[j] + b_enc[j] > if threshold.is_empty() { 0.0 } else { threshold[j] })
-                .count()
+            (0..m).filter(|&j| row[j] + b_enc[j] > if threshold.is_empty() { 0.0 } else { threshold[j] }).count()
         })
         .sum()
 }
@@ -194,10 +195,13 @@ pub fn batch_topk(pre: &[f32], b_enc: &[f32], kk: usize) -> Csr {
                 }
                 h
             })
-            .reduce(|| vec![0u64; 1 << 16], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            })
+            .reduce(
+                || vec![0u64; 1 << 16],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            )
     };
     // Finds the bin holding the `want`-th largest (1-based) and how many lie above it.
     let locate = |h: &[u64], want: u64| -> (usize, u64) {
@@ -225,10 +229,8 @@ pub fn batch_topk(pre: &[f32], b_enc: &[f32], kk: usize) -> Csr {
     let equal_per_row: Vec<u64> = if take_equal == u64::MAX {
         vec![u64::MAX; n]
     } else {
-        let counts: Vec<u64> = pre
-            .par_chunks(m)
-            .map(|row| (0..m).filter(|&j| bits(row, j) == Some(cut_bits)).count() as u64)
-            .collect();
+        let counts: Vec<u64> =
+            pre.par_chunks(m).map(|row| (0..m).filter(|&j| bits(row, j) == Some(cut_bits)).count() as u64).collect();
         let mut left = take_equal;
         counts
             .into_iter()

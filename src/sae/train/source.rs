@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use crate::corpus::text_sequences;
 use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
 
 /// Token sequences for an activation store, each starting with BOS where the model uses one.
 /// A source must hand out the same sequences in the same order every time it is created with
@@ -76,7 +76,8 @@ impl TokenSource for VecSource {
 /// `corpus::text_sequences` of a file, as a repeating source (a short file is read in several
 /// epochs).
 pub fn text_file_source(tok: &Tokenizer, path: &Path, ctx_len: usize) -> Result<VecSource> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     let seqs = text_sequences(tok, &text, ctx_len).with_context(|| path.display().to_string())?;
     if seqs.is_empty() {
         bail!("{}: fewer than {ctx_len} tokens, not one sequence of the context length", path.display());

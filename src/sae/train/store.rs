@@ -17,10 +17,10 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{shuffle, SplitMix64, TAG_SHUFFLE};
 use super::source::TokenSource;
 use crate::hooks::{HookPoint, HookSpec};
 use crate::model::Model;
+use crate::rng::{shuffle, SplitMix64, TAG_SHUFFLE};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {

@@ -289,7 +289,11 @@ impl Trainer {
         match self.cfg.arch {
             ArchConfig::BatchTopK { threshold_lr, .. } if self.step > 0 => {
                 let seen = 1.0 - (1.0 - threshold_lr).powf(self.step as f64);
-                if seen > 0.0 { self.topk_threshold / seen } else { self.topk_threshold }
+                if seen > 0.0 {
+                    self.topk_threshold / seen
+                } else {
+                    self.topk_threshold
+                }
             }
             _ => self.topk_threshold,
         }
@@ -787,7 +791,8 @@ mod tests {
 
     #[test]
     fn saved_batch_topk_threshold_is_bias_corrected() {
-        let mut t = Trainer::new(TrainConfig::new(4, 8, ArchConfig::BatchTopK { k: 2, threshold_lr: 0.01 }, 100)).unwrap();
+        let mut t =
+            Trainer::new(TrainConfig::new(4, 8, ArchConfig::BatchTopK { k: 2, threshold_lr: 0.01 }, 100)).unwrap();
         // The running average of a constant 2.0 after 50 updates from 0.
         for _ in 0..50 {
             t.topk_threshold = 0.99 * t.topk_threshold + 0.01 * 2.0;
