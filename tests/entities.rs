@@ -224,36 +224,6 @@ fn killed_estimate_run_resumes_and_matches_an_uninterrupted_one() {
     assert!(set.entities.iter().all(|e| e.class() == Class::Dropped && e.label.note.is_some()));
 }
 
-/// Estimate mode's scorer gives what `score_continuations` gives, form by form.
-#[test]
-fn estimate_scores_equal_teacher_forced_scores() {
-    use knowlens::entities::estimate::score_forms;
-    use knowlens::model::score::score_continuations;
-    let model = knowlens::Model::load(&fixture("tiny/gemma3"), Precision::F32).unwrap();
-    let prompts = ["The movie 'Heat' was directed by", "The city of 'Paris' is located in the country of", "Hi"];
-    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode_prompt(p, false).unwrap()).collect();
-    let batch = model.batch_from_ids(&rows).unwrap();
-    let mut forms = Vec::new();
-    for (r, texts) in [
-        (0usize, &[" Michael Mann", " Michael", " the late Michael Mann"][..]),
-        (1, &[" France", " the French Republic"]),
-        (2, &[" there"]),
-    ] {
-        for t in texts {
-            forms.push((r, model.tokenizer.encode(t, false, false).unwrap()));
-        }
-    }
-    let a = score_forms(&model, &batch, &forms).unwrap();
-    let b = score_continuations(&model, &batch, &forms).unwrap();
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.len(), y.len());
-        for (s, t) in x.iter().zip(y) {
-            assert!((s.logprob - t.logprob).abs() < 1e-4 && s.argmax == t.argmax, "{s:?} vs {t:?}");
-        }
-    }
-}
-
 /// Cities a new user brings, judged as `knowlens label` judges them: country names through the
 /// pycountry table, echoes and fragments never correct.
 #[test]

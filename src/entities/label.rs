@@ -457,7 +457,7 @@ fn answer_estimate(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Resu
             values.push(form);
         }
     }
-    let scores = super::estimate::score_forms(model, &batch, &conts)?;
+    let scores = score_continuations(model, &batch, &conts)?;
     let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
     for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
         scored[*qi].push(GoldLikelihood {

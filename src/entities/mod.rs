@@ -15,7 +15,6 @@ pub mod chance;
 pub mod config;
 pub mod dataset;
 pub mod decide;
-pub mod estimate;
 pub mod label;
 pub mod labels;
 pub mod matching;

@@ -1,6 +1,8 @@
 //! Teacher-forced scoring of continuations: how likely the model finds given answers after given
-//! prompts, with each prompt run once however many answers it has (the prompts' keys and values
-//! are computed once, then copied to one row per answer).
+//! prompts, with the work it needs and no more. Each prompt runs once however many answers it has;
+//! the first token of every answer is read from one unembedding of the prompt's last position
+//! (shared by all its answers); later tokens are fed after a copy of the prompt's keys and values,
+//! and only the positions an answer actually has are unembedded (no logits for padding).
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
@@ -18,96 +20,120 @@ pub struct TokenScore {
     pub argmax: bool,
 }
 
-/// Rows of `logits` ([n, vocab]) scored against `targets` (one per row).
-fn score_rows(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let idx = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
-    let lp: Vec<f32> = logp.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
-    Ok(lp
-        .into_iter()
-        .zip(targets)
-        .zip(argmax)
-        .map(|((logprob, &t), a)| TokenScore { logprob, argmax: a == t })
-        .collect())
+/// Rows per unembedding call: bounds the [rows, vocab] logits in memory.
+const SUB: usize = 64;
+
+/// Per-token scores of `rows` of normalised states against `targets`.
+fn score_states(model: &Model, states: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
+    let t = &model.transformer;
+    let mut out = Vec::with_capacity(targets.len());
+    for (i, chunk) in targets.chunks(SUB).enumerate() {
+        let logits = t.unembed(&states.narrow(0, i * SUB, chunk.len())?)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let idx = Tensor::from_slice(chunk, (chunk.len(), 1), logits.device())?;
+        let lp: Vec<f32> = logp.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
+        out.extend(
+            lp.into_iter().zip(chunk).zip(argmax).map(|((logprob, &tg), a)| TokenScore { logprob, argmax: a == tg }),
+        );
+    }
+    Ok(out)
 }
 
-/// Scores each continuation `(row of batch, token ids)`: per token, its log-probability given
-/// the prompt of that row and the continuation's earlier tokens. A row may have any number of
+/// Scores each continuation `(row of batch, token ids)`: per token, its log-probability given the
+/// prompt of that row and the continuation's earlier tokens. A row may have any number of
 /// continuations; each must be non-empty.
-pub fn score_continuations(
-    model: &Model,
-    batch: &Batch,
-    continuations: &[(usize, Vec<u32>)],
-) -> Result<Vec<Vec<TokenScore>>> {
-    if let Some((r, _)) = continuations.iter().find(|(r, c)| *r >= batch.rows() || c.is_empty()) {
+pub fn score_continuations(model: &Model, batch: &Batch, forms: &[(usize, Vec<u32>)]) -> Result<Vec<Vec<TokenScore>>> {
+    if let Some((r, _)) = forms.iter().find(|(r, c)| *r >= batch.rows() || c.is_empty()) {
         bail!("continuation for row {r}: row out of range or no tokens");
     }
-    if continuations.is_empty() {
+    if forms.is_empty() {
         return Ok(Vec::new());
     }
     let t = &model.transformer;
     let dev = t.device();
-    // The final norm's output, unembedded here in bounded chunks of rows: the full logits of
-    // every continuation position at once would not fit in memory with a 262k vocabulary.
     let spec = HookSpec::new().capture([HookPoint::LnFinal]);
-
-    // The prompts, once, keeping their keys and values.
     let mut kv = KvCache::default();
     let normed = t.forward(&ForwardInput::batch(batch), &spec, Some(&mut kv))?.cache;
     let last = normed.get(HookPoint::LnFinal)?.narrow(1, batch.seq_len - 1, 1)?.squeeze(1)?.contiguous()?;
-    let key_valid = batch.key_valid();
 
-    // First tokens are predicted at each prompt's last position.
-    let rows: Vec<u32> = continuations.iter().map(|(r, _)| *r as u32).collect();
-    let first_targets: Vec<u32> = continuations.iter().map(|(_, c)| c[0]).collect();
-    let row_idx = Tensor::from_slice(&rows, rows.len(), dev)?;
-    let mut scores: Vec<Vec<TokenScore>> = Vec::with_capacity(continuations.len());
-    let last = last.index_select(&row_idx, 0)?;
-    const SUB: usize = 32; // rows per unembedding call: bounds the [rows, t, vocab] logits
-    for (i, chunk) in first_targets.chunks(SUB).enumerate() {
-        let logits = t.unembed(&last.narrow(0, i * SUB, chunk.len())?)?;
-        scores.extend(score_rows(&logits, chunk)?.into_iter().map(|s| vec![s]));
+    // First tokens: one unembedding per prompt that has forms.
+    let mut used: Vec<usize> = forms.iter().map(|(r, _)| *r).collect();
+    used.sort_unstable();
+    used.dedup();
+    let used_u32: Vec<u32> = used.iter().map(|&r| r as u32).collect();
+    let last_used = last.index_select(&Tensor::from_slice(&used_u32, used_u32.len(), dev)?, 0)?;
+    let mut scores: Vec<Vec<TokenScore>> = vec![Vec::new(); forms.len()];
+    {
+        let logits_rows = used.len();
+        let mut dist: Vec<(Vec<f32>, u32)> = Vec::with_capacity(logits_rows);
+        for start in (0..logits_rows).step_by(SUB) {
+            let m = SUB.min(logits_rows - start);
+            let logits = t.unembed(&last_used.narrow(0, start, m)?)?;
+            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            // Only the first tokens asked of each prompt are read back.
+            for (k, a) in argmax.into_iter().enumerate() {
+                let row = used[start + k];
+                let wanted: Vec<u32> = forms.iter().filter(|(r, _)| *r == row).map(|(_, c)| c[0]).collect();
+                let idx = Tensor::from_slice(&wanted, wanted.len(), dev)?;
+                let lp: Vec<f32> = logp.get(k)?.index_select(&idx, 0)?.to_vec1()?;
+                dist.push((lp, a));
+            }
+        }
+        let mut next_of_row: Vec<usize> = vec![0; batch.rows()];
+        for (i, (r, c)) in forms.iter().enumerate() {
+            let k = used.binary_search(r).expect("used row");
+            let (lp, a) = &dist[k];
+            let j = next_of_row[*r];
+            next_of_row[*r] += 1;
+            scores[i].push(TokenScore { logprob: lp[j], argmax: *a == c[0] });
+        }
     }
 
-    // Later tokens: feed each continuation but its last token after a copy of its prompt's cache.
-    // Shorter continuations are right-padded; padding only precedes nothing that is read.
-    let tmax = continuations.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
-    if tmax == 1 {
+    // Later tokens of forms longer than one token.
+    let long: Vec<usize> = (0..forms.len()).filter(|&i| forms[i].1.len() > 1).collect();
+    if long.is_empty() {
         return Ok(scores);
     }
+    let rows: Vec<u32> = long.iter().map(|&i| forms[i].0 as u32).collect();
     kv.retain_rows(&rows)?;
-    let n = continuations.len();
-    let steps = tmax - 1;
-    let feed: Vec<Vec<u32>> = continuations
+    let steps = long.iter().map(|&i| forms[i].1.len() - 1).max().unwrap_or(1);
+    let key_valid_prompt = batch.key_valid();
+    let feed: Vec<Vec<u32>> = long
         .iter()
-        .map(|(_, c)| {
-            (0..steps).map(|j| c.get(j).copied().filter(|_| j + 1 < c.len()).unwrap_or(model.tokenizer.pad)).collect()
+        .map(|&i| {
+            (0..steps).map(|j| if j + 1 < forms[i].1.len() { forms[i].1[j] } else { model.tokenizer.pad }).collect()
         })
         .collect();
     let positions: Vec<Vec<u32>> =
-        continuations.iter().map(|(r, _)| (0..steps).map(|j| (batch.len_of(*r) + j) as u32).collect()).collect();
-    let key_valid: Vec<Vec<bool>> = continuations
+        long.iter().map(|&i| (0..steps).map(|j| (batch.len_of(forms[i].0) + j) as u32).collect()).collect();
+    let key_valid: Vec<Vec<bool>> = long
         .iter()
-        .map(|(r, _)| {
-            let mut k = key_valid[*r].clone();
+        .map(|&i| {
+            let mut k = key_valid_prompt[forms[i].0].clone();
             k.extend(std::iter::repeat_n(true, steps));
             k
         })
         .collect();
     let out = t.forward(&ForwardInput::continuation(feed, positions, key_valid)?, &spec, Some(&mut kv))?.cache;
-    let y = out.get(HookPoint::LnFinal)?; // [n, steps, d]
-    for start in (0..n).step_by(SUB) {
-        let m = SUB.min(n - start);
-        let logits = t.unembed(&y.narrow(0, start, m)?.flatten(0, 1)?)?; // [m*steps, vocab]
-        for i in 0..m {
-            let c = &continuations[start + i].1;
-            let k = c.len() - 1;
-            if k == 0 {
-                continue;
-            }
-            let s = score_rows(&logits.narrow(0, i * steps, k)?, &c[1..])?;
-            scores[start + i].extend(s);
+    let y = out.get(HookPoint::LnFinal)?.flatten(0, 1)?; // [n * steps, d]
+                                                         // Only the positions that predict a form's token.
+    let mut flat: Vec<u32> = Vec::new();
+    let mut targets: Vec<u32> = Vec::new();
+    for (n, &i) in long.iter().enumerate() {
+        let c = &forms[i].1;
+        for j in 0..c.len() - 1 {
+            flat.push((n * steps + j) as u32);
+            targets.push(c[j + 1]);
+        }
+    }
+    let states = y.index_select(&Tensor::from_slice(&flat, flat.len(), dev)?, 0)?.contiguous()?;
+    let s = score_states(model, &states, &targets)?;
+    let mut it = s.into_iter();
+    for &i in &long {
+        for _ in 1..forms[i].1.len() {
+            scores[i].push(it.next().expect("one score per target"));
         }
     }
     Ok(scores)
