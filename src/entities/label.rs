@@ -457,17 +457,7 @@ fn answer_estimate(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Resu
             values.push(form);
         }
     }
-    let scores = score_continuations(model, &batch, &conts)?;
-    let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
-    for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
-        scored[*qi].push(GoldLikelihood {
-            value,
-            tokens: s.len(),
-            logprob: s.iter().map(|t| t.logprob as f64).sum(),
-            first_token_prob: (s[0].logprob as f64).exp(),
-            argmax_all: s.iter().all(|t| t.argmax),
-        });
-    }
+    let scored = score_gold(model, &batch, qs.len(), &conts, values)?;
     Ok(qs
         .iter()
         .zip(scored)
@@ -478,6 +468,29 @@ fn answer_estimate(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Resu
             r
         })
         .collect())
+}
+
+/// Teacher-forced scores of answer forms `(question index, ids)` named `values`, grouped per
+/// question: what the likelihood and estimate modes decide from.
+fn score_gold(
+    model: &Model,
+    batch: &crate::batch::Batch,
+    n_questions: usize,
+    conts: &[(usize, Vec<u32>)],
+    values: Vec<String>,
+) -> Result<Vec<Vec<GoldLikelihood>>> {
+    let scores = score_continuations(model, batch, conts)?;
+    let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); n_questions];
+    for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
+        scored[*qi].push(GoldLikelihood {
+            value,
+            tokens: s.len(),
+            logprob: s.iter().map(|t| t.logprob as f64).sum(),
+            first_token_prob: (s[0].logprob as f64).exp(),
+            argmax_all: s.iter().all(|t| t.argmax),
+        });
+    }
+    Ok(scored)
 }
 
 fn answer_likelihood(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Result<Vec<QuestionRecord>> {
@@ -495,17 +508,7 @@ fn answer_likelihood(model: &Model, qs: &[&Question], opts: &LabelOptions) -> Re
             }
         }
     }
-    let scores = score_continuations(model, &batch, &conts)?;
-    let mut scored: Vec<Vec<GoldLikelihood>> = vec![Vec::new(); qs.len()];
-    for (((qi, _), value), s) in conts.iter().zip(values).zip(scores) {
-        scored[*qi].push(GoldLikelihood {
-            value,
-            tokens: s.len(),
-            logprob: s.iter().map(|t| t.logprob as f64).sum(),
-            first_token_prob: (s[0].logprob as f64).exp(),
-            argmax_all: s.iter().all(|t| t.argmax),
-        });
-    }
+    let scored = score_gold(model, &batch, qs.len(), &conts, values)?;
     Ok(qs
         .iter()
         .zip(scored)
