@@ -15,11 +15,13 @@
 //! * `stats`: AUROC with bootstrap intervals, Wilson intervals, Welch's t, probes
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 //! * `discover`: the latent-discovery experiment (separation scores, held-out tests, baselines, detectors)
+//! * `causal`: the causal experiments (steering, refusals, attention to the entity, patching)
 
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
 pub mod batch;
 pub mod corpus;
+pub mod causal;
 pub mod discover;
 pub mod entities;
 pub mod fetch;

@@ -56,6 +56,10 @@ pub const TAG_SPLIT: u64 = 3;
 pub const TAG_CONTROLS: u64 = 4;
 /// Token sampling in generation (one stream per prompt and sample).
 pub const TAG_SAMPLE: u64 = 5;
+/// Random steering directions (the baseline of every steering experiment).
+pub const TAG_DIRECTION: u64 = 6;
+/// Which entities an experiment draws from a larger set.
+pub const TAG_PICK: u64 = 7;
 
 #[cfg(test)]
 mod tests {
