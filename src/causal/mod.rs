@@ -5,8 +5,16 @@
 //! * `direction`: steering directions (from exported detectors, or random) and their strength in
 //!   units of the residual stream's mean norm
 //! * `refusal`: refusal detection (the paper's lists, and the same lists with their defects fixed)
+//! * `items`: the questions asked (one name attribute per labelled entity) and chat prompts
+//! * `steer`: the refusal-steering experiment
+//! * `yesno`: the "are you sure you know" logit difference
+//! * `report`: the steering outputs (JSON, CSV, one HTML page)
 
 pub mod direction;
+pub mod items;
 pub mod refusal;
+pub mod report;
+pub mod steer;
+pub mod yesno;
 
 pub use direction::SteeringDirection;

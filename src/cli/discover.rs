@@ -162,7 +162,7 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
 }
 
 /// The name recorded for a model: the preset name, or a path's file name.
-fn model_name(arg: &str) -> String {
+pub fn model_name(arg: &str) -> String {
     let p = std::path::Path::new(arg);
     if p.exists() {
         p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| arg.to_string())

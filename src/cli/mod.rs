@@ -9,6 +9,7 @@ mod label;
 mod progress;
 mod sae;
 mod sae_train;
+mod steer;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -70,6 +71,9 @@ enum Command {
     Discover(discover::DiscoverArgs),
     /// Score an entity file with detectors exported by `discover`.
     Detect(discover::DetectArgs),
+    /// Steer a chat model with the entity-recognition directions: refusal rates, answers'
+    /// correctness and the "are you sure you know" logit difference, against random directions.
+    Steer(steer::SteerArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Corpus(a) => corpus::run(a),
         Command::Discover(a) => discover::run(a),
         Command::Detect(a) => discover::detect(a),
+        Command::Steer(a) => steer::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
