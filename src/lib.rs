@@ -16,6 +16,7 @@
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 //! * `discover`: the latent-discovery experiment (separation scores, held-out tests, baselines, detectors)
 //! * `causal`: the causal experiments (steering, refusals, attention to the entity, patching)
+//! * `reproduce`: the whole paper as one resumable pipeline, with a verdict per claim
 
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
@@ -31,6 +32,7 @@ pub mod hooks;
 pub mod model;
 mod names;
 pub mod progress;
+pub mod reproduce;
 pub mod report;
 pub mod rng;
 pub mod sae;

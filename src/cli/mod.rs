@@ -7,6 +7,7 @@ mod discover;
 mod inspect;
 mod label;
 mod progress;
+mod reproduce;
 mod sae;
 mod sae_train;
 mod steer;
@@ -74,6 +75,9 @@ enum Command {
     /// Steer a chat model with the entity-recognition directions: refusal rates, answers'
     /// correctness and the "are you sure you know" logit difference, against random directions.
     Steer(steer::SteerArgs),
+    /// The whole paper, resumable: fetch, label, corpus, activation store, SAEs, discovery, chat
+    /// labels and directions, steering; one HTML page with a verdict per claim.
+    Reproduce(reproduce::ReproduceArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Discover(a) => discover::run(a),
         Command::Detect(a) => discover::detect(a),
         Command::Steer(a) => steer::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),

@@ -1,0 +1,310 @@
+//! The paper's claims, each judged from the stages' outputs (read back from their JSON files, so
+//! the verdicts can be recomputed from what is on disk): reproduced, not reproduced, or not
+//! testable here, always with the numbers that decided it.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Reproduced,
+    NotReproduced,
+    NotTestable,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Reproduced => "reproduced",
+            Verdict::NotReproduced => "not reproduced",
+            Verdict::NotTestable => "not testable here",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Claim {
+    pub id: &'static str,
+    pub paper: &'static str,
+    pub verdict: Verdict,
+    pub evidence: String,
+}
+
+/// An estimate [value, lo, hi] from `{"value", "lo", "hi"}`.
+fn est(v: &Value) -> Option<[f64; 3]> {
+    Some([v.get("value")?.as_f64()?, v.get("lo")?.as_f64()?, v.get("hi")?.as_f64()?])
+}
+
+fn fmt(e: [f64; 3], pct: bool) -> String {
+    if pct {
+        format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e[0], 100.0 * e[1], 100.0 * e[2])
+    } else {
+        format!("{:.3} [{:.3}, {:.3}]", e[0], e[1], e[2])
+    }
+}
+
+fn read(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Fewer rows than this in a cell and a rate comparison is called not testable.
+pub const MIN_N: u64 = 10;
+
+/// Claims about latent discovery, from `discovery.json`.
+pub fn discovery_claims(path: &Path) -> Vec<Claim> {
+    let mut out = Vec::new();
+    let Some(d) = read(path) else {
+        out.push(Claim {
+            id: "latents",
+            paper: "SAE latents separate known from unknown entities (Fig. 1)",
+            verdict: Verdict::NotTestable,
+            evidence: format!("{} is missing: the discovery stage did not run", path.display()),
+        });
+        return out;
+    };
+    let evals = d["latent_evals"].as_array().cloned().unwrap_or_default();
+    let randoms = d["random_baselines"].as_array().cloned().unwrap_or_default();
+    for dir in ["known", "unknown"] {
+        let top = evals.iter().find(|e| e["direction"] == dir && e["rank"] == 0);
+        let pooled = top.and_then(|e| {
+            e["evals"].as_array()?.iter().find(|x| x["entity_type"].is_null() && x["subset"] == "test").cloned()
+        });
+        let auroc = pooled.as_ref().and_then(|p| est(&p["auroc"]));
+        let random_max = randoms
+            .iter()
+            .find(|r| r["direction"] == dir && Some(&r["of_latent"]) == top.map(|t| &t["latent"]))
+            .and_then(|r| r["max"].as_f64());
+        let (verdict, evidence) = match (top, auroc) {
+            (Some(t), Some(a)) => {
+                let beats_random = random_max.is_none_or(|m| a[1] > m);
+                let v = if a[1] > 0.5 && beats_random { Verdict::Reproduced } else { Verdict::NotReproduced };
+                (
+                    v,
+                    format!(
+                        "top {dir} latent: layer {} latent {}, held-out AUROC {} (n = {} + {}); best of the random latents of the same frequency {}",
+                        t["layer"],
+                        t["latent"],
+                        fmt(a, false),
+                        pooled.as_ref().map_or(0, |p| p["n_pos"].as_u64().unwrap_or(0)),
+                        pooled.as_ref().map_or(0, |p| p["n_neg"].as_u64().unwrap_or(0)),
+                        random_max.map_or("–".into(), |m| format!("{m:.3}"))
+                    ),
+                )
+            }
+            _ => (
+                Verdict::NotTestable,
+                format!(
+                    "no {dir} latent was ranked and tested (types scored: {}; excluded: {})",
+                    d["types_scored"],
+                    d["excluded_types"]
+                ),
+            ),
+        };
+        out.push(Claim {
+            id: if dir == "known" { "known-latent" } else { "unknown-latent" },
+            paper: if dir == "known" {
+                "a latent fires on entities the model knows and not on others, across types (Fig. 1)"
+            } else {
+                "a latent fires on entities the model does not know, across types (Fig. 1)"
+            },
+            verdict,
+            evidence,
+        });
+    }
+    let layers = d["layers"].as_array().cloned().unwrap_or_default();
+    let scored: Vec<(u64, f64)> = layers
+        .iter()
+        .filter_map(|l| Some((l["layer"].as_u64()?, l["maxmin_known"].as_array()?.get(1)?.as_f64()?)))
+        .collect();
+    let n_layers = d["model"]["n_layers"].as_u64().unwrap_or(0);
+    let claim = if scored.len() < 3 || n_layers == 0 {
+        Claim {
+            id: "mid-depth",
+            paper: "the most general latents sit at middle layers (Fig. 2)",
+            verdict: Verdict::NotTestable,
+            evidence: format!("SAEs at {} layers; a depth curve needs at least 3", scored.len()),
+        }
+    } else {
+        let best = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)).copied().unwrap_or_default();
+        let rel = best.0 as f64 / n_layers as f64;
+        Claim {
+            id: "mid-depth",
+            paper: "the most general latents sit at middle layers (Fig. 2)",
+            verdict: if (1.0 / 3.0..=2.0 / 3.0).contains(&rel) { Verdict::Reproduced } else { Verdict::NotReproduced },
+            evidence: format!(
+                "highest known MaxMin {:.3} at layer {} of {n_layers} (depth {:.2}); per layer: {}",
+                best.1,
+                best.0,
+                rel,
+                scored.iter().map(|(l, s)| format!("L{l} {s:.3}")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    };
+    out.push(claim);
+    out
+}
+
+/// The all-types refusal cell of the first condition matching `pick` for one class.
+fn refusal_cell<'a>(s: &'a Value, known: bool, pick: &dyn Fn(&Value) -> bool) -> Option<(&'a Value, String)> {
+    let conds = s["conditions"].as_array()?;
+    let (ci, c) = conds.iter().enumerate().filter(|(_, c)| c["known"] == known && pick(&c["treatment"])).last()?;
+    let cell = s["cells"].as_array()?.iter().find(|x| x["condition"] == ci && x["entity_type"].is_null())?;
+    Some((cell, treatment_label(&c["treatment"])))
+}
+
+fn treatment_label(t: &Value) -> String {
+    match t["kind"].as_str() {
+        Some("direction") => format!("{} ×{}", t["direction"].as_str().unwrap_or("?"), t["coef"]),
+        Some("random") => format!("random ×{}", t["coef"]),
+        Some(k) => k.to_string(),
+        None => "?".into(),
+    }
+}
+
+fn rate(cell: &Value) -> Option<([f64; 3], u64)> {
+    Some((est(&cell["refusal_rate"])?, cell["n"].as_u64()?))
+}
+
+/// Claims about steering, from `steer.json`.
+pub fn steering_claims(path: &Path) -> Vec<Claim> {
+    let Some(s) = read(path) else {
+        return vec![Claim {
+            id: "steer",
+            paper: "steering with the entity directions changes refusals (Fig. 3)",
+            verdict: Verdict::NotTestable,
+            evidence: format!("{} is missing: the steering stage did not run", path.display()),
+        }];
+    };
+    let max_coef = s["options"]["coefs"].as_array().map_or(0.0, |c| c.iter().filter_map(|x| x.as_f64()).fold(0.0, f64::max));
+    let at = |kind: &'static str| move |t: &Value| t["kind"] == kind && t["coef"].as_f64() == Some(max_coef);
+    let original = |t: &Value| t["kind"] == "original";
+    let mut out = Vec::new();
+    for known in [true, false] {
+        let (id, paper) = if known {
+            ("refusal-up", "the unknown direction makes the chat model refuse questions about entities it knows (Fig. 3)")
+        } else {
+            ("refusal-down", "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)")
+        };
+        let o = refusal_cell(&s, known, &original);
+        let d = refusal_cell(&s, known, &at("direction"));
+        let r = refusal_cell(&s, known, &at("random"));
+        let claim = match (o.and_then(|(c, _)| rate(c)), d.as_ref().and_then(|(c, _)| rate(c)), r.and_then(|(c, _)| rate(c))) {
+            (Some((o, n)), Some((dv, _)), Some((rv, _))) if n >= MIN_N => {
+                let evidence = format!(
+                    "{} {} entities: original {}, {} {}, random ×{max_coef} {}",
+                    n,
+                    if known { "known" } else { "unknown" },
+                    fmt(o, true),
+                    d.as_ref().map_or(String::new(), |(_, l)| l.clone()),
+                    fmt(dv, true),
+                    fmt(rv, true)
+                );
+                let verdict = if known {
+                    if dv[1] > o[2] && dv[1] > rv[2] { Verdict::Reproduced } else { Verdict::NotReproduced }
+                } else if o[0] < 0.05 {
+                    // Nothing to lower: the model already answers (nearly) everything.
+                    return_floor(&mut out, id, paper, evidence);
+                    continue;
+                } else if dv[2] < o[1] && dv[2] < rv[1] {
+                    Verdict::Reproduced
+                } else {
+                    Verdict::NotReproduced
+                };
+                Claim { id, paper, verdict, evidence }
+            }
+            (o, _, _) => Claim {
+                id,
+                paper,
+                verdict: Verdict::NotTestable,
+                evidence: format!(
+                    "{} {} entities asked (at least {MIN_N} needed)",
+                    o.map_or(0, |(_, n)| n),
+                    if known { "known" } else { "unknown" }
+                ),
+            },
+        };
+        out.push(claim);
+    }
+    // Orthogonalization: refusal on unknown entities with the unknown direction removed.
+    let o = refusal_cell(&s, false, &original).and_then(|(c, _)| rate(c));
+    let orth = refusal_cell(&s, false, &|t: &Value| t["kind"] == "orthogonalized").and_then(|(c, _)| rate(c));
+    let paper = "projecting the unknown direction out of the weights lowers refusals (Fig. 3)";
+    out.push(match (o, orth) {
+        (Some((o, n)), Some((x, _))) if n >= MIN_N && o[0] >= 0.05 => Claim {
+            id: "orthogonalized",
+            paper,
+            verdict: if x[2] < o[1] { Verdict::Reproduced } else { Verdict::NotReproduced },
+            evidence: format!("{n} unknown entities: original {}, orthogonalized {}", fmt(o, true), fmt(x, true)),
+        },
+        (Some((o, n)), Some((x, _))) if n >= MIN_N => Claim {
+            id: "orthogonalized",
+            paper,
+            verdict: Verdict::NotTestable,
+            evidence: format!(
+                "the original model refuses {} of questions about unknown entities, too few to lower (orthogonalized {})",
+                fmt(o, true),
+                fmt(x, true)
+            ),
+        },
+        _ => Claim { id: "orthogonalized", paper, verdict: Verdict::NotTestable, evidence: "not measured".into() },
+    });
+    // "Are you sure you know": the logit difference moves against the entity's class.
+    if let Some(cells) = s["yes_no"]["cells"].as_array() {
+        for known in [true, false] {
+            let get = |prefix: &str| {
+                cells
+                    .iter()
+                    .find(|c| c["known"] == known && c["entity_type"].is_null() && c["condition"].as_str().is_some_and(|x| x.starts_with(prefix)))
+                    .and_then(|c| Some((est(&c["mean"])?, c["n"].as_u64()?)))
+            };
+            let (id, paper) = if known {
+                ("yes-no-down", "the unknown direction pushes \"are you sure you know\" toward No for known entities (Fig. 5)")
+            } else {
+                ("yes-no-up", "the known direction pushes it toward Yes for unknown entities (Fig. 5)")
+            };
+            out.push(match (get("original"), get("direction"), get("random")) {
+                (Some((o, n)), Some((d, _)), Some((r, _))) if n >= MIN_N => {
+                    let moved = if known { d[2] < o[1] && d[2] < r[1] } else { d[1] > o[2] && d[1] > r[2] };
+                    Claim {
+                        id,
+                        paper,
+                        verdict: if moved { Verdict::Reproduced } else { Verdict::NotReproduced },
+                        evidence: format!(
+                            "logit(Yes) − logit(No), {n} entities: original {}, steered {}, random {}",
+                            fmt(o, false),
+                            fmt(d, false),
+                            fmt(r, false)
+                        ),
+                    }
+                }
+                (o, _, _) => Claim {
+                    id,
+                    paper,
+                    verdict: Verdict::NotTestable,
+                    evidence: format!("{} entities (at least {MIN_N} needed)", o.map_or(0, |x| x.1)),
+                },
+            });
+        }
+    }
+    out
+}
+
+fn return_floor(out: &mut Vec<Claim>, id: &'static str, paper: &'static str, evidence: String) {
+    out.push(Claim {
+        id,
+        paper,
+        verdict: Verdict::NotTestable,
+        evidence: format!("{evidence}; the original model refuses under 5% of these questions, so there is no refusal to lower"),
+    });
+}
+
+/// Every claim, from the outputs under `out` (see `plan::Dirs`).
+pub fn all(discovery: &Path, steer: &Path) -> Result<Vec<Claim>> {
+    let mut v = discovery_claims(discovery);
+    v.extend(steering_claims(steer));
+    Ok(v)
+}

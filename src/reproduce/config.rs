@@ -1,0 +1,120 @@
+//! What `knowlens reproduce` runs: a TOML file (or one of the two presets compiled in) naming the
+//! models, the sample sizes and the SAE recipe. Unknown keys are errors, so a typo cannot silently
+//! fall back to a default.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const QUICK: &str = include_str!("quick.toml");
+pub const FULL: &str = include_str!("full.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub base: Base,
+    pub saes: Saes,
+    #[serde(default)]
+    pub discover: Discover,
+    pub chat: Chat,
+    pub steer: Steer,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The base model: labels, SAEs, latent discovery, attention and patching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    pub model: String,
+    pub label_mode: String,
+    /// Entities per type (0: the whole dataset).
+    pub per_type: usize,
+    pub known_min: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Saes {
+    /// Paper layers (resid_pre L = resid_post L-1); one SAE each.
+    pub layers: Vec<usize>,
+    pub arch: String,
+    pub k: usize,
+    pub width: usize,
+    /// Activations stored per hook (the model runs once over them).
+    pub tokens: usize,
+    pub epochs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discover {
+    pub corpus_tokens: usize,
+}
+
+impl Default for Discover {
+    fn default() -> Self {
+        Self { corpus_tokens: 2000 }
+    }
+}
+
+/// The chat model: its own labels (greedy chat answers) and probe directions, then steering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chat {
+    pub model: String,
+    pub per_type: usize,
+    pub known_min: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Steer {
+    pub per_type: usize,
+    pub coefs: Vec<f64>,
+    pub random: usize,
+}
+
+impl Config {
+    pub fn parse(text: &str, what: &str) -> Result<Self> {
+        let c: Config = toml::from_str(text).with_context(|| format!("{what}: not a reproduce config"))?;
+        c.check().with_context(|| what.to_string())?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "quick" => Self::parse(QUICK, "the quick preset"),
+            "full" => Self::parse(FULL, "the full preset"),
+            other => bail!("unknown preset {other:?} (valid: quick, full)"),
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.saes.layers.is_empty() {
+            bail!("[saes] layers: at least one layer");
+        }
+        if self.saes.layers.contains(&0) {
+            bail!("[saes] layers: layer 0 is the embedding (resid_pre 0 has no resid_post before it)");
+        }
+        if self.saes.tokens == 0 || self.saes.epochs == 0 || self.saes.width == 0 || self.saes.k == 0 {
+            bail!("[saes] tokens, epochs, width and k must be at least 1");
+        }
+        if self.base.known_min == 0 || self.chat.known_min == 0 {
+            bail!("known_min must be at least 1");
+        }
+        if self.steer.coefs.is_empty() || self.steer.coefs.iter().any(|c| !c.is_finite()) {
+            bail!("[steer] coefs: at least one finite strength");
+        }
+        if self.steer.per_type == 0 {
+            bail!("[steer] per_type must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! `knowlens reproduce`: the whole paper as one resumable pipeline (fetch → label → corpus →
+//! activation store → SAEs → discover → chat labels and directions → steering), from a TOML
+//! config or a preset, ending in one HTML page that marks each claim reproduced, not reproduced
+//! or not testable here, with its numbers.
+//!
+//! * `config`: the TOML schema and the quick / full presets
+//! * `plan`: the stages (knowlens commands) and the records finished stages leave
+//! * `claims`: the verdicts, recomputed from the stages' JSON outputs
+//! * `report`: the final page
+
+pub mod claims;
+pub mod config;
+pub mod plan;
+pub mod report;
+
+pub use config::Config;

@@ -1,0 +1,296 @@
+//! The stages of `knowlens reproduce`, each one knowlens command with its arguments, and the
+//! record a finished stage leaves (`OUT/stages/NAME.json`): a rerun skips a stage whose record
+//! holds the same arguments, and reruns one whose arguments changed (the commands resume their
+//! own partial work: labels, activation stores and SAE training keep what was done).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::config::Config;
+
+/// An argument that a finished stage's JSON output fills in (`"{corpus}"`: the corpus directory
+/// that `knowlens corpus --json` printed).
+pub const CORPUS_DIR: &str = "{corpus}";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: &'static str,
+    /// One line for the progress display.
+    pub about: &'static str,
+    pub args: Vec<String>,
+    /// The command prints one JSON object on stdout that later stages read.
+    pub json_output: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub args: Vec<String>,
+    pub seconds: f64,
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+}
+
+impl StageRecord {
+    pub fn path(out: &Path, name: &str) -> PathBuf {
+        out.join("stages").join(format!("{name}.json"))
+    }
+
+    /// The record of a finished stage, if there is one (a damaged record counts as unfinished).
+    pub fn read(out: &Path, name: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(Self::path(out, name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let p = Self::path(out, &self.name);
+        std::fs::create_dir_all(p.parent().expect("stages dir"))
+            .with_context(|| format!("creating {}", out.join("stages").display()))?;
+        crate::fsio::write_atomic(&p, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+}
+
+fn s(x: impl ToString) -> String {
+    x.to_string()
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The paper's layer L reads the residual stream entering block L, which knowlens's SAEs train
+/// on as `blocks.{L-1}.hook_resid_post` (the same tensor).
+pub fn sae_hooks(c: &Config) -> Vec<String> {
+    c.saes.layers.iter().map(|l| format!("blocks.{}.hook_resid_post", l - 1)).collect()
+}
+
+/// Output directories of the stages, under `out`.
+pub struct Dirs {
+    pub labels_base: PathBuf,
+    pub labels_chat: PathBuf,
+    pub store: PathBuf,
+    pub saes: PathBuf,
+    pub discover_base: PathBuf,
+    pub discover_chat: PathBuf,
+    pub steer: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(out: &Path, c: &Config) -> Self {
+        Self {
+            labels_base: out.join("labels-base").join(&c.base.label_mode),
+            labels_chat: out.join("labels-chat").join("greedy"),
+            store: out.join("store"),
+            saes: out.join("saes"),
+            discover_base: out.join("discover-base"),
+            discover_chat: out.join("discover-chat"),
+            steer: out.join("steer"),
+        }
+    }
+}
+
+pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
+    let d = Dirs::new(out, c);
+    let hooks = sae_hooks(c).join(",");
+    let sae_dirs: Vec<String> = sae_hooks(c).iter().map(|h| p(&d.saes.join(h))).collect();
+    let per_type = |n: usize| if n == 0 { Vec::new() } else { vec![s("--per-type"), s(n)] };
+    let mut v = vec![
+        Stage {
+            name: "fetch-base",
+            about: "fetch the base model",
+            args: vec![s("fetch"), s("--model"), c.base.model.clone()],
+            json_output: false,
+        },
+        Stage {
+            name: "fetch-chat",
+            about: "fetch the chat model",
+            args: vec![s("fetch"), s("--model"), c.chat.model.clone()],
+            json_output: false,
+        },
+    ];
+    let mut label = vec![
+        s("label"),
+        s("--model"),
+        c.base.model.clone(),
+        s("--mode"),
+        c.base.label_mode.clone(),
+        s("--known-min"),
+        s(c.base.known_min),
+        s("--out"),
+        p(&out.join("labels-base")),
+    ];
+    label.extend(per_type(c.base.per_type));
+    v.push(Stage { name: "label-base", about: "label entities known / unknown (base model)", args: label, json_output: false });
+    v.push(Stage {
+        name: "corpus",
+        about: "build the SAE corpus without validation or test entities",
+        args: vec![
+            s("corpus"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--exclude-splits"),
+            p(&d.labels_base.join("splits.json")),
+            s("--json"),
+        ],
+        json_output: true,
+    });
+    v.push(Stage {
+        name: "sae-cache",
+        about: "store the residual stream's activations",
+        args: vec![
+            s("sae"),
+            s("cache"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--hooks"),
+            hooks.clone(),
+            s("--corpus"),
+            s(CORPUS_DIR),
+            s("--tokens"),
+            s(c.saes.tokens),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.store),
+        ],
+        json_output: false,
+    });
+    v.push(Stage {
+        name: "sae-train",
+        about: "train the SAEs from the store",
+        args: vec![
+            s("sae"),
+            s("train"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--hooks"),
+            hooks,
+            s("--store"),
+            p(&d.store),
+            s("--epochs"),
+            s(c.saes.epochs),
+            s("--arch"),
+            c.saes.arch.clone(),
+            s("--k"),
+            s(c.saes.k),
+            s("--width"),
+            s(c.saes.width),
+            s("--per-dim-scale"),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.saes),
+        ],
+        json_output: false,
+    });
+    v.push(Stage {
+        name: "discover-base",
+        about: "find the entity-recognition latents (base model)",
+        args: vec![
+            s("discover"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--labels"),
+            p(&d.labels_base),
+            s("--sae"),
+            sae_dirs.join(","),
+            s("--corpus"),
+            s(CORPUS_DIR),
+            s("--corpus-tokens"),
+            s(c.discover.corpus_tokens),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.discover_base),
+        ],
+        json_output: false,
+    });
+    let mut label_chat = vec![
+        s("label"),
+        s("--model"),
+        c.chat.model.clone(),
+        s("--chat"),
+        s("--mode"),
+        s("greedy"),
+        s("--attributes"),
+        s("counting"),
+        s("--known-min"),
+        s(c.chat.known_min),
+        s("--out"),
+        p(&out.join("labels-chat")),
+    ];
+    label_chat.extend(per_type(c.chat.per_type));
+    v.push(Stage {
+        name: "label-chat",
+        about: "label entities from the chat model's own answers",
+        args: label_chat,
+        json_output: false,
+    });
+    v.push(Stage {
+        name: "discover-chat",
+        about: "probe and difference-of-means directions (chat model)",
+        args: vec![
+            s("discover"),
+            s("--model"),
+            c.chat.model.clone(),
+            s("--labels"),
+            p(&d.labels_chat),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.discover_chat),
+        ],
+        json_output: false,
+    });
+    let coefs: Vec<String> = c.steer.coefs.iter().map(|x| x.to_string()).collect();
+    v.push(Stage {
+        name: "steer",
+        about: "steer refusals and the yes/no answer (chat model)",
+        args: vec![
+            s("steer"),
+            s("--model"),
+            c.chat.model.clone(),
+            s("--labels"),
+            p(&d.labels_chat),
+            s("--detectors"),
+            p(&d.discover_chat.join("detectors.json")),
+            s("--splits"),
+            s("validation,test"),
+            s("--per-type"),
+            s(c.steer.per_type),
+            s("--coefs"),
+            coefs.join(","),
+            s("--random"),
+            s(c.steer.random),
+            s("--orthogonalize"),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.steer),
+        ],
+        json_output: false,
+    });
+    v
+}
+
+/// `args` with the placeholders filled from finished stages' outputs.
+pub fn resolve(args: &[String], out: &Path) -> Result<Vec<String>> {
+    args.iter()
+        .map(|a| {
+            if a == CORPUS_DIR {
+                let rec = StageRecord::read(out, "corpus").context("the corpus stage has not finished")?;
+                let dir = rec
+                    .output
+                    .as_ref()
+                    .and_then(|o| o.get("dir"))
+                    .and_then(|d| d.as_str())
+                    .context("the corpus stage's record names no directory")?;
+                Ok(dir.to_string())
+            } else {
+                Ok(a.clone())
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,84 @@
+//! `knowlens reproduce`: presets and configs, the stage plan, and the claim verdicts on
+//! hand-made stage outputs.
+
+use knowlens::reproduce::claims::{self, Verdict};
+use knowlens::reproduce::plan::{self, StageRecord};
+use knowlens::reproduce::Config;
+
+#[test]
+fn presets_parse_and_typos_are_errors() {
+    let q = Config::preset("quick").unwrap();
+    let f = Config::preset("full").unwrap();
+    assert!(f.saes.layers.len() >= 3 && f.steer.per_type >= q.steer.per_type);
+    let bad = knowlens::reproduce::config::QUICK.replace("per_type = 20", "per_typo = 20");
+    let e = format!("{:#}", Config::parse(&bad, "my.toml").unwrap_err());
+    assert!(e.contains("my.toml") && e.contains("per_typo"), "{e}");
+    let zero = knowlens::reproduce::config::QUICK.replace("layers = [6, 9]", "layers = [0, 9]");
+    assert!(format!("{:#}", Config::parse(&zero, "z.toml").unwrap_err()).contains("layer 0"));
+    assert!(Config::preset("huge").is_err());
+}
+
+#[test]
+fn the_plan_chains_the_stages_and_fills_the_corpus_directory() {
+    let c = Config::preset("quick").unwrap();
+    let dir = std::env::temp_dir().join(format!("knowlens-plan-{}", std::process::id()));
+    let stages = plan::stages(&c, &dir);
+    let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+    assert_eq!(names.first(), Some(&"fetch-base"));
+    assert_eq!(names.last(), Some(&"steer"));
+    // SAEs of paper layer L read blocks.{L-1}.hook_resid_post.
+    let cache = stages.iter().find(|s| s.name == "sae-cache").unwrap();
+    assert!(cache.args.iter().any(|a| a == "blocks.5.hook_resid_post,blocks.8.hook_resid_post"));
+    // The corpus directory comes from the corpus stage's record; before it exists, an error.
+    assert!(plan::resolve(&cache.args, &dir).is_err());
+    let rec = StageRecord {
+        name: "corpus".into(),
+        args: vec![],
+        seconds: 1.0,
+        output: Some(serde_json::json!({"dir": "/cache/corpus/v1"})),
+    };
+    rec.write(&dir).unwrap();
+    let args = plan::resolve(&cache.args, &dir).unwrap();
+    assert!(args.iter().any(|a| a == "/cache/corpus/v1") && !args.iter().any(|a| a == plan::CORPUS_DIR));
+    // The corpus stage excludes the base labels' held-out entities.
+    let corpus = stages.iter().find(|s| s.name == "corpus").unwrap();
+    assert!(corpus.args.iter().any(|a| a.ends_with("labels-base/estimate/splits.json")));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn rate(v: f64, lo: f64, hi: f64) -> serde_json::Value {
+    serde_json::json!({"value": v, "lo": lo, "hi": hi})
+}
+
+fn steer_json(known_dir: (f64, f64, f64), random: (f64, f64, f64), unknown_orig: f64) -> serde_json::Value {
+    let cond = |kind: &str, known: bool| serde_json::json!({"known": known, "treatment": {"kind": kind, "coef": 4.0, "direction": "d"}});
+    let cell = |c: usize, r: serde_json::Value| serde_json::json!({"condition": c, "entity_type": null, "n": 40, "refusal_rate": r});
+    serde_json::json!({
+        "options": {"coefs": [1.0, 4.0]},
+        "conditions": [cond("original", true), cond("direction", true), cond("random", true),
+                       cond("original", false), cond("direction", false), cond("random", false)],
+        "cells": [cell(0, rate(0.05, 0.01, 0.16)), cell(1, rate(known_dir.0, known_dir.1, known_dir.2)),
+                  cell(2, rate(random.0, random.1, random.2)), cell(3, rate(unknown_orig, 0.0, unknown_orig + 0.1)),
+                  cell(4, rate(0.0, 0.0, 0.09)), cell(5, rate(0.02, 0.0, 0.1))],
+    })
+}
+
+#[test]
+fn refusal_claims_need_the_direction_to_beat_the_original_and_random_directions() {
+    let dir = std::env::temp_dir().join(format!("knowlens-claims-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("steer.json");
+    let verdict = |id: &str| claims::steering_claims(&p).into_iter().find(|c| c.id == id).unwrap().verdict;
+    std::fs::write(&p, steer_json((0.6, 0.45, 0.73), (0.1, 0.04, 0.23), 0.0).to_string()).unwrap();
+    assert_eq!(verdict("refusal-up"), Verdict::Reproduced);
+    // No refusal to lower on unknown entities: not testable, not "reproduced".
+    assert_eq!(verdict("refusal-down"), Verdict::NotTestable);
+    // A random direction of the same strength does as much: not reproduced.
+    std::fs::write(&p, steer_json((0.6, 0.45, 0.73), (0.55, 0.4, 0.69), 0.0).to_string()).unwrap();
+    assert_eq!(verdict("refusal-up"), Verdict::NotReproduced);
+    // Missing outputs are not testable.
+    let missing = claims::steering_claims(&dir.join("none.json"));
+    assert!(missing.iter().all(|c| c.verdict == Verdict::NotTestable));
+    assert!(claims::discovery_claims(&dir.join("none.json")).iter().all(|c| c.verdict == Verdict::NotTestable));
+    std::fs::remove_dir_all(&dir).ok();
+}
