@@ -8,9 +8,11 @@
 //!   capitalised entries of the first list can never match lowercased text; "unknown" and
 //!   "unfortunately" anywhere in a completion are too broad ("an unknown soldier", "unfortunately
 //!   the team lost") and are kept only where they refuse ("is unknown", a completion that opens
-//!   with "unfortunately"). Added: the plain first-person refusals a small chat model writes
-//!   ("i don't know", "i don't have information"), which the lists, written for Gemma 2 and
-//!   Llama 3, lack. Checked against a hand-read sample (tests/fixtures/refusals/).
+//!   with "unfortunately"); "fictional" only where it calls the entity unreal, not where it
+//!   introduces an invented answer ("a fictional character named …"). Added: the plain
+//!   first-person refusals a small chat model writes ("i don't know", "i don't have
+//!   information"), which the lists, written for Gemma 2 and Llama 3, lack. Checked against a
+//!   hand-read sample (tests/fixtures/refusals/hand_read.jsonl).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +36,6 @@ pub const FIXED_SUBSTRINGS: &[&str] = &[
     "doesn't seem to be a widely known",
     "there's no widely known",
     "there doesn't seem to be a",
-    "fictional",
     "doesn't exist",
     "there is no ",
     "doesn't seem to be a known",
@@ -145,6 +146,13 @@ pub const FIXED_PREFIXES: &[&str] = &[
     "unfortunately",
 ];
 
+/// "fictional" declines when it says the entity is not real ("Aleshtar is a fictional city"), not
+/// when it invents an answer ("the screenwriter is a fictional character named Echo"), which is
+/// how SmolLM2 often hallucinates.
+fn calls_it_fictional(g: &str) -> bool {
+    g.match_indices("fictional").any(|(i, _)| !g[i..].starts_with("fictional character named"))
+}
+
 /// Whether `completion` (the assistant's text only) refuses, under `rule`.
 pub fn is_refusal(completion: &str, rule: RefusalRule) -> bool {
     match rule {
@@ -153,7 +161,9 @@ pub fn is_refusal(completion: &str, rule: RefusalRule) -> bool {
             // Curly apostrophes are as common as straight ones in chat output.
             let g = completion.to_lowercase().replace('\u{2019}', "'");
             let head = g.trim_start();
-            FIXED_SUBSTRINGS.iter().any(|s| g.contains(s)) || FIXED_PREFIXES.iter().any(|p| head.starts_with(p))
+            FIXED_SUBSTRINGS.iter().any(|s| g.contains(s))
+                || FIXED_PREFIXES.iter().any(|p| head.starts_with(p))
+                || calls_it_fictional(&g)
         }
     }
 }
@@ -179,5 +189,9 @@ mod tests {
         assert!(is_refusal("The director of this film is unknown.", RefusalRule::Fixed));
         assert!(is_refusal("I don\u{2019}t know who sang it.", RefusalRule::Fixed));
         assert!(!is_refusal("Francis Ford Coppola directed it.", RefusalRule::Fixed));
+        assert!(is_refusal("Aleshtar is a fictional city in a game.", RefusalRule::Fixed));
+        let invented = "The screenwriter of the movie 'Paul' is a fictional character named \"Liam\".";
+        assert!(!is_refusal(invented, RefusalRule::Fixed));
+        assert!(is_refusal(invented, RefusalRule::Paper));
     }
 }

@@ -21,6 +21,9 @@ pub struct DiscoverArgs {
     /// A labeling mode directory (labels.jsonl[.gz], splits.json, controls.json).
     #[arg(long, default_value = "data/labels/gemma-3-270m/greedy")]
     labels: PathBuf,
+    /// Only these types (e.g. the one type a small model knows; default: every type).
+    #[arg(long, value_delimiter = ',', value_parser = super::progress::named::<knowlens::entities::questions::EntityType>(&knowlens::entities::questions::EntityType::NAMES))]
+    types: Vec<knowlens::entities::questions::EntityType>,
     /// SAEs (any format `Sae::load` reads), one per layer, on resid_pre or resid_post; repeat or
     /// separate with commas. Without any, only the probe and confound baselines run.
     #[arg(long, value_delimiter = ',')]
@@ -81,7 +84,8 @@ pub struct DiscoverArgs {
 }
 
 pub fn run(a: DiscoverArgs) -> Result<()> {
-    let labels = LabelSet::load(&a.labels)?;
+    let mut labels = LabelSet::load(&a.labels)?;
+    labels.retain_types(&a.types);
     let saes: Vec<Sae> = a.sae.iter().map(|p| Sae::load(p)).collect::<Result<_>>()?;
     let model = a.model.load()?;
     let fabricated = if a.fabricated.is_file() {

@@ -146,6 +146,18 @@ impl LabelSet {
         Ok(Self { dir: dir.to_path_buf(), mode, known_min, entities, splits, controls, index })
     }
 
+    /// Keeps only entities of these types (an empty list keeps all), e.g. to find directions
+    /// within the one type a small model knows, where a direction fitted on every type would
+    /// mostly separate that type from the others. Splits and controls name entities by id;
+    /// those of dropped types are no longer found.
+    pub fn retain_types(&mut self, types: &[EntityType]) {
+        if types.is_empty() {
+            return;
+        }
+        self.entities.retain(|e| types.contains(&e.entity_type()));
+        self.index = self.entities.iter().enumerate().map(|(i, e)| (e.id().to_string(), i)).collect();
+    }
+
     pub fn get(&self, id: &str) -> Option<&LabeledEntity> {
         self.index.get(id).map(|&i| &self.entities[i])
     }
