@@ -49,7 +49,14 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
         bail!("--redo {bad:?}: no such stage (stages: {})", names.join(", "));
     }
-    let exe = std::env::current_exe().context("locating the knowlens executable")?;
+    // Every stage runs the same executable as this process, even if a rebuild replaced the file
+    // meanwhile: on Linux /proc/self/exe still opens the running binary.
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("locating the knowlens executable")?
+    };
     let t_all = Instant::now();
     for (i, stage) in stages.iter().enumerate() {
         let head = format!("[{}/{}] {}", i + 1, stages.len(), stage.name);

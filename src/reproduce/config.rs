@@ -66,6 +66,11 @@ pub struct Chat {
     pub model: String,
     pub per_type: usize,
     pub known_min: usize,
+    /// Types the directions are fitted on and the steering asks about (empty: all). A small
+    /// model may know one type only; a direction fitted across types then mostly separates that
+    /// type from the others.
+    #[serde(default)]
+    pub types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +116,9 @@ impl Config {
         }
         if self.steer.coefs.is_empty() || self.steer.coefs.iter().any(|c| !c.is_finite()) {
             bail!("[steer] coefs: at least one finite strength");
+        }
+        for t in &self.chat.types {
+            t.parse::<crate::entities::questions::EntityType>().with_context(|| "[chat] types".to_string())?;
         }
         if self.steer.per_type == 0 {
             bail!("[steer] per_type must be at least 1");

@@ -95,6 +95,7 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
     let d = Dirs::new(out, c);
     let hooks = sae_hooks(c).join(",");
     let sae_dirs: Vec<String> = sae_hooks(c).iter().map(|h| p(&d.saes.join(h))).collect();
+    let types = if c.chat.types.is_empty() { Vec::new() } else { vec![s("--types"), c.chat.types.join(",")] };
     let per_type = |n: usize| if n == 0 { Vec::new() } else { vec![s("--per-type"), s(n)] };
     let mut v = vec![
         Stage {
@@ -241,7 +242,10 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s(c.seed),
             s("--out"),
             p(&d.discover_chat),
-        ],
+        ]
+        .into_iter()
+        .chain(types.clone())
+        .collect(),
         json_output: false,
     });
     let coefs: Vec<String> = c.steer.coefs.iter().map(|x| x.to_string()).collect();
@@ -269,7 +273,10 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s(c.seed),
             s("--out"),
             p(&d.steer),
-        ],
+        ]
+        .into_iter()
+        .chain(types)
+        .collect(),
         json_output: false,
     });
     v
