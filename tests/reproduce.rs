@@ -82,3 +82,37 @@ fn refusal_claims_need_the_direction_to_beat_the_original_and_random_directions(
     assert!(claims::discovery_claims(&dir.join("none.json")).iter().all(|c| c.verdict == Verdict::NotTestable));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn discovery_json(types: &[&str], per_type_lo: &[f64], random_max: f64) -> serde_json::Value {
+    let mut evals = vec![serde_json::json!({"subset": "test", "entity_type": null, "n_pos": 30, "n_neg": 90,
+                                            "auroc": rate(0.8, 0.72, 0.87)})];
+    for (t, lo) in types.iter().zip(per_type_lo) {
+        evals.push(serde_json::json!({"subset": "test", "entity_type": t, "auroc": rate(lo + 0.1, *lo, lo + 0.2)}));
+    }
+    serde_json::json!({
+        "model": {"n_layers": 18},
+        "types_scored": types,
+        "excluded_types": [],
+        "latent_evals": [{"direction": "known", "rank": 0, "layer": 9, "latent": 254, "evals": evals}],
+        "random_baselines": [{"direction": "known", "of_latent": 254, "max": random_max}],
+        "layers": [],
+    })
+}
+
+#[test]
+fn latent_claims_need_every_scored_type_and_more_than_one_type() {
+    let dir = std::env::temp_dir().join(format!("knowlens-disc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("discovery.json");
+    let verdict = |v: serde_json::Value| {
+        std::fs::write(&p, v.to_string()).unwrap();
+        claims::discovery_claims(&p).into_iter().find(|c| c.id == "known-latent").unwrap().verdict
+    };
+    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.55], 0.6)), Verdict::Reproduced);
+    // One type: a pooled AUROC also separates that type from the rest.
+    assert_eq!(verdict(discovery_json(&["city"], &[0.6], 0.6)), Verdict::NotTestable);
+    // A type where the latent is at chance, or random latents as good: not reproduced.
+    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.45], 0.6)), Verdict::NotReproduced);
+    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.55], 0.75)), Verdict::NotReproduced);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -78,20 +78,49 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
             .iter()
             .find(|r| r["direction"] == dir && Some(&r["of_latent"]) == top.map(|t| &t["latent"]))
             .and_then(|r| r["max"].as_f64());
+        let scored: Vec<String> =
+            d["types_scored"].as_array().map_or(Vec::new(), |t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+        // Per scored type, the same latent's test AUROC: "across types" needs each of them.
+        let per_type: Vec<(String, Option<[f64; 3]>)> = scored
+            .iter()
+            .map(|t| {
+                let a = top.and_then(|e| {
+                    e["evals"].as_array()?.iter().find(|x| x["entity_type"] == t.as_str() && x["subset"] == "test").cloned()
+                });
+                (t.clone(), a.and_then(|a| est(&a["auroc"])))
+            })
+            .collect();
         let (verdict, evidence) = match (top, auroc) {
             (Some(t), Some(a)) => {
                 let beats_random = random_max.is_none_or(|m| a[1] > m);
-                let v = if a[1] > 0.5 && beats_random { Verdict::Reproduced } else { Verdict::NotReproduced };
+                let each_type = per_type.iter().all(|(_, e)| e.is_some_and(|e| e[1] > 0.5));
+                let v = if scored.len() < 2 {
+                    Verdict::NotTestable
+                } else if a[1] > 0.5 && beats_random && each_type {
+                    Verdict::Reproduced
+                } else {
+                    Verdict::NotReproduced
+                };
+                let types = per_type
+                    .iter()
+                    .map(|(t, e)| format!("{t} {}", e.map_or("–".into(), |e| fmt(e, false))))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 (
                     v,
                     format!(
-                        "top {dir} latent: layer {} latent {}, held-out AUROC {} (n = {} + {}); best of the random latents of the same frequency {}",
+                        "top {dir} latent: layer {} latent {}, held-out AUROC {} pooled (n = {} + {}; per type: {types}); best of the random latents of the same frequency {}{}",
                         t["layer"],
                         t["latent"],
                         fmt(a, false),
                         pooled.as_ref().map_or(0, |p| p["n_pos"].as_u64().unwrap_or(0)),
                         pooled.as_ref().map_or(0, |p| p["n_neg"].as_u64().unwrap_or(0)),
-                        random_max.map_or("–".into(), |m| format!("{m:.3}"))
+                        random_max.map_or("–".into(), |m| format!("{m:.3}")),
+                        if scored.len() < 2 {
+                            "; only one type has enough known entities, so generality across types cannot be tested and the pooled AUROC also separates that type from the rest"
+                        } else {
+                            ""
+                        }
                     ),
                 )
             }

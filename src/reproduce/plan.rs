@@ -131,6 +131,13 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s("corpus"),
             s("--model"),
             c.base.model.clone(),
+            // Sentences about the entities are part of the corpus; those of the base labels'
+            // validation and test splits are left out (no held-out entity is seen in training).
+            s("--entities"),
+            s("data/entities/v1/player.jsonl"),
+            s("data/entities/v1/movie.jsonl"),
+            s("data/entities/v1/city.jsonl"),
+            s("data/entities/v1/song.jsonl"),
             s("--exclude-splits"),
             p(&d.labels_base.join("splits.json")),
             s("--json"),
