@@ -6,7 +6,9 @@
 //!   units of the residual stream's mean norm
 //! * `refusal`: refusal detection (the paper's lists, and the same lists with their defects fixed)
 
+pub mod attention;
 pub mod direction;
+pub mod patching;
 pub mod refusal;
 
 pub use direction::SteeringDirection;

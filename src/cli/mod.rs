@@ -1,11 +1,13 @@
 //! Command definitions (clap) and dispatch.
 
+mod attention;
 mod bench;
 mod corpus;
 mod demo;
 mod discover;
 mod inspect;
 mod label;
+mod patch;
 mod progress;
 mod sae;
 mod sae_train;
@@ -70,6 +72,10 @@ enum Command {
     Discover(discover::DiscoverArgs),
     /// Score an entity file with detectors exported by `discover`.
     Detect(discover::DetectArgs),
+    /// Attention from the final token to the entity, known vs unknown, and under steering.
+    Attention(attention::AttentionArgs),
+    /// Activation patching from known-entity prompts into unknown-entity prompts.
+    Patch(patch::PatchArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -88,6 +94,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Corpus(a) => corpus::run(a),
         Command::Discover(a) => discover::run(a),
         Command::Detect(a) => discover::detect(a),
+        Command::Attention(a) => attention::run(a),
+        Command::Patch(a) => patch::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
