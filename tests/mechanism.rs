@@ -410,11 +410,14 @@ fn the_patching_experiment_reports_heatmaps_and_writes_its_files() {
 
 fn detector_file(dir: &Path, n_layers: usize) -> std::path::PathBuf {
     let d: Vec<f32> = (0..32).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let e: Vec<f32> = (0..32).map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0).collect();
     let f = json!({"format": "knowlens-detectors", "version": 1,
         "model": {"name": "gemma3", "arch": "gemma3", "n_layers": n_layers, "d_model": 32, "vocab_size": 96},
         "template": "w5 {name}",
         "detectors": [{"name": "probe_L2", "kind": "probe", "detects": "known", "layer": 2,
-            "hook": "blocks.2.hook_resid_pre", "weights": d, "bias": 0.0, "threshold": 0.0, "decoder": d}]});
+            "hook": "blocks.2.hook_resid_pre", "weights": d, "bias": 0.0, "threshold": 0.0, "decoder": d},
+            {"name": "dom_L3", "kind": "diff_of_means", "detects": "known", "layer": 3,
+            "hook": "blocks.3.hook_resid_pre", "weights": e, "bias": 0.0, "threshold": 0.0, "decoder": e}]});
     let p = dir.join(format!("detectors{n_layers}.json"));
     std::fs::write(&p, f.to_string()).unwrap();
     p
@@ -429,14 +432,19 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
     let d = attention::directions_from(&file, None, None).unwrap();
     assert_eq!(d.unknown.name, "-probe_L2");
     assert!((d.known.cosine(&d.unknown) + 1.0).abs() < 1e-6);
-    assert!(d.notes[0].contains("negation of probe_L2"));
+    assert!(d.notes[0].contains("negation of probe_L2"), "{:?}", d.notes);
+    // The other direction is the negation of the one chosen, not of the file's first detector.
+    let dom = attention::directions_from(&file, Some("dom_L3"), None).unwrap();
+    assert_eq!((dom.known.name.as_str(), dom.unknown.name.as_str(), dom.unknown.layer), ("dom_L3", "-dom_L3", 3));
+    let named = attention::directions_from(&file, None, Some("dom_L3")).unwrap();
+    assert_eq!((named.known.name.as_str(), named.unknown.name.as_str()), ("probe_L2", "-dom_L3"));
     let err = attention::directions_from(&file, Some("nope"), None).unwrap_err().to_string();
     assert!(err.contains("probe_L2"), "{err}");
     let mut o = AttentionOptions {
         model_name: "gemma3".into(),
         select: select_opts(None),
         measure: MeasureOptions { batch: 4, value_weighted: true, norm_layers: Vec::new() },
-        coef: 0.0,
+        coefs: vec![0.0],
         n_random: 2,
         top: 3,
         promoted_heads: 2,
@@ -468,9 +476,10 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
         v.iter().sum::<f64>() / v.len() as f64
     };
     assert!((c.diff.value - (mean(true) - mean(false))).abs() < 1e-12);
-    o.coef = 2.0;
+    o.coefs = vec![2.0, 0.5];
     let r = attention::run(&m, &labels, &o, Some(&d), &Silent).unwrap();
-    assert!(r.steering[0].magnitude > 0.0);
+    assert_eq!(r.steering.len(), 4, "two classes at two strengths");
+    assert!((r.steering[0].magnitude - 4.0 * r.steering[2].magnitude).abs() < 1e-9);
     assert!(r.steering.iter().any(|s| s.heads.iter().any(|h| h.delta.value != 0.0)));
     let out = dir.path().join("out");
     attention::write(&r, &out).unwrap();

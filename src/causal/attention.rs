@@ -221,38 +221,46 @@ pub fn negated(d: &SteeringDirection) -> SteeringDirection {
     n
 }
 
-/// Picks the known and unknown directions of a detector file: by name, or (None) the first
-/// detector of that class. A detector of the other class is negated (probes and differences of
-/// means are exported for "known" only, so their "unknown" direction is the negation).
+/// Picks the known and unknown directions of a detector file: by name, else the first detector
+/// of that class, else the negation of the other direction (probes and differences of means are
+/// exported for "known" only, so their "unknown" direction is their negation). A named detector
+/// of the other class is negated too.
 pub fn directions_from(file: &DetectorFile, known: Option<&str>, unknown: Option<&str>) -> Result<Directions> {
     let mut notes = Vec::new();
-    let mut pick = |want: Direction, name: Option<&str>| -> Result<SteeringDirection> {
+    let mut pick = |want: Direction, name: Option<&str>| -> Result<Option<SteeringDirection>> {
         let det = match name {
             Some(n) => file.detectors.iter().find(|d| d.name == n).with_context(|| {
                 let names: Vec<&str> = file.detectors.iter().map(|d| d.name.as_str()).collect();
                 format!("no detector named {n:?} (the file has: {})", names.join(", "))
             })?,
-            None => file
-                .detectors
-                .iter()
-                .find(|d| d.detects == want)
-                .or_else(|| file.detectors.first())
-                .context("the detector file holds no detector")?,
+            None => match file.detectors.iter().find(|d| d.detects == want) {
+                Some(d) => d,
+                None => return Ok(None),
+            },
         };
         let d = SteeringDirection::from_detector(det)?;
         if det.detects == want {
-            return Ok(d);
+            return Ok(Some(d));
         }
-        notes.push(format!(
-            "the {} direction is the negation of {} (a {} detector)",
-            want.as_str(),
-            det.name,
-            det.detects.as_str()
-        ));
-        Ok(negated(&d))
+        let (w, what) = (want.as_str(), det.detects.as_str());
+        notes.push(format!("the {w} direction is the negation of {} (a {what} detector)", det.name));
+        Ok(Some(negated(&d)))
     };
     let k = pick(Direction::Known, known)?;
     let u = pick(Direction::Unknown, unknown)?;
+    let (k, u) = match (k, u) {
+        (Some(k), Some(u)) => (k, u),
+        (Some(k), None) => {
+            notes.push(format!("the unknown direction is the negation of {}", k.name));
+            let u = negated(&k);
+            (k, u)
+        }
+        (None, Some(u)) => {
+            notes.push(format!("the known direction is the negation of {}", u.name));
+            (negated(&u), u)
+        }
+        (None, None) => bail!("the detector file holds no detector"),
+    };
     Ok(Directions { known: k, unknown: u, notes })
 }
 
@@ -686,8 +694,9 @@ pub struct AttentionOptions {
     pub model_name: String,
     pub select: SelectOptions,
     pub measure: MeasureOptions,
-    /// Steering strength in mean residual norms at the direction's layer.
-    pub coef: f64,
+    /// Steering strengths in mean residual norms at the direction's layer (each one steers
+    /// both classes).
+    pub coefs: Vec<f64>,
     pub n_random: usize,
     /// Heads listed (and whose promoted tokens are read), and tokens per head.
     pub top: usize,
@@ -700,8 +709,8 @@ pub struct AttentionOptions {
 
 impl AttentionOptions {
     pub fn validate(&self) -> Result<()> {
-        if !(self.coef.is_finite() && self.coef >= 0.0) {
-            bail!("coef must be a finite number ≥ 0 (mean residual norms), got {}", self.coef);
+        if let Some(c) = self.coefs.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
+            bail!("coef must be a finite number ≥ 0 (mean residual norms), got {c}");
         }
         if self.measure.batch == 0 {
             bail!("batch must be at least 1");
@@ -831,16 +840,18 @@ pub fn run(
                 mk.resid_norms.get(&layer).into_iter().chain(mu.resid_norms.get(&layer)).flatten().copied().collect();
             all.iter().sum::<f64>() / all.len().max(1) as f64
         };
-        let total = (1 + o.n_random) * (known.len() + unknown.len());
+        let total = o.coefs.len() * (1 + o.n_random) * (known.len() + unknown.len());
         progress.start("steering", Some(total as u64));
-        for (items, base, dir, expect) in [
-            (&known, &mk.attention, &d.unknown, Expect::Decrease),
-            (&unknown, &mu.attention, &d.known, Expect::Increase),
-        ] {
-            let magnitude = o.coef * norm_at(dir.layer);
-            steering.push(steer_class(
-                model, items, base, dir, o.coef, magnitude, o.n_random, expect, &mo, o.reps, o.seed, progress,
-            )?);
+        for &coef in &o.coefs {
+            for (items, base, dir, expect) in [
+                (&known, &mk.attention, &d.unknown, Expect::Decrease),
+                (&unknown, &mu.attention, &d.known, Expect::Increase),
+            ] {
+                let magnitude = coef * norm_at(dir.layer);
+                steering.push(steer_class(
+                    model, items, base, dir, coef, magnitude, o.n_random, expect, &mo, o.reps, o.seed, progress,
+                )?);
+            }
         }
         progress.finish();
         seconds.insert("steering".into(), t1.elapsed().as_secs_f64());

@@ -48,9 +48,10 @@ pub struct AttentionArgs {
     /// Use detectors made for a model of the same shape but another name.
     #[arg(long)]
     any_model: bool,
-    /// Steering strength in mean residual norms at the direction's layer (entity's last token).
-    #[arg(long, default_value_t = 1.0)]
-    coef: f64,
+    /// Steering strengths in mean residual norms at the direction's layer (entity's last token),
+    /// comma-separated: each one steers both classes.
+    #[arg(long, value_delimiter = ',', default_value = "0.05")]
+    coef: Vec<f64>,
     /// Random directions of the same layer and norm (the baseline).
     #[arg(long, default_value_t = 10)]
     random: usize,
@@ -93,7 +94,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
             seed: a.seed,
         },
         measure: MeasureOptions { batch: a.batch, value_weighted: !a.no_value_weighted, norm_layers: Vec::new() },
-        coef: a.coef,
+        coefs: a.coef.clone(),
         n_random: a.random,
         top: a.top,
         promoted_heads: a.promoted_heads,
