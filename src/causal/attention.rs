@@ -1214,7 +1214,7 @@ mod tests {
     }
 
     #[test]
-    fn welch_interval_contains_the_difference_and_matches_scipy_t() {
+    fn welch_interval_is_the_t_quantile_times_the_standard_error() {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [0.5, 0.7, 0.9];
         let d = welch_difference(&a, &b).unwrap();
