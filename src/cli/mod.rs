@@ -1,11 +1,13 @@
 //! Command definitions (clap) and dispatch.
 
+mod attention;
 mod bench;
 mod corpus;
 mod demo;
 mod discover;
 mod inspect;
 mod label;
+mod patch;
 mod progress;
 mod reproduce;
 mod sae;
@@ -78,6 +80,10 @@ enum Command {
     /// The whole paper, resumable: fetch, label, corpus, activation store, SAEs, discovery, chat
     /// labels and directions, steering; one HTML page with a verdict per claim.
     Reproduce(reproduce::ReproduceArgs),
+    /// Attention from the final token to the entity, known vs unknown, and under steering.
+    Attention(attention::AttentionArgs),
+    /// Activation patching from known-entity prompts into unknown-entity prompts.
+    Patch(patch::PatchArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -98,6 +104,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detect(a) => discover::detect(a),
         Command::Steer(a) => steer::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Attention(a) => attention::run(a),
+        Command::Patch(a) => patch::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
