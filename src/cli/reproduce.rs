@@ -102,7 +102,11 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     let dirs = Dirs::new(out, &config);
-    let claims = claims::all(&dirs.discover_base.join("discovery.json"), &dirs.steer.join("steer.json"))?;
+    let claims = claims::all(
+        &dirs.discover_base.join("discovery.json"),
+        &dirs.attention.join("attention.json"),
+        &dirs.steer.join("steer.json"),
+    )?;
     report::write(out, &dirs, &stages, &claims, &format!("knowlens reproduce ({preset})"))?;
     for c in &claims {
         println!("{:<18} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);

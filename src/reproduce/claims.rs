@@ -331,9 +331,80 @@ fn return_floor(out: &mut Vec<Claim>, id: &'static str, paper: &'static str, evi
     });
 }
 
+/// Claims about attention to the entity, from `attention.json`.
+pub fn attention_claims(path: &Path) -> Vec<Claim> {
+    let paper_contrast = "downstream heads attend more to the last token of known entities (Fig. 4c)";
+    let Some(a) = read(path) else {
+        return vec![Claim {
+            id: "attention",
+            paper: paper_contrast,
+            verdict: Verdict::NotTestable,
+            evidence: format!("{} is missing: the attention stage did not run", path.display()),
+        }];
+    };
+    let mut out = Vec::new();
+    let top = a["top_heads"].as_array().and_then(|t| t.first()).and_then(|h| {
+        let h = h.as_array()?;
+        Some((h.first()?.as_u64()?, h.get(1)?.as_u64()?))
+    });
+    let Some((l, h)) = top else {
+        return vec![Claim { id: "attention", paper: paper_contrast, verdict: Verdict::NotTestable, evidence: "no head was ranked".into() }];
+    };
+    let row = a["pooled"].as_array().and_then(|rows| rows.iter().find(|r| r["layer"] == l && r["head"] == h));
+    out.push(match row.and_then(|r| Some((est(&r["known"])?, est(&r["unknown"])?, est(&r["diff"])?, r["n_known"].as_u64()?))) {
+        Some((k, u, d, n)) if n >= MIN_N => Claim {
+            id: "attention",
+            paper: paper_contrast,
+            verdict: if d[1] > 0.0 { Verdict::Reproduced } else { Verdict::NotReproduced },
+            evidence: format!(
+                "L{l}H{h}: known {} vs unknown {}, difference {} ({n} known prompts; the head ranked first of all heads by Welch t)",
+                fmt(k, false),
+                fmt(u, false),
+                fmt(d, false)
+            ),
+        },
+        _ => Claim { id: "attention", paper: paper_contrast, verdict: Verdict::NotTestable, evidence: format!("fewer than {MIN_N} known prompts") },
+    });
+    // Steering moves that head's attention the expected way, beyond random directions.
+    for (prompts, id, paper) in [
+        ("known", "attention-down", "the unknown direction lowers that attention on known entities, random directions do not (Fig. 4e)"),
+        ("unknown", "attention-up", "the known direction raises it on unknown entities (Fig. 4d)"),
+    ] {
+        let runs: Vec<&Value> = a["steering"].as_array().map_or(Vec::new(), |v| v.iter().filter(|s| s["prompts"] == prompts).collect());
+        let found = runs.iter().find_map(|s| {
+            let head = s["heads"].as_array()?.iter().find(|x| x["layer"] == l && x["head"] == h)?;
+            Some((s, head))
+        });
+        out.push(match found {
+            Some((s, head)) => {
+                let delta = est(&head["delta"]);
+                let p = head["p_bonferroni"].as_f64().unwrap_or(1.0);
+                let right_way = delta.is_some_and(|d| if prompts == "known" { d[2] < 0.0 } else { d[1] > 0.0 });
+                Claim {
+                    id,
+                    paper,
+                    verdict: if right_way && p < 0.05 { Verdict::Reproduced } else { Verdict::NotReproduced },
+                    evidence: format!(
+                        "L{l}H{h}, {} ×{} mean norms: Δ {} vs random {:+.3} ± {:.3} (Bonferroni p {:.2e}; the p-value treats prompts × random directions as independent, so it is optimistic)",
+                        s["direction"].as_str().unwrap_or("?"),
+                        s["coef"],
+                        delta.map_or("–".into(), |d| fmt(d, false)),
+                        head["random_mean"].as_f64().unwrap_or(f64::NAN),
+                        head["random_sd"].as_f64().unwrap_or(f64::NAN),
+                        p
+                    ),
+                }
+            }
+            None => Claim { id, paper, verdict: Verdict::NotTestable, evidence: "no steering run on these prompts".into() },
+        });
+    }
+    out
+}
+
 /// Every claim, from the outputs under `out` (see `plan::Dirs`).
-pub fn all(discovery: &Path, steer: &Path) -> Result<Vec<Claim>> {
+pub fn all(discovery: &Path, attention: &Path, steer: &Path) -> Result<Vec<Claim>> {
     let mut v = discovery_claims(discovery);
+    v.extend(attention_claims(attention));
     v.extend(steering_claims(steer));
     Ok(v)
 }

@@ -75,6 +75,8 @@ pub struct Dirs {
     pub discover_base: PathBuf,
     pub discover_chat: PathBuf,
     pub steer: PathBuf,
+    pub attention: PathBuf,
+    pub patch: PathBuf,
 }
 
 impl Dirs {
@@ -87,6 +89,8 @@ impl Dirs {
             discover_base: out.join("discover-base"),
             discover_chat: out.join("discover-chat"),
             steer: out.join("steer"),
+            attention: out.join("attention"),
+            patch: out.join("patch"),
         }
     }
 }
@@ -212,6 +216,40 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s(c.seed),
             s("--out"),
             p(&d.discover_base),
+        ],
+        json_output: false,
+    });
+    v.push(Stage {
+        name: "attention",
+        about: "attention from the final token to the entity, and under steering (base model)",
+        args: vec![
+            s("attention"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--labels"),
+            p(&d.labels_base),
+            s("--detectors"),
+            p(&d.discover_base.join("detectors.json")),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.attention),
+        ],
+        json_output: false,
+    });
+    v.push(Stage {
+        name: "patch",
+        about: "activation patching from known into unknown prompts (base model)",
+        args: vec![
+            s("patch"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--labels"),
+            p(&d.labels_base),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.patch),
         ],
         json_output: false,
     });

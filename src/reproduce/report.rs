@@ -49,6 +49,8 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
             "discover-base" => Some(&dirs.discover_base),
             "discover-chat" => Some(&dirs.discover_chat),
             "steer" => Some(&dirs.steer),
+            "attention" => Some(&dirs.attention),
+            "patch" => Some(&dirs.patch),
             "label-base" => Some(&dirs.labels_base),
             "label-chat" => Some(&dirs.labels_chat),
             _ => None,
