@@ -21,8 +21,8 @@
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
 pub mod batch;
-pub mod corpus;
 pub mod causal;
+pub mod corpus;
 pub mod discover;
 pub mod entities;
 pub mod fetch;
@@ -32,8 +32,8 @@ pub mod hooks;
 pub mod model;
 mod names;
 pub mod progress;
-pub mod reproduce;
 pub mod report;
+pub mod reproduce;
 pub mod rng;
 pub mod sae;
 pub mod stats;

@@ -282,9 +282,8 @@ fn write_labels(dir: &Path) -> LabelSet {
     }
     std::fs::write(dir.join("labels.jsonl"), lines).unwrap();
     let part = |s: &str| {
-        let get = |c: &str| {
-            ids.iter().filter(|(k, _)| k.0 == s && k.1 == c).flat_map(|(_, v)| v.clone()).collect::<Vec<_>>()
-        };
+        let get =
+            |c: &str| ids.iter().filter(|(k, _)| k.0 == s && k.1 == c).flat_map(|(_, v)| v.clone()).collect::<Vec<_>>();
         json!({"known": get("known"), "unknown": get("unknown")})
     };
     let splits = json!({"seed": 0, "fractions": [0.5, 0.1, 0.4], "train": part("train"),
@@ -296,13 +295,7 @@ fn write_labels(dir: &Path) -> LabelSet {
 }
 
 fn select_opts(types: Option<Vec<EntityType>>) -> SelectOptions {
-    SelectOptions {
-        splits: vec![Split::Train, Split::Test],
-        types,
-        per_type: 50,
-        template: TEMPLATE.into(),
-        seed: 0,
-    }
+    SelectOptions { splits: vec![Split::Train, Split::Test], types, per_type: 50, template: TEMPLATE.into(), seed: 0 }
 }
 
 #[test]
@@ -521,8 +514,22 @@ fn the_commands_run_on_the_tiny_model_and_refuse_bad_arguments_by_name() {
     let det = detector_file(dir.path(), 6);
     let out = dir.path().join("att");
     let base = [
-        "attention", "--model", m, "--labels", l, "--template", TEMPLATE, "--splits", "train,test", "--random", "2",
-        "--reps", "50", "--no-progress", "--out", out.to_str().unwrap(),
+        "attention",
+        "--model",
+        m,
+        "--labels",
+        l,
+        "--template",
+        TEMPLATE,
+        "--splits",
+        "train,test",
+        "--random",
+        "2",
+        "--reps",
+        "50",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
     ];
     let (ok, msg) = cli(&[&base[..], &["--detectors", det.to_str().unwrap()]].concat());
     assert!(ok, "{msg}");
@@ -549,8 +556,24 @@ fn the_commands_run_on_the_tiny_model_and_refuse_bad_arguments_by_name() {
 
     let out = dir.path().join("patch");
     let base = [
-        "patch", "--model", m, "--labels", l, "--template", TEMPLATE, "--splits", "train,test", "--min-gap", "0",
-        "--pairs", "2", "--reps", "50", "--no-progress", "--out", out.to_str().unwrap(),
+        "patch",
+        "--model",
+        m,
+        "--labels",
+        l,
+        "--template",
+        TEMPLATE,
+        "--splits",
+        "train,test",
+        "--min-gap",
+        "0",
+        "--pairs",
+        "2",
+        "--reps",
+        "50",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
     ];
     let (ok, msg) = cli(&base);
     assert!(ok, "{msg}");

@@ -85,11 +85,8 @@ fn steering_at_zero_strength_changes_nothing_and_strong_steering_changes_answers
     let r = steer::run(&model, None, chat_items(), known, unknown, &opts, &Silent).unwrap();
     assert!(r.mean_norms.iter().all(|&(_, n)| n > 0.0 && n.is_finite()));
     let answer = |item: usize, pick: &dyn Fn(&Treatment) -> bool| {
-        let c = r
-            .conditions
-            .iter()
-            .position(|c| c.known == r.items[item].known && pick(&c.treatment))
-            .expect("condition");
+        let c =
+            r.conditions.iter().position(|c| c.known == r.items[item].known && pick(&c.treatment)).expect("condition");
         r.answers.iter().find(|a| a.item == item && a.condition == c).expect("answer").text.clone()
     };
     let mut changed = 0;

@@ -159,12 +159,8 @@ pub fn select(labels: &LabelSet, o: &SelectOptions) -> Result<Selection> {
         let k = candidates(labels, t, Class::Known, &o.splits);
         let u = candidates(labels, t, Class::Unknown, &o.splits);
         if k.is_empty() || u.is_empty() {
-            let what = format!(
-                "{t}: {} known and {} unknown entities in splits {}",
-                k.len(),
-                u.len(),
-                split_list(&o.splits)
-            );
+            let what =
+                format!("{t}: {} known and {} unknown entities in splits {}", k.len(), u.len(), split_list(&o.splits));
             if explicit {
                 bail!(
                     "{}: {what}; the experiment compares the two classes, so every type needs both \
@@ -354,9 +350,8 @@ pub fn measure(
         if o.value_weighted {
             let v = value_norms(model, &eb, &key_cols, steer)?;
             for (a, v) in grids.iter().zip(v) {
-                out.value_weighted.push(
-                    a.iter().zip(v).map(|(al, vl)| al.iter().zip(vl).map(|(x, y)| x * y).collect()).collect(),
-                );
+                out.value_weighted
+                    .push(a.iter().zip(v).map(|(al, vl)| al.iter().zip(vl).map(|(x, y)| x * y).collect()).collect());
             }
         }
         out.attention.extend(grids);
@@ -441,8 +436,11 @@ pub fn welch_difference(a: &[f64], b: &[f64]) -> Result<Difference> {
 
 /// The mean with a 95% percentile bootstrap interval.
 pub fn mean_ci(v: &[f64], reps: usize, seed: u64) -> Estimate {
-    stats::bootstrap(v, reps, seed, |x| x.iter().sum::<f64>() / x.len() as f64)
-        .unwrap_or(Estimate { value: f64::NAN, lo: f64::NAN, hi: f64::NAN })
+    stats::bootstrap(v, reps, seed, |x| x.iter().sum::<f64>() / x.len() as f64).unwrap_or(Estimate {
+        value: f64::NAN,
+        lo: f64::NAN,
+        hi: f64::NAN,
+    })
 }
 
 /// One head, known vs unknown.
@@ -923,9 +921,8 @@ pub fn csv_field(s: &str) -> String {
 pub fn write(r: &AttentionReport, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::fsio::write_atomic(&dir.join("attention.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
-    let mut heads = String::from(
-        "scope,metric,layer,head,n_known,n_unknown,mean_known,mean_unknown,diff,diff_lo,diff_hi,t,df,p\n",
-    );
+    let mut heads =
+        String::from("scope,metric,layer,head,n_known,n_unknown,mean_known,mean_unknown,diff,diff_lo,diff_hi,t,df,p\n");
     let mut rows = |scope: &str, metric: &str, cs: &[HeadContrast]| {
         for c in cs {
             let _ = writeln!(
@@ -1075,8 +1072,7 @@ fn page(r: &AttentionReport) -> Page {
     for s in &r.steering {
         let mut moved: Vec<&HeadDelta> = s.heads.iter().collect();
         moved.sort_by(|a, b| (b.delta.value - b.random_mean).abs().total_cmp(&(a.delta.value - a.random_mean).abs()));
-        let mut t =
-            Table::new(&["head", "Δ (direction)", "Δ (random: mean ± sd)", "t", "p one-sided", "p Bonferroni"]);
+        let mut t = Table::new(&["head", "Δ (direction)", "Δ (random: mean ± sd)", "t", "p one-sided", "p Bonferroni"]);
         for h in moved.iter().take(r.top_heads.len().max(1)) {
             t.text_row(&[
                 format!("L{}H{}", h.layer, h.head),

@@ -83,7 +83,10 @@ pub fn pick(
                     break;
                 }
                 let entity = by_id.get(le.id()).with_context(|| {
-                    format!("entity {} of the labels is not in the entity dataset (labels of another dataset?)", le.id())
+                    format!(
+                        "entity {} of the labels is not in the entity dataset (labels of another dataset?)",
+                        le.id()
+                    )
                 })?;
                 // Attributes asked when labelling, name attributes only; a known entity's must
                 // have been answered correctly.

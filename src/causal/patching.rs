@@ -695,10 +695,8 @@ fn resid_heatmap(scope: &str, rs: &[&PairResult], nl: usize, reps: usize, seed: 
                         .map(|(k, ps)| ps.iter().map(|&p| rs[*k].resid[l][p]).sum::<f64>() / ps.len() as f64)
                         .filter(|v| v.is_finite())
                         .collect();
-                    (!v.is_empty()).then(|| Cell {
-                        mean: mean_ci(&v, reps, seed.wrapping_add((l * 100 + j) as u64)),
-                        n: v.len(),
-                    })
+                    (!v.is_empty())
+                        .then(|| Cell { mean: mean_ci(&v, reps, seed.wrapping_add((l * 100 + j) as u64)), n: v.len() })
                 })
                 .collect()
         })
@@ -712,10 +710,8 @@ fn head_heatmap(scope: &str, rs: &[&PairResult], nl: usize, nh: usize, reps: usi
             (0..nh)
                 .map(|h| {
                     let v: Vec<f64> = rs.iter().map(|r| r.heads[l][h]).filter(|v| v.is_finite()).collect();
-                    (!v.is_empty()).then(|| Cell {
-                        mean: mean_ci(&v, reps, seed.wrapping_add((l * 100 + h) as u64)),
-                        n: v.len(),
-                    })
+                    (!v.is_empty())
+                        .then(|| Cell { mean: mean_ci(&v, reps, seed.wrapping_add((l * 100 + h) as u64)), n: v.len() })
                 })
                 .collect()
         })

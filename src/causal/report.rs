@@ -16,7 +16,9 @@ use crate::report::html::{Html, Page, Table};
 use crate::stats::Estimate;
 
 fn pct(e: &Option<Estimate>) -> String {
-    e.as_ref().map(|e| format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)).unwrap_or_default()
+    e.as_ref()
+        .map(|e| format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi))
+        .unwrap_or_default()
 }
 
 fn cls(known: bool) -> &'static str {
@@ -145,7 +147,14 @@ fn page(s: &SteerResult, yn: Option<&YesNoResult>, model_name: &str, dir: &Path)
         let mut cats = types.clone();
         cats.push("all".into());
         let svg_path = dir.join(format!("refusals-{}.svg", cls(known)));
-        grouped_bars(&svg_path, &format!("Refusal rate, {} entities", cls(known)), "% refused", &cats, &series, (900, 420))?;
+        grouped_bars(
+            &svg_path,
+            &format!("Refusal rate, {} entities", cls(known)),
+            "% refused",
+            &cats,
+            &series,
+            (900, 420),
+        )?;
         let svg = std::fs::read_to_string(&svg_path).with_context(|| format!("reading {}", svg_path.display()))?;
         page = page.figure(&svg, &format!("Refusal rate per condition, questions about {} entities", cls(known)));
     }
@@ -167,7 +176,10 @@ fn page(s: &SteerResult, yn: Option<&YesNoResult>, model_name: &str, dir: &Path)
             for cond in &conds {
                 let mut row = vec![cls(known).to_string(), cond.to_string()];
                 for t in types.iter().map(Some).chain([None]) {
-                    let c = y.cells.iter().find(|c| c.known == known && c.condition == *cond && c.entity_type.as_ref() == t);
+                    let c = y
+                        .cells
+                        .iter()
+                        .find(|c| c.known == known && c.condition == *cond && c.entity_type.as_ref() == t);
                     row.push(
                         c.and_then(|c| c.mean.as_ref())
                             .map(|e| format!("{:+.2} [{:+.2}, {:+.2}]", e.value, e.lo, e.hi))

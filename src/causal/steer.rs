@@ -79,11 +79,22 @@ impl Options {
 pub enum Treatment {
     Original,
     /// The named direction at `coef` mean norms (`magnitude` in residual units).
-    Direction { direction: String, coef: f64, magnitude: f64 },
+    Direction {
+        direction: String,
+        coef: f64,
+        magnitude: f64,
+    },
     /// Random directions at the same layer and strength.
-    Random { layer: usize, coef: f64, magnitude: f64, n: usize },
+    Random {
+        layer: usize,
+        coef: f64,
+        magnitude: f64,
+        n: usize,
+    },
     /// The model with a direction projected out of its weights.
-    Orthogonalized { direction: String },
+    Orthogonalized {
+        direction: String,
+    },
 }
 
 impl Treatment {
@@ -201,7 +212,8 @@ pub fn run(
     for (ci, cond) in conditions.iter().enumerate() {
         let rows: Vec<usize> = (0..items.len()).filter(|&i| items[i].known == cond.known).collect();
         for chunk in rows.chunks(opts.batch) {
-            let prompts: Vec<(&str, &str)> = chunk.iter().map(|&i| (texts[i].as_str(), items[i].name.as_str())).collect();
+            let prompts: Vec<(&str, &str)> =
+                chunk.iter().map(|&i| (texts[i].as_str(), items[i].name.as_str())).collect();
             let m = match cond.treatment {
                 Treatment::Orthogonalized { .. } => orthogonalized.expect("condition exists only with the model"),
                 _ => model,

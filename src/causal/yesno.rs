@@ -108,8 +108,7 @@ pub fn run(
             };
             for known_row in [true, false] {
                 let m = if known_row { magnitudes.1 } else { magnitudes.0 };
-                let pick =
-                    |i: usize| items[i].known == known_row && (i as u64) % n_random.max(1) as u64 == k;
+                let pick = |i: usize| items[i].known == known_row && (i as u64) % n_random.max(1) as u64 == k;
                 rand = dir_for(known_row)?.add(rand, rows_where(&pick), m, device)?;
             }
         }

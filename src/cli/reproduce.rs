@@ -90,7 +90,10 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             let text = String::from_utf8_lossy(&output.stdout);
             std::io::stdout().write_all(text.as_bytes()).ok();
             let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-            Some(serde_json::from_str(last).with_context(|| format!("stage {}: its JSON output does not parse", stage.name))?)
+            Some(
+                serde_json::from_str(last)
+                    .with_context(|| format!("stage {}: its JSON output does not parse", stage.name))?,
+            )
         } else {
             None
         };

@@ -173,7 +173,8 @@ pub fn run(a: SteerArgs) -> Result<()> {
             cond.treatment.label(),
             c.refusals,
             c.n,
-            r.map(|e| format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)).unwrap_or_default()
+            r.map(|e| format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi))
+                .unwrap_or_default()
         );
     }
     println!("wrote {}", a.out.join("report.html").display());

@@ -78,14 +78,19 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
             .iter()
             .find(|r| r["direction"] == dir && Some(&r["of_latent"]) == top.map(|t| &t["latent"]))
             .and_then(|r| r["max"].as_f64());
-        let scored: Vec<String> =
-            d["types_scored"].as_array().map_or(Vec::new(), |t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+        let scored: Vec<String> = d["types_scored"]
+            .as_array()
+            .map_or(Vec::new(), |t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect());
         // Per scored type, the same latent's test AUROC: "across types" needs each of them.
         let per_type: Vec<(String, Option<[f64; 3]>)> = scored
             .iter()
             .map(|t| {
                 let a = top.and_then(|e| {
-                    e["evals"].as_array()?.iter().find(|x| x["entity_type"] == t.as_str() && x["subset"] == "test").cloned()
+                    e["evals"]
+                        .as_array()?
+                        .iter()
+                        .find(|x| x["entity_type"] == t.as_str() && x["subset"] == "test")
+                        .cloned()
                 });
                 (t.clone(), a.and_then(|a| est(&a["auroc"])))
             })
@@ -128,8 +133,7 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
                 Verdict::NotTestable,
                 format!(
                     "no {dir} latent was ranked and tested (types scored: {}; excluded: {})",
-                    d["types_scored"],
-                    d["excluded_types"]
+                    d["types_scored"], d["excluded_types"]
                 ),
             ),
         };
@@ -208,54 +212,66 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
             evidence: format!("{} is missing: the steering stage did not run", path.display()),
         }];
     };
-    let max_coef = s["options"]["coefs"].as_array().map_or(0.0, |c| c.iter().filter_map(|x| x.as_f64()).fold(0.0, f64::max));
+    let max_coef =
+        s["options"]["coefs"].as_array().map_or(0.0, |c| c.iter().filter_map(|x| x.as_f64()).fold(0.0, f64::max));
     let at = |kind: &'static str| move |t: &Value| t["kind"] == kind && t["coef"].as_f64() == Some(max_coef);
     let original = |t: &Value| t["kind"] == "original";
     let mut out = Vec::new();
     for known in [true, false] {
         let (id, paper) = if known {
-            ("refusal-up", "the unknown direction makes the chat model refuse questions about entities it knows (Fig. 3)")
+            (
+                "refusal-up",
+                "the unknown direction makes the chat model refuse questions about entities it knows (Fig. 3)",
+            )
         } else {
-            ("refusal-down", "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)")
+            (
+                "refusal-down",
+                "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)",
+            )
         };
         let o = refusal_cell(&s, known, &original);
         let d = refusal_cell(&s, known, &at("direction"));
         let r = refusal_cell(&s, known, &at("random"));
-        let claim = match (o.and_then(|(c, _)| rate(c)), d.as_ref().and_then(|(c, _)| rate(c)), r.and_then(|(c, _)| rate(c))) {
-            (Some((o, n)), Some((dv, _)), Some((rv, _))) if n >= MIN_N => {
-                let evidence = format!(
-                    "{} {} entities: original {}, {} {}, random ×{max_coef} {}",
-                    n,
-                    if known { "known" } else { "unknown" },
-                    fmt(o, true),
-                    d.as_ref().map_or(String::new(), |(_, l)| l.clone()),
-                    fmt(dv, true),
-                    fmt(rv, true)
-                );
-                let verdict = if known {
-                    if dv[1] > o[2] && dv[1] > rv[2] { Verdict::Reproduced } else { Verdict::NotReproduced }
-                } else if o[0] < 0.05 {
-                    // Nothing to lower: the model already answers (nearly) everything.
-                    return_floor(&mut out, id, paper, evidence);
-                    continue;
-                } else if dv[2] < o[1] && dv[2] < rv[1] {
-                    Verdict::Reproduced
-                } else {
-                    Verdict::NotReproduced
-                };
-                Claim { id, paper, verdict, evidence }
-            }
-            (o, _, _) => Claim {
-                id,
-                paper,
-                verdict: Verdict::NotTestable,
-                evidence: format!(
-                    "{} {} entities asked (at least {MIN_N} needed)",
-                    o.map_or(0, |(_, n)| n),
-                    if known { "known" } else { "unknown" }
-                ),
-            },
-        };
+        let claim =
+            match (o.and_then(|(c, _)| rate(c)), d.as_ref().and_then(|(c, _)| rate(c)), r.and_then(|(c, _)| rate(c))) {
+                (Some((o, n)), Some((dv, _)), Some((rv, _))) if n >= MIN_N => {
+                    let evidence = format!(
+                        "{} {} entities: original {}, {} {}, random ×{max_coef} {}",
+                        n,
+                        if known { "known" } else { "unknown" },
+                        fmt(o, true),
+                        d.as_ref().map_or(String::new(), |(_, l)| l.clone()),
+                        fmt(dv, true),
+                        fmt(rv, true)
+                    );
+                    let verdict = if known {
+                        if dv[1] > o[2] && dv[1] > rv[2] {
+                            Verdict::Reproduced
+                        } else {
+                            Verdict::NotReproduced
+                        }
+                    } else if o[0] < 0.05 {
+                        // Nothing to lower: the model already answers (nearly) everything.
+                        return_floor(&mut out, id, paper, evidence);
+                        continue;
+                    } else if dv[2] < o[1] && dv[2] < rv[1] {
+                        Verdict::Reproduced
+                    } else {
+                        Verdict::NotReproduced
+                    };
+                    Claim { id, paper, verdict, evidence }
+                }
+                (o, _, _) => Claim {
+                    id,
+                    paper,
+                    verdict: Verdict::NotTestable,
+                    evidence: format!(
+                        "{} {} entities asked (at least {MIN_N} needed)",
+                        o.map_or(0, |(_, n)| n),
+                        if known { "known" } else { "unknown" }
+                    ),
+                },
+            };
         out.push(claim);
     }
     // Orthogonalization: refusal on unknown entities with the unknown direction removed.
@@ -287,11 +303,18 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
             let get = |prefix: &str| {
                 cells
                     .iter()
-                    .find(|c| c["known"] == known && c["entity_type"].is_null() && c["condition"].as_str().is_some_and(|x| x.starts_with(prefix)))
+                    .find(|c| {
+                        c["known"] == known
+                            && c["entity_type"].is_null()
+                            && c["condition"].as_str().is_some_and(|x| x.starts_with(prefix))
+                    })
                     .and_then(|c| Some((est(&c["mean"])?, c["n"].as_u64()?)))
             };
             let (id, paper) = if known {
-                ("yes-no-down", "the unknown direction pushes \"are you sure you know\" toward No for known entities (Fig. 5)")
+                (
+                    "yes-no-down",
+                    "the unknown direction pushes \"are you sure you know\" toward No for known entities (Fig. 5)",
+                )
             } else {
                 ("yes-no-up", "the known direction pushes it toward Yes for unknown entities (Fig. 5)")
             };
@@ -327,7 +350,9 @@ fn return_floor(out: &mut Vec<Claim>, id: &'static str, paper: &'static str, evi
         id,
         paper,
         verdict: Verdict::NotTestable,
-        evidence: format!("{evidence}; the original model refuses under 5% of these questions, so there is no refusal to lower"),
+        evidence: format!(
+            "{evidence}; the original model refuses under 5% of these questions, so there is no refusal to lower"
+        ),
     });
 }
 
@@ -348,7 +373,12 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
         Some((h.first()?.as_u64()?, h.get(1)?.as_u64()?))
     });
     let Some((l, h)) = top else {
-        return vec![Claim { id: "attention", paper: paper_contrast, verdict: Verdict::NotTestable, evidence: "no head was ranked".into() }];
+        return vec![Claim {
+            id: "attention",
+            paper: paper_contrast,
+            verdict: Verdict::NotTestable,
+            evidence: "no head was ranked".into(),
+        }];
     };
     let row = a["pooled"].as_array().and_then(|rows| rows.iter().find(|r| r["layer"] == l && r["head"] == h));
     out.push(match row.and_then(|r| Some((est(&r["known"])?, est(&r["unknown"])?, est(&r["diff"])?, r["n_known"].as_u64()?))) {
@@ -367,10 +397,15 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
     });
     // Steering moves that head's attention the expected way, beyond random directions.
     for (prompts, id, paper) in [
-        ("known", "attention-down", "the unknown direction lowers that attention on known entities, random directions do not (Fig. 4e)"),
+        (
+            "known",
+            "attention-down",
+            "the unknown direction lowers that attention on known entities, random directions do not (Fig. 4e)",
+        ),
         ("unknown", "attention-up", "the known direction raises it on unknown entities (Fig. 4d)"),
     ] {
-        let runs: Vec<&Value> = a["steering"].as_array().map_or(Vec::new(), |v| v.iter().filter(|s| s["prompts"] == prompts).collect());
+        let runs: Vec<&Value> =
+            a["steering"].as_array().map_or(Vec::new(), |v| v.iter().filter(|s| s["prompts"] == prompts).collect());
         let found = runs.iter().find_map(|s| {
             let head = s["heads"].as_array()?.iter().find(|x| x["layer"] == l && x["head"] == h)?;
             Some((s, head))

@@ -127,7 +127,12 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         p(&out.join("labels-base")),
     ];
     label.extend(per_type(c.base.per_type));
-    v.push(Stage { name: "label-base", about: "label entities known / unknown (base model)", args: label, json_output: false });
+    v.push(Stage {
+        name: "label-base",
+        about: "label entities known / unknown (base model)",
+        args: label,
+        json_output: false,
+    });
     v.push(Stage {
         name: "corpus",
         about: "build the SAE corpus without validation or test entities",

@@ -19,7 +19,11 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
     for c in claims {
         t.row(vec![
             Html::text(c.paper),
-            Html::wrap("span", &format!("verdict {}", c.verdict.as_str().replace(' ', "-")), Html::text(c.verdict.as_str())),
+            Html::wrap(
+                "span",
+                &format!("verdict {}", c.verdict.as_str().replace(' ', "-")),
+                Html::text(c.verdict.as_str()),
+            ),
             Html::text(&c.evidence),
         ]);
     }
@@ -38,7 +42,11 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
         let rel = dir.join("report.html");
         if rel.is_file() {
             let href = rel.strip_prefix(out).unwrap_or(&rel).display().to_string();
-            Html::raw(format!("<a href=\"{}\">{}</a>", crate::report::html::escape(&href), crate::report::html::escape(&href)))
+            Html::raw(format!(
+                "<a href=\"{}\">{}</a>",
+                crate::report::html::escape(&href),
+                crate::report::html::escape(&href)
+            ))
         } else {
             Html::text("")
         }
