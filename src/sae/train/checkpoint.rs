@@ -180,9 +180,15 @@ pub fn find(out: &Path) -> Result<Option<Loaded>> {
         remove_others(out, None)?;
         return Ok(None);
     }
-    let ptr: Pointer = serde_json::from_str(&fs::read_to_string(&ptr_path)?)
+    let ptr_bytes = fs::read(&ptr_path).with_context(|| format!("{}: cannot read", ptr_path.display()))?;
+    let ptr: Pointer = serde_json::from_slice(&ptr_bytes)
         .with_context(|| format!("{}: not a checkpoint pointer", ptr_path.display()))?;
-    let dir = out.join(&ptr.dir);
+    // Checked before anything is removed: a damaged pointer must not cost the checkpoints.
+    let name = crate::fsio::plain_name(&ptr.dir, &ptr_path, "dir")?;
+    if !name.starts_with("checkpoint-") {
+        bail!("{}: dir {name:?} is not a checkpoint directory (checkpoint-<step>)", ptr_path.display());
+    }
+    let dir = out.join(name);
     remove_others(out, Some(&ptr.dir))?;
     let state_path = dir.join("state.json");
     let state: CheckpointState = serde_json::from_str(
@@ -217,7 +223,9 @@ impl Loaded {
     pub fn restore_trainer(&self, i: usize, t: &mut Trainer) -> Result<()> {
         let path = self.dir.join(format!("hook{i}.safetensors"));
         let a = read_tensors(&path)?;
-        let s = self.state.trainers.get(i).with_context(|| format!("checkpoint has no trainer {i}"))?;
+        let s = self.state.trainers.get(i).with_context(|| {
+            format!("{}: the checkpoint has no trainer {i}", self.dir.join("state.json").display())
+        })?;
         let ctx = || path.display().to_string();
         let p = &mut t.params;
         let mo = &mut t.moments;
