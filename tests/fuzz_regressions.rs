@@ -20,6 +20,8 @@ use knowlens::sae::train::{ArchConfig, StoreState, TrainConfig, Trainer};
 use knowlens::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use knowlens::{HookPoint, Model, Precision, Sae};
 
+/// The error of `r` on one line (`{:#}`); the tests print each (`-- --nocapture`) for the
+/// README's bad-input matrix.
 fn err<T>(r: anyhow::Result<T>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
@@ -94,11 +96,13 @@ fn a_header_claiming_a_100_gb_tensor_is_refused() {
     // GGUF: 2^20 × 25,600 float32 = 100 GiB.
     let bytes = gguf_claiming(&[25_600, 1 << 20]);
     let e = err(Model::from_gguf_reader(std::io::Cursor::new(bytes), Path::new("huge.gguf"), Precision::F32));
+    eprintln!("refused: {e}");
     assert!(e.contains("huge.gguf") && e.contains("token_embd.weight") && e.contains("truncated"), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
     // npz: a (160000, 163840) float32 array in a file of a few hundred bytes.
     let npz = npz_with("(160000, 163840)", &[0u8; 64]);
     let e = err(Sae::from_npz_bytes(&npz, Path::new("layer_3/params.npz"), None));
+    eprintln!("refused: {e}");
     assert!(e.contains("params.npz") && e.contains("array 'W_enc'") && e.contains("[160000, 163840]"), "{e}");
     // safetensors: a header whose tensor ends 100 GB past the data.
     let header = r#"{"w_enc":{"dtype":"F32","shape":[160000,163840],"data_offsets":[0,104857600000]}}"#;
@@ -106,6 +110,7 @@ fn a_header_claiming_a_100_gb_tensor_is_refused() {
     st.extend(header.as_bytes());
     st.extend([0u8; 64]);
     let e = err(Sae::from_gemma_scope_2_bytes(Path::new("layer_3"), None, &st, None));
+    eprintln!("refused: {e}");
     assert!(e.contains("params.safetensors") && e.contains("not a readable safetensors file"), "{e}");
 }
 
@@ -114,6 +119,7 @@ fn a_million_element_array_in_a_1_kb_file_is_refused() {
     let npz = npz_with("(1000000,)", &[0u8; 512]);
     assert!(npz.len() < 1024);
     let e = err(Sae::from_npz_bytes(&npz, Path::new("layer_3/params.npz"), None));
+    eprintln!("refused: {e}");
     assert!(e.contains("params.npz") && e.contains("array 'W_enc'") && e.contains("1000000 values"), "{e}");
     // A GGUF metadata array of a million strings in 1 KB.
     let mut v = b"GGUF".to_vec();
@@ -127,6 +133,7 @@ fn a_million_element_array_in_a_1_kb_file_is_refused() {
     v.extend(1_000_000u64.to_le_bytes());
     v.resize(1000, 0);
     let e = err(Tokenizer::from_model_path(&write_temp("tokens.gguf", &v)));
+    eprintln!("refused: {e}");
     assert!(e.contains("tokens.gguf") && e.contains("not a valid GGUF"), "{e}");
     // An activation-store shard listed with a million rows over a 1 KB file.
     let (dir, mut index) = small_store();
@@ -134,6 +141,7 @@ fn a_million_element_array_in_a_1_kb_file_is_refused() {
     index.digest = index.recipe.digest();
     std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     let e = err(knowlens::sae::train::DiskStore::open(dir.path(), false));
+    eprintln!("refused: {e}");
     assert!(e.contains("shard-00000.bin") && e.contains("1000000 rows"), "{e}");
 }
 
@@ -149,41 +157,68 @@ fn deeply_nested_json_is_refused() {
     let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
     let nested = deep(100_000);
     let e = err(Sae::from_saelens_bytes(Path::new("sae"), &nested, b"", None, None));
+    eprintln!("refused: {e}");
     assert!(e.contains("cfg.json") && e.contains("recursion limit"), "{e}");
     let e = err(Sae::from_gemma_scope_2_bytes(Path::new("gs2"), Some(&nested), b"", None));
+    eprintln!("refused: {e}");
     assert!(e.contains("config.json") && e.contains("recursion limit"), "{e}");
     let index = [br#"{"format": "knowlens-activations/1", "recipe": {"model": "#.as_slice(), &nested, b"}}"].concat();
     let e = err(disk::StoreIndex::parse(&index, Path::new("store/index.json")));
+    eprintln!("refused: {e}");
     assert!(e.contains("index.json") && e.contains("recursion limit"), "{e}");
     let tok = [br#"{"version": "1.0", "added_tokens": [], "normalizer": "#.as_slice(), &nested, b"}"].concat();
     let e = err(Tokenizer::from_hf_bytes(Path::new("tok"), &tok, None, None));
+    eprintln!("refused: {e}");
     assert!(e.contains("tokenizer.json") && e.contains("recursion limit"), "{e}");
     let tok = std::fs::read(fixture("tiny/llama/tokenizer.json")).unwrap();
     let e = err(Tokenizer::from_hf_bytes(Path::new("tok"), &tok, Some(&nested), None));
+    eprintln!("refused: {e}");
     assert!(e.contains("tokenizer_config.json") && e.contains("recursion limit"), "{e}");
 }
 
 #[test]
 fn a_looping_chat_template_is_refused() {
     let messages = [ChatMessage::user("Hi")];
-    let template = |src: &str| ChatTemplate::new(src.into(), "<bos>".into(), "".into()).with_origin("m.gguf: tokenizer.chat_template".into());
+    let template = |src: &str| {
+        ChatTemplate::new(src.into(), "<bos>".into(), "".into()).with_origin("m.gguf: tokenizer.chat_template".into())
+    };
     // 10^10 iterations: stopped by the step budget.
     let e = err(template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
         .render(&messages, true));
+    eprintln!("refused: {e}");
     assert!(e.contains("m.gguf: tokenizer.chat_template") && e.contains("does it loop"), "{e}");
     // Unbounded recursion.
     let e = err(template("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").render(&messages, true));
+    eprintln!("refused: {e}");
     assert!(e.contains("m.gguf: tokenizer.chat_template"), "{e}");
     // 10 GB of output from a short loop: stopped by the output cap.
     let e = err(template("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}").render(&messages, true));
+    eprintln!("refused: {e}");
     assert!(e.contains("m.gguf: tokenizer.chat_template") && e.contains("writes more than"), "{e}");
     // Through a tokenizer: the error names the file the template came from.
     let dir = fixture("tiny/llama");
     let tok = std::fs::read(dir.join("tokenizer.json")).unwrap();
-    let cfg = br#"{"chat_template": "{% for i in range(100000) %}{% for m in range(100000) %}{% endfor %}{% endfor %}"}"#;
+    let cfg =
+        br#"{"chat_template": "{% for i in range(100000) %}{% for m in range(100000) %}{% endfor %}{% endfor %}"}"#;
     let t = Tokenizer::from_hf_bytes(&dir, &tok, Some(cfg), None).unwrap();
     let e = err(t.encode_chat(&messages, true));
+    eprintln!("refused: {e}");
     assert!(e.contains("tokenizer_config.json: chat_template") && e.contains("does it loop"), "{e}");
+}
+
+#[test]
+fn a_damaged_checkpoint_pointer_costs_no_checkpoint() {
+    let ck = small_checkpoint();
+    let pointer = ck.path().join(checkpoint::POINTER);
+    let damaged =
+        [("checkpoint-9", "cannot read"), ("../elsewhere", "not a plain file name"), ("x", "checkpoint-<step>")];
+    for (dir, why) in damaged {
+        std::fs::write(&pointer, format!(r#"{{"dir": "{dir}", "step": 9}}"#)).unwrap();
+        let e = err(checkpoint::find(ck.path()));
+        eprintln!("refused: {e}");
+        assert!(e.contains("checkpoint") && e.contains(why), "{e}");
+        assert!(ck.path().join("checkpoint-1/state.json").is_file(), "the checkpoint was removed ({dir})");
+    }
 }
 
 /// A two-shard activation store of the tiny Llama model, and its index.
@@ -266,8 +301,12 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     );
     let ck = small_checkpoint();
     let part = |name: &str| std::fs::read(ck.path().join(name)).unwrap();
-    let files =
-        ["checkpoint.json", "checkpoint-1/state.json", "checkpoint-1/hook0.safetensors", "checkpoint-1/carry.safetensors"];
+    let files = [
+        "checkpoint.json",
+        "checkpoint-1/state.json",
+        "checkpoint-1/hook0.safetensors",
+        "checkpoint-1/carry.safetensors",
+    ];
     add("checkpoint", "topk", harness::join(&files.map(|f| part(f)).iter().map(|v| v.as_slice()).collect::<Vec<_>>()));
     out
 }
@@ -290,19 +329,23 @@ fn seed_corpora_load() {
 }
 
 /// Gemma 3's chat template (as in its tokenizer_config.json).
-const GEMMA_TEMPLATE: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = \
-messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}\
-{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'user') \
-!= (loop.index0 % 2 == 0) -%}{{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\
-{%- endif -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}{%- set role = \
-message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\
-{%- if message['content'] is string -%}{{ message['content'] | trim }}{%- endif -%}{{ '<end_of_turn>\n' }}{%- endfor -%}\
-{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
+const GEMMA_TEMPLATE: &str = "\
+{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}\
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}\
+{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}\
+{%- for message in loop_messages -%}{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\
+{{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}{%- endif -%}\
+{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}\
+{%- set role = message['role'] -%}{%- endif -%}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\
+{%- if message['content'] is string -%}{{ message['content'] | trim }}{%- endif -%}\
+{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
 
 /// A header-only GGUF with a SentencePiece ("llama") vocabulary, token types and a chat template.
 fn sentencepiece_gguf() -> Vec<u8> {
     use candle_core::quantized::gguf_file::{self, Value as V};
-    let pieces = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n", "▁", "a", "b", "c", "▁a"];
+    let pieces =
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n", "▁", "a", "b", "c", "▁a"];
     let tokens: Vec<V> = pieces.iter().map(|p| V::String(p.to_string())).collect();
     let types: Vec<V> = pieces.iter().enumerate().map(|(i, _)| V::I32(if i < 6 { 3 } else { 1 })).collect();
     let meta: Vec<(&str, V)> = vec![
@@ -358,7 +401,12 @@ fn small_corpus() -> (Vec<u8>, Vec<u8>) {
     use knowlens::corpus::store::{write, SourceInfo, SplitIndex};
     use knowlens::corpus::CorpusIndex;
     let train: Vec<u32> = vec![2, 10, 11, 12, 2, 13, 14, 2, 15, 16, 17, 18];
-    let src = |name: &str| SourceInfo { name: name.into(), origin: "fuzz".into(), sha256: "0".repeat(64), license: "MIT".into() };
+    let src = |name: &str| SourceInfo {
+        name: name.into(),
+        origin: "fuzz".into(),
+        sha256: "0".repeat(64),
+        license: "MIT".into(),
+    };
     let index = CorpusIndex {
         format: knowlens::corpus::store::FORMAT.into(),
         version: "1".into(),

@@ -254,8 +254,11 @@ pub fn parse_entity_labels(bytes: &[u8], path: &Path) -> Result<Vec<EntityLabel>
 }
 
 fn entity_labels_from<R: Read>(raw: R, path: &Path) -> Result<Vec<EntityLabel>> {
-    let reader: Box<dyn Read + '_> =
-        if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::GzDecoder::new(raw)) } else { Box::new(raw) };
+    let reader: Box<dyn Read + '_> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
     let mut out = Vec::new();
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;

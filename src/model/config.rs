@@ -182,20 +182,20 @@ pub fn llama3_scale(
 }
 
 impl ModelConfig {
+    /// Errors, saying which rule fails, for dimensions the forward pass cannot run with.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let ok = self.n_layers > 0
-            && self.d_model > 0
-            && self.n_heads > 0
-            && self.n_kv_heads > 0
-            && self.n_heads.is_multiple_of(self.n_kv_heads)
-            && self.head_dim > 0
-            && self.head_dim.is_multiple_of(2)
-            && self.vocab_size > 0
-            && self.layers.len() == self.n_layers;
-        if !ok {
-            anyhow::bail!("inconsistent model dimensions: {self:?}");
-        }
-        Ok(())
+        let problem = if self.n_layers == 0 || self.d_model == 0 || self.vocab_size == 0 {
+            format!("{} layers, width {}, vocabulary {}", self.n_layers, self.d_model, self.vocab_size)
+        } else if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            format!("head count {} is not a multiple of the key-value head count {}", self.n_heads, self.n_kv_heads)
+        } else if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            format!("head dimension {} is not a positive even number (RoPE rotates pairs)", self.head_dim)
+        } else if self.layers.len() != self.n_layers {
+            format!("{} layer descriptions for {} layers", self.layers.len(), self.n_layers)
+        } else {
+            return Ok(());
+        };
+        anyhow::bail!("inconsistent model dimensions: {problem}")
     }
 
     /// The width of one token's activation at `hook`, as an SAE reads it: `d_model` for the

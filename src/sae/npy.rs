@@ -82,7 +82,8 @@ fn read_npy<R: Read>(r: &mut R, size: u64) -> Result<Tensor> {
     let data_bytes = size - prefix - header_len as u64;
     if (n as u64).checked_mul(item.size() as u64) != Some(data_bytes) {
         bail!(
-            "shape {:?} needs {n} values of {} bytes but the array holds {data_bytes} bytes of data (truncated or corrupt)",
+            "shape {:?} needs {n} values of {} bytes but the array holds {data_bytes} bytes of data \
+             (truncated or corrupt)",
             h.shape,
             item.size()
         );

@@ -88,12 +88,22 @@ impl Tokenizer {
         config: Option<&[u8]>,
     ) -> Result<Self> {
         let file = dir.join("tokenizer.json");
-        let tok = tokenizers::Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        // The tokenizers crate panics on some malformed files (an `expect` in its decoder
+        // deserializer): caught here and reported as the error it is.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(tokenizer_json));
+        let tok = match parsed {
+            Ok(Ok(tok)) => tok,
+            Ok(Err(e)) => bail!("{}: cannot read tokenizer: {e}", file.display()),
+            Err(_) => {
+                bail!("{}: cannot read tokenizer: the tokenizers library failed on a malformed entry", file.display())
+            }
+        };
         let parse = |name: &str, bytes: Option<&[u8]>| -> Result<serde_json::Value> {
             match bytes {
                 None => Ok(serde_json::Value::Null),
-                Some(b) => serde_json::from_slice(b).with_context(|| format!("{}: invalid JSON", dir.join(name).display())),
+                Some(b) => {
+                    serde_json::from_slice(b).with_context(|| format!("{}: invalid JSON", dir.join(name).display()))
+                }
             }
         };
         let tcfg = parse("tokenizer_config.json", tokenizer_config)?;

@@ -183,21 +183,22 @@ pub fn find(out: &Path) -> Result<Option<Loaded>> {
     let ptr_bytes = fs::read(&ptr_path).with_context(|| format!("{}: cannot read", ptr_path.display()))?;
     let ptr: Pointer = serde_json::from_slice(&ptr_bytes)
         .with_context(|| format!("{}: not a checkpoint pointer", ptr_path.display()))?;
-    // Checked before anything is removed: a damaged pointer must not cost the checkpoints.
+    // Everything is checked before stray directories are removed: a damaged pointer (one that
+    // names another directory) must cost no checkpoint.
     let name = crate::fsio::plain_name(&ptr.dir, &ptr_path, "dir")?;
     if !name.starts_with("checkpoint-") {
         bail!("{}: dir {name:?} is not a checkpoint directory (checkpoint-<step>)", ptr_path.display());
     }
     let dir = out.join(name);
-    remove_others(out, Some(&ptr.dir))?;
     let state_path = dir.join("state.json");
-    let state: CheckpointState = serde_json::from_str(
-        &fs::read_to_string(&state_path).with_context(|| format!("{}: cannot read", state_path.display()))?,
+    let state: CheckpointState = serde_json::from_slice(
+        &fs::read(&state_path).with_context(|| format!("{}: cannot read", state_path.display()))?,
     )
     .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
     if state.format != FORMAT {
         bail!("{}: format '{}', expected '{FORMAT}'", state_path.display(), state.format);
     }
+    remove_others(out, Some(name))?;
     Ok(Some(Loaded { state, dir }))
 }
 

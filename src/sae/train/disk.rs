@@ -219,7 +219,8 @@ impl StoreIndex {
         }
         let r = &index.recipe;
         if r.hooks.is_empty() || r.hooks.len() != r.widths.len() {
-            bail!("{}: recipe.hooks has {} hooks but recipe.widths {} widths", path.display(), r.hooks.len(), r.widths.len());
+            let (h, w) = (r.hooks.len(), r.widths.len());
+            bail!("{}: recipe.hooks has {h} hooks but recipe.widths {w} widths", path.display());
         }
         if let Some(w) = r.widths.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
             bail!("{}: recipe.widths holds {w}, outside 1..={MAX_WIDTH}", path.display());
