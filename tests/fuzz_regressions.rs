@@ -84,7 +84,7 @@ fn gguf_claiming(dims: &[u64]) -> Vec<u8> {
     }
     v.extend(0u32.to_le_bytes()); // F32
     v.extend(0u64.to_le_bytes()); // offset
-    while v.len() % 32 != 0 {
+    while !v.len().is_multiple_of(32) {
         v.push(0);
     }
     v.extend([0u8; 64]);
@@ -307,7 +307,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "checkpoint-1/hook0.safetensors",
         "checkpoint-1/carry.safetensors",
     ];
-    add("checkpoint", "topk", harness::join(&files.map(|f| part(f)).iter().map(|v| v.as_slice()).collect::<Vec<_>>()));
+    add("checkpoint", "topk", harness::join(&files.map(part).iter().map(|v| v.as_slice()).collect::<Vec<_>>()));
     out
 }
 
