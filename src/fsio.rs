@@ -24,6 +24,17 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Checks that `name`, read from the index or pointer file `listed_in` (field `field`), is a plain
+/// file name inside that file's directory: an edited index must not make knowlens read
+/// `/dev/zero` or a file elsewhere on the machine.
+pub fn plain_name<'a>(name: &'a str, listed_in: &Path, field: &str) -> Result<&'a str> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(n)), None) if n.to_str() == Some(name) => Ok(name),
+        _ => anyhow::bail!("{}: {field} {name:?} is not a plain file name", listed_in.display()),
+    }
+}
+
 /// Creates (or truncates) `path`, writes `bytes` and syncs the file to disk. Not atomic by
 /// itself: for files inside a directory that is moved into place afterwards.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -20,7 +20,7 @@ pub fn read_gguf_header<R: std::io::Read + std::io::Seek>(reader: &mut R, path: 
         let elems = info.shape.dims().iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
         let bytes = elems.and_then(|e| {
             let bs = info.ggml_dtype.block_size() as u64;
-            (e % bs == 0).then(|| e / bs * info.ggml_dtype.type_size() as u64)
+            (e % bs == 0).then(|| (e / bs).checked_mul(info.ggml_dtype.type_size() as u64)).flatten()
         });
         let end = bytes.and_then(|b| content.tensor_data_offset.checked_add(info.offset)?.checked_add(b));
         match end {

@@ -64,9 +64,14 @@ pub struct CorpusIndex {
 
 impl CorpusIndex {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// An index already in memory; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let index: CorpusIndex =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a corpus index", path.display()))?;
+            serde_json::from_slice(bytes).with_context(|| format!("{}: not a corpus index", path.display()))?;
         if index.format != FORMAT {
             bail!("{}: format '{}', expected '{FORMAT}'", path.display(), index.format);
         }
@@ -122,16 +127,30 @@ impl TokenCorpus {
             Split::Train => &index.train,
             Split::Heldout => &index.heldout,
         };
-        let file = dir.join(&s.file);
+        let field = match split {
+            Split::Train => "train.file",
+            Split::Heldout => "heldout.file",
+        };
+        let file = dir.join(crate::fsio::plain_name(&s.file, &index_path, field)?);
         let bytes = fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-        if bytes.len() as u64 != s.tokens * 4 {
+        Self::from_parts(index, &index_path, &bytes, &file, split)
+    }
+
+    /// A split from its index (read from `index_path`) and its token file's bytes (read from
+    /// `file`), checked as `open_split` checks them.
+    pub fn from_parts(index: CorpusIndex, index_path: &Path, bytes: &[u8], file: &Path, split: Split) -> Result<Self> {
+        let s = match split {
+            Split::Train => &index.train,
+            Split::Heldout => &index.heldout,
+        };
+        if s.tokens.checked_mul(4) != Some(bytes.len() as u64) {
             bail!(
                 "{}: {} bytes, but {} says {} tokens ({} bytes): truncated or from another build",
                 file.display(),
                 bytes.len(),
                 index_path.display(),
                 s.tokens,
-                s.tokens * 4
+                s.tokens as u128 * 4
             );
         }
         let tokens: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -141,10 +160,12 @@ impl TokenCorpus {
         let mut docs = Vec::with_capacity(s.documents.len());
         let mut expected_start = 0u64;
         for (k, &[start, len, src]) in s.documents.iter().enumerate() {
-            if start != expected_start || len == 0 || start + len > s.tokens || src as usize >= index.sources.len() {
+            let end = start.checked_add(len).filter(|&e| e <= s.tokens);
+            let Some(end) = end.filter(|_| start == expected_start && len > 0 && src < index.sources.len() as u64)
+            else {
                 bail!("{}: document {k} ([{start}, {len}, {src}]) is out of bounds", index_path.display());
-            }
-            expected_start = start + len;
+            };
+            expected_start = end;
             docs.push((start as usize, len as usize, src as usize));
         }
         if expected_start != s.tokens {

@@ -3,7 +3,7 @@
 //! Loading never stops at a bad row: each malformed line is reported with its file and line
 //! number and skipped, and the caller gets the count, so nothing is dropped silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -68,35 +68,41 @@ pub enum Require {
 /// reported. Duplicate ids (across all files) are skipped after the first.
 pub fn load(paths: &[PathBuf], require: Require) -> Result<LoadReport> {
     let mut report = LoadReport::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for path in paths {
         let bytes = std::fs::read(path).with_context(|| format!("reading entity file {}", path.display()))?;
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let line = i + 1;
-            let skip = |reason: String| SkippedRow { file: path.clone(), line, reason };
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let text = match std::str::from_utf8(raw) {
-                Ok(t) => t,
-                Err(e) => {
-                    report.skipped.push(skip(format!("not UTF-8 text ({e})")));
-                    continue;
-                }
-            };
-            match parse_row(text, require) {
-                Ok(entity) => {
-                    if !seen.insert(entity.id.clone()) {
-                        report.skipped.push(skip(format!("duplicate id {:?}", entity.id)));
-                    } else {
-                        report.entities.push(entity);
-                    }
-                }
-                Err(reason) => report.skipped.push(skip(reason)),
-            }
-        }
+        read_rows(&bytes, path, require, &mut seen, &mut report);
     }
     Ok(report)
+}
+
+/// The rows of one entity file already in memory (named `path` in the report), appended to
+/// `report`; ids in `seen` (from earlier files) count as duplicates.
+pub fn read_rows(bytes: &[u8], path: &Path, require: Require, seen: &mut HashSet<String>, report: &mut LoadReport) {
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let skip = |reason: String| SkippedRow { file: path.to_path_buf(), line, reason };
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                report.skipped.push(skip(format!("not UTF-8 text ({e})")));
+                continue;
+            }
+        };
+        match parse_row(text, require) {
+            Ok(entity) => {
+                if !seen.insert(entity.id.clone()) {
+                    report.skipped.push(skip(format!("duplicate id {:?}", entity.id)));
+                } else {
+                    report.entities.push(entity);
+                }
+            }
+            Err(reason) => report.skipped.push(skip(reason)),
+        }
+    }
 }
 
 fn parse_row(text: &str, require: Require) -> std::result::Result<Entity, String> {

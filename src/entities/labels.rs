@@ -85,13 +85,41 @@ impl LabelSet {
     /// controls that are not labeled, or are in a split of another class, are errors too.
     pub fn load(dir: &Path) -> Result<Self> {
         let labels_path = labels_file(dir)?;
-        let labels = read_entity_labels(&labels_path)?;
-        let splits: Splits = read_json(&dir.join(SPLITS_FILE))?;
-        let controls: Controls = read_json(&dir.join(CONTROLS_FILE))?;
-        let (mode, known_min) = match read_summary(&dir.join(SUMMARY_FILE))? {
-            Some((m, k)) => (Some(m), Some(k)),
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let summary_path = dir.join(SUMMARY_FILE);
+        let summary = if summary_path.exists() { Some(read(&summary_path)?) } else { None };
+        Self::from_bytes(
+            dir,
+            &labels_path,
+            &read(&labels_path)?,
+            &read(&dir.join(SPLITS_FILE))?,
+            &read(&dir.join(CONTROLS_FILE))?,
+            summary.as_deref(),
+        )
+    }
+
+    /// `load` over the files' bytes: `labels` is the file at `labels_path` (gzipped if its name
+    /// ends in `.gz`), the others are `splits.json`, `controls.json` and `summary.json` (if any)
+    /// of `dir`. Errors name the files.
+    pub fn from_bytes(
+        dir: &Path,
+        labels_path: &Path,
+        labels: &[u8],
+        splits: &[u8],
+        controls: &[u8],
+        summary: Option<&[u8]>,
+    ) -> Result<Self> {
+        let labels = parse_entity_labels(labels, labels_path)?;
+        let splits: Splits = parse_json(splits, &dir.join(SPLITS_FILE))?;
+        let controls: Controls = parse_json(controls, &dir.join(CONTROLS_FILE))?;
+        let (mode, known_min) = match summary {
+            Some(bytes) => {
+                let (m, k) = parse_summary(bytes, &dir.join(SUMMARY_FILE))?;
+                (Some(m), Some(k))
+            }
             None => (None, None),
         };
+        let labels_path = labels_path.to_path_buf();
 
         let mut index = HashMap::new();
         for (i, l) in labels.iter().enumerate() {
@@ -226,21 +254,25 @@ pub fn labels_file(dir: &Path) -> Result<PathBuf> {
     bail!("{}: no {LABELS_FILE} or {LABELS_FILE_GZ} (is this a labeling mode directory?)", dir.display())
 }
 
-/// Opens a file, inflating it if its name ends in `.gz`.
-fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::new(reader)))
-}
-
 /// Per-entity labels from a `labels.jsonl` or `labels.jsonl.gz`; errors name the file and line.
 pub fn read_entity_labels(path: &Path) -> Result<Vec<EntityLabel>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    entity_labels_from(file, path)
+}
+
+/// `read_entity_labels` over the file's bytes (gzipped if `path` ends in `.gz`).
+pub fn parse_entity_labels(bytes: &[u8], path: &Path) -> Result<Vec<EntityLabel>> {
+    entity_labels_from(bytes, path)
+}
+
+fn entity_labels_from<R: Read>(raw: R, path: &Path) -> Result<Vec<EntityLabel>> {
+    let reader: Box<dyn Read + '_> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
     let mut out = Vec::new();
-    for (i, line) in open_text(path)?.lines().enumerate() {
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
@@ -253,19 +285,15 @@ pub fn read_entity_labels(path: &Path) -> Result<Vec<EntityLabel>> {
     Ok(out)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: unexpected content", path.display()))
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).with_context(|| format!("{}: unexpected content", path.display()))
 }
 
-/// The mode and known_min recorded in summary.json (None if there is no summary).
-fn read_summary(path: &Path) -> Result<Option<(Mode, usize)>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let v: serde_json::Value = read_json(path)?;
+/// The mode and known_min recorded in summary.json.
+fn parse_summary(bytes: &[u8], path: &Path) -> Result<(Mode, usize)> {
+    let v: serde_json::Value = parse_json(bytes, path)?;
     let mode = v["mode"].as_str().with_context(|| format!("{}: no \"mode\"", path.display()))?;
     let mode: Mode = mode.parse().with_context(|| path.display().to_string())?;
     let known_min = v["known_min"].as_u64().with_context(|| format!("{}: no \"known_min\"", path.display()))?;
-    Ok(Some((mode, known_min as usize)))
+    Ok((mode, known_min as usize))
 }

@@ -91,6 +91,39 @@ pub struct Dims {
     pub norm_eps: f64,
 }
 
+/// Bounds on what a model file may claim, far beyond any released model (Llama 3 405B: 126
+/// layers, width 16,384, 128 heads of 128, MLP 53,248; Gemma 3: vocabulary 262,144), checked
+/// before anything is sized by them: per-layer tables are built before the weights are read.
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_HEADS: usize = 1 << 12;
+const MAX_HEAD_DIM: usize = 1 << 14;
+
+impl Dims {
+    /// Refuses sizes outside the bounds above, or more layers than the file has tensors
+    /// (`tensors`, when known: every layer has several); `origin` names the file.
+    pub fn checked(self, origin: &std::path::Path, tensors: Option<usize>) -> anyhow::Result<Self> {
+        let max_layers = tensors.map_or(MAX_LAYERS, |t| t.min(MAX_LAYERS));
+        for (field, v, max) in [
+            ("block count (n_layers)", self.n_layers, max_layers),
+            ("embedding length (d_model)", self.d_model, MAX_WIDTH),
+            ("feed-forward length (d_ff)", self.d_ff, MAX_WIDTH),
+            ("vocabulary size", self.vocab_size, MAX_WIDTH * 16),
+            ("head count", self.n_heads, MAX_HEADS),
+            ("key-value head count", self.n_kv_heads, MAX_HEADS),
+            ("head dimension", self.head_dim, MAX_HEAD_DIM),
+        ] {
+            if v == 0 || v > max {
+                anyhow::bail!("{}: {field} is {v}, outside 1..={max}", origin.display());
+            }
+        }
+        if self.context_length == 0 {
+            anyhow::bail!("{}: the context length is 0", origin.display());
+        }
+        Ok(self)
+    }
+}
+
 impl ModelConfig {
     /// A plain pre-norm decoder (Llama's conventions); architectures override what differs.
     pub fn base(arch: Arch, d: &Dims, layers: Vec<LayerAttention>) -> Self {
@@ -149,20 +182,20 @@ pub fn llama3_scale(
 }
 
 impl ModelConfig {
+    /// Errors, saying which rule fails, for dimensions the forward pass cannot run with.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let ok = self.n_layers > 0
-            && self.d_model > 0
-            && self.n_heads > 0
-            && self.n_kv_heads > 0
-            && self.n_heads.is_multiple_of(self.n_kv_heads)
-            && self.head_dim > 0
-            && self.head_dim.is_multiple_of(2)
-            && self.vocab_size > 0
-            && self.layers.len() == self.n_layers;
-        if !ok {
-            anyhow::bail!("inconsistent model dimensions: {self:?}");
-        }
-        Ok(())
+        let problem = if self.n_layers == 0 || self.d_model == 0 || self.vocab_size == 0 {
+            format!("{} layers, width {}, vocabulary {}", self.n_layers, self.d_model, self.vocab_size)
+        } else if self.n_heads == 0 || self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            format!("head count {} is not a multiple of the key-value head count {}", self.n_heads, self.n_kv_heads)
+        } else if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            format!("head dimension {} is not a positive even number (RoPE rotates pairs)", self.head_dim)
+        } else if self.layers.len() != self.n_layers {
+            format!("{} layer descriptions for {} layers", self.layers.len(), self.n_layers)
+        } else {
+            return Ok(());
+        };
+        anyhow::bail!("inconsistent model dimensions: {problem}")
     }
 
     /// The width of one token's activation at `hook`, as an SAE reads it: `d_model` for the

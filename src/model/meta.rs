@@ -84,7 +84,8 @@ impl<'a> GgufMeta<'a> {
     pub fn dims(&self) -> Result<Dims> {
         let d_model = self.usize("embedding_length")?;
         let n_heads = self.usize("attention.head_count")?;
-        Ok(Dims {
+        let tensors = self.content.tensor_infos.len();
+        Dims {
             n_layers: self.usize("block_count")?,
             d_model,
             n_heads,
@@ -94,7 +95,8 @@ impl<'a> GgufMeta<'a> {
             vocab_size: self.vocab_size()?,
             context_length: self.usize("context_length")?,
             norm_eps: self.f64("attention.layer_norm_rms_epsilon")?,
-        })
+        }
+        .checked(self.path, Some(tensors))
     }
 
     /// Vocabulary size: the tokenizer's token list, else the embedding's rows.
@@ -107,7 +109,10 @@ impl<'a> GgufMeta<'a> {
             .tensor_infos
             .get("token_embd.weight")
             .with_context(|| format!("{}: no tokenizer and no token_embd.weight", self.path.display()))?;
-        Ok(t.shape.dims()[0])
+        match t.shape.dims() {
+            [rows, ..] => Ok(*rows),
+            [] => bail!("{}: token_embd.weight has no dimensions", self.path.display()),
+        }
     }
 }
 
@@ -125,7 +130,7 @@ impl<'a> HfConfig<'a> {
     pub fn dims(&self, default_context: usize, default_eps: f64) -> Result<Dims> {
         let d_model = self.usize("hidden_size")?;
         let n_heads = self.usize("num_attention_heads")?;
-        Ok(Dims {
+        Dims {
             n_layers: self.usize("num_hidden_layers")?,
             d_model,
             n_heads,
@@ -135,7 +140,8 @@ impl<'a> HfConfig<'a> {
             vocab_size: self.usize("vocab_size")?,
             context_length: self.opt_usize("max_position_embeddings").unwrap_or(default_context),
             norm_eps: self.opt_f64("rms_norm_eps").unwrap_or(default_eps),
-        })
+        }
+        .checked(self.path, None)
     }
 
     pub fn usize(&self, key: &str) -> Result<usize> {

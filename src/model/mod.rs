@@ -51,7 +51,16 @@ impl Model {
 
     fn load_gguf(path: &Path, precision: Precision) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        let mut reader = BufReader::new(file);
+        Self::from_gguf_reader(BufReader::new(file), path, precision)
+    }
+
+    /// A GGUF model read from `reader` (a file, or its bytes in a `Cursor`); `path` names it in
+    /// errors. What `load` does for a GGUF file once it is open.
+    pub fn from_gguf_reader<R: std::io::Read + std::io::Seek + 'static>(
+        mut reader: R,
+        path: &Path,
+        precision: Precision,
+    ) -> Result<Self> {
         let content = read_gguf_header(&mut reader, path)?;
         let meta = GgufMeta::new(&content, path)?;
         let cfg = match meta.arch.as_str() {
@@ -61,7 +70,7 @@ impl Model {
             other => bail!("{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)", path.display()),
         };
         let tokenizer = Tokenizer::from_gguf(&content, path)?;
-        let mut source = weights::WeightSource::gguf(path, content, reader);
+        let mut source = weights::WeightSource::gguf(path, content, Box::new(reader));
         let mut cfg = cfg;
         if source.has("rope_freqs.weight") {
             // Llama 3.1+: per-dimension RoPE frequency divisors.

@@ -219,7 +219,7 @@ pub struct ForwardOutput {
 
 impl Transformer {
     pub fn load(cfg: ModelConfig, w: &mut WeightSource, precision: Precision) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", w.origin()))?;
         let d = cfg.d_model;
         let (hd, nh, nkv, ff) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.d_ff);
         let eps = cfg.norm_eps;

@@ -6,8 +6,6 @@
 //! comparisons use) or quantized matmuls straight from the GGUF blocks (fast).
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,14 +118,18 @@ impl Embedding {
     }
 }
 
+/// Anything a GGUF file's tensors can be read from: the file, or its bytes in memory.
+pub trait ReadSeek: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> ReadSeek for T {}
+
 /// Where tensors come from.
 pub enum WeightSource {
-    Gguf { path: PathBuf, content: gguf_file::Content, reader: BufReader<File> },
+    Gguf { path: PathBuf, content: gguf_file::Content, reader: Box<dyn ReadSeek> },
     SafeTensors { dir: PathBuf, arch: Arch, st: candle_core::safetensors::MmapedSafetensors, names: HashSet<String> },
 }
 
 impl WeightSource {
-    pub fn gguf(path: &Path, content: gguf_file::Content, reader: BufReader<File>) -> Self {
+    pub fn gguf(path: &Path, content: gguf_file::Content, reader: Box<dyn ReadSeek>) -> Self {
         WeightSource::Gguf { path: path.to_path_buf(), content, reader }
     }
 

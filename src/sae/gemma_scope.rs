@@ -9,6 +9,7 @@
 //!
 //! Both are JumpReLU SAEs that do not subtract b_dec from their input.
 
+use std::io::{Read, Seek};
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +21,12 @@ use crate::hooks::HookPoint;
 
 /// A Gemma Scope `params.npz`.
 pub(crate) fn load_npz(path: &Path, hook: Option<HookPoint>) -> Result<Sae> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    load_npz_from(std::io::BufReader::new(file), path, hook)
+}
+
+/// A Gemma Scope `params.npz` read from `reader`; `path` names it in errors and gives the hook.
+pub(crate) fn load_npz_from<R: Read + Seek>(reader: R, path: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     let hook = match hook.or_else(|| hook_from_path(path)) {
         Some(h) => h,
         None => bail!(
@@ -27,7 +34,7 @@ pub(crate) fn load_npz(path: &Path, hook: Option<HookPoint>) -> Result<Sae> {
             path.display()
         ),
     };
-    let tensors = TensorFile::new(path, super::npy::read_npz(path)?);
+    let tensors = TensorFile::new(path, super::npy::read_npz_from(reader, path)?);
     let mut sae = jumprelu_from(tensors, hook)?.with_source(path.to_path_buf(), SaeFormat::GemmaScopeNpz);
     sae.model_name = gemma_2_model_from_path(path);
     Ok(sae)
@@ -37,29 +44,29 @@ pub(crate) fn load_npz(path: &Path, hook: Option<HookPoint>) -> Result<Sae> {
 /// path as for Gemma Scope.
 pub(crate) fn load_folder(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     let cfg_path = dir.join("config.json");
-    let (cfg_hook, model_name) = if cfg_path.is_file() {
-        let text =
-            std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-        let cfg: Value =
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
-        let bad = |what: String| anyhow::anyhow!("{}: {what}", cfg_path.display());
-        match cfg.get("architecture").and_then(Value::as_str) {
-            Some("jump_relu") => {}
-            other => return Err(bad(format!("unknown architecture {other:?} (Gemma Scope 2 SAEs are 'jump_relu')"))),
-        }
-        if let Some(t) = cfg.get("type").and_then(Value::as_str).filter(|t| *t != "sae") {
-            return Err(bad(format!("type '{t}' is not supported (only 'sae'; transcoders are not)")));
-        }
-        if cfg.get("affine_connection").and_then(Value::as_bool) == Some(true) {
-            return Err(bad("affine_connection (a skip transcoder) is not supported".into()));
-        }
-        let hook = match cfg.get("hf_hook_point_in").and_then(Value::as_str) {
-            Some(h) => Some(hook_from_gemma_scope_2(h).map_err(|e| bad(e.to_string()))?),
-            None => None,
-        };
-        (hook, cfg.get("model_name").and_then(Value::as_str).map(str::to_string))
+    let config = if cfg_path.is_file() {
+        Some(std::fs::read(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?)
     } else {
-        (None, None)
+        None
+    };
+    let weights_path = dir.join("params.safetensors");
+    if !weights_path.is_file() {
+        bail!("{}: no such file", weights_path.display());
+    }
+    let weights = std::fs::read(&weights_path).with_context(|| format!("{}: cannot read", weights_path.display()))?;
+    folder_from_bytes(dir, config.as_deref(), &weights, hook)
+}
+
+/// A Gemma Scope 2 folder's `config.json` (if any) and `params.safetensors`, already in memory.
+pub(crate) fn folder_from_bytes(
+    dir: &Path,
+    config: Option<&[u8]>,
+    weights: &[u8],
+    hook: Option<HookPoint>,
+) -> Result<Sae> {
+    let (cfg_hook, model_name) = match config {
+        Some(bytes) => parse_config(bytes, &dir.join("config.json"))?,
+        None => (None, None),
     };
     let Some(hook) = hook.or(cfg_hook).or_else(|| hook_from_path(dir)) else {
         bail!(
@@ -67,10 +74,32 @@ pub(crate) fn load_folder(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
             dir.display()
         );
     };
-    let tensors = TensorFile::safetensors(&dir.join("params.safetensors"))?;
+    let tensors = TensorFile::safetensors_bytes(weights, &dir.join("params.safetensors"))?;
     let mut sae = jumprelu_from(tensors, hook)?.with_source(dir.to_path_buf(), SaeFormat::GemmaScope2);
     sae.model_name = model_name;
     Ok(sae)
+}
+
+/// A Gemma Scope 2 `config.json`: the hook it names (if any) and the model; errors name `cfg_path`.
+fn parse_config(bytes: &[u8], cfg_path: &Path) -> Result<(Option<HookPoint>, Option<String>)> {
+    let cfg: Value =
+        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
+    let bad = |what: String| anyhow::anyhow!("{}: {what}", cfg_path.display());
+    match cfg.get("architecture").and_then(Value::as_str) {
+        Some("jump_relu") => {}
+        other => return Err(bad(format!("unknown architecture {other:?} (Gemma Scope 2 SAEs are 'jump_relu')"))),
+    }
+    if let Some(t) = cfg.get("type").and_then(Value::as_str).filter(|t| *t != "sae") {
+        return Err(bad(format!("type '{t}' is not supported (only 'sae'; transcoders are not)")));
+    }
+    if cfg.get("affine_connection").and_then(Value::as_bool) == Some(true) {
+        return Err(bad("affine_connection (a skip transcoder) is not supported".into()));
+    }
+    let hook = match cfg.get("hf_hook_point_in").and_then(Value::as_str) {
+        Some(h) => Some(hook_from_gemma_scope_2(h).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    Ok((hook, cfg.get("model_name").and_then(Value::as_str).map(str::to_string)))
 }
 
 /// The five Gemma Scope tensors; shapes follow from W_enc.

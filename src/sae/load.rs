@@ -50,6 +50,37 @@ impl Sae {
     }
 }
 
+/// The same loaders over files already in memory: what `load` runs once it has read the files,
+/// for callers that hold the bytes (and for the fuzz targets). `path` / `dir` is where the
+/// files would be: errors name it, and Gemma Scope takes the hook from it.
+impl Sae {
+    /// A Gemma Scope `params.npz` (stored or deflated zip).
+    pub fn from_npz_bytes(bytes: &[u8], path: &Path, hook: Option<HookPoint>) -> Result<Self> {
+        gemma_scope::load_npz_from(std::io::Cursor::new(bytes), path, hook)
+    }
+
+    /// A Gemma Scope 2 folder: `config.json` (optional) and `params.safetensors`.
+    pub fn from_gemma_scope_2_bytes(
+        dir: &Path,
+        config: Option<&[u8]>,
+        weights: &[u8],
+        hook: Option<HookPoint>,
+    ) -> Result<Self> {
+        gemma_scope::folder_from_bytes(dir, config, weights, hook)
+    }
+
+    /// A SAELens directory: `cfg.json`, `sae_weights.safetensors` and `sparsity.safetensors` (optional).
+    pub fn from_saelens_bytes(
+        dir: &Path,
+        cfg: &[u8],
+        weights: &[u8],
+        sparsity: Option<&[u8]>,
+        hook: Option<HookPoint>,
+    ) -> Result<Self> {
+        saelens::from_bytes(dir, cfg, weights, sparsity, hook)
+    }
+}
+
 /// Zip archives (npz) start with a local file header, "PK\x03\x04".
 fn starts_like_zip(path: &Path) -> bool {
     use std::io::Read;

@@ -6,17 +6,19 @@
 //! chunks straight into the f32 buffer, so a multi-GB entry is never held twice.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-/// Every array of an `.npz` file, keyed by name without `.npy`.
-pub(crate) fn read_npz(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+/// Deflate cannot expand data by more than about 1032:1; an entry that claims more is a lie.
+const MAX_DEFLATE_RATIO: u64 = 1100;
+
+/// Every array of an `.npz` archive read from `reader` (a file, or a buffer in memory), keyed by
+/// name without `.npy`; `path` names it in errors.
+pub(crate) fn read_npz_from<R: Read + Seek>(reader: R, path: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut zip = zip::ZipArchive::new(reader)
         .map_err(|e| anyhow::anyhow!("{}: not a valid npz (zip) archive (truncated?): {e}", path.display()))?;
     let mut out = HashMap::new();
     for i in 0..zip.len() {
@@ -24,34 +26,45 @@ pub(crate) fn read_npz(path: &Path) -> Result<HashMap<String, Tensor>> {
             zip.by_index(i).map_err(|e| anyhow::anyhow!("{}: zip entry {i} unreadable: {e}", path.display()))?;
         let name = entry.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("entry {i}"));
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-        let t = read_npy(&mut entry).with_context(|| format!("{}: array '{key}'", path.display()))?;
+        let (size, packed) = (entry.size(), entry.compressed_size());
+        let stored = entry.compression() == zip::CompressionMethod::Stored;
+        let bound = if stored { packed } else { packed.saturating_mul(MAX_DEFLATE_RATIO) };
+        if size > bound {
+            bail!(
+                "{}: array '{key}': the zip entry claims {size} bytes from {packed} stored bytes (corrupt archive?)",
+                path.display()
+            );
+        }
+        let t = read_npy(&mut entry, size).with_context(|| format!("{}: array '{key}'", path.display()))?;
         out.insert(key, t);
     }
     Ok(out)
 }
 
-/// One `.npy` stream: magic, version, header dict, then C-order data.
-fn read_npy<R: Read>(r: &mut R) -> Result<Tensor> {
+/// One `.npy` stream of `size` bytes (as its zip entry says): magic, version, header dict, then
+/// C-order data. A header whose shape needs more bytes than the entry holds is refused before
+/// anything is allocated.
+fn read_npy<R: Read>(r: &mut R, size: u64) -> Result<Tensor> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).context("truncated before the .npy header")?;
     if &magic[..6] != b"\x93NUMPY" {
         bail!("not a .npy array (bad magic)");
     }
-    let header_len = match magic[6] {
+    let (header_len, prefix) = match magic[6] {
         1 => {
             let mut b = [0u8; 2];
             r.read_exact(&mut b).context("truncated .npy header")?;
-            u16::from_le_bytes(b) as usize
+            (u16::from_le_bytes(b) as usize, 10)
         }
         2 | 3 => {
             let mut b = [0u8; 4];
             r.read_exact(&mut b).context("truncated .npy header")?;
-            u32::from_le_bytes(b) as usize
+            (u32::from_le_bytes(b) as usize, 12)
         }
         v => bail!(".npy format version {v} is not supported"),
     };
-    if header_len > 1 << 20 {
-        bail!(".npy header of {header_len} bytes is implausible (corrupt file?)");
+    if header_len as u64 > size.saturating_sub(prefix) {
+        bail!(".npy header of {header_len} bytes is longer than the {size}-byte array (corrupt file?)");
     }
     let mut header = vec![0u8; header_len];
     r.read_exact(&mut header).context("truncated .npy header")?;
@@ -66,6 +79,15 @@ fn read_npy<R: Read>(r: &mut R) -> Result<Tensor> {
         other => bail!("dtype '{other}' is not supported (knowlens reads '<f4' and '<f2')"),
     };
     let n: usize = h.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("shape overflows")?;
+    let data_bytes = size - prefix - header_len as u64;
+    if (n as u64).checked_mul(item.size() as u64) != Some(data_bytes) {
+        bail!(
+            "shape {:?} needs {n} values of {} bytes but the array holds {data_bytes} bytes of data \
+             (truncated or corrupt)",
+            h.shape,
+            item.size()
+        );
+    }
     let data =
         read_values(r, n, item).with_context(|| format!("data of shape {:?} is truncated or corrupt", h.shape))?;
     Ok(Tensor::from_vec(data, h.shape, &Device::Cpu)?)
@@ -77,16 +99,25 @@ enum Item {
     F16,
 }
 
+impl Item {
+    fn size(self) -> usize {
+        match self {
+            Item::F32 => 4,
+            Item::F16 => 2,
+        }
+    }
+}
+
+/// Reads `n` values in chunks; memory grows only as data actually arrives, so a lying entry
+/// size cannot make it reserve more than a chunk ahead.
 fn read_values<R: Read>(r: &mut R, n: usize, item: Item) -> Result<Vec<f32>> {
-    let size = match item {
-        Item::F32 => 4,
-        Item::F16 => 2,
-    };
-    let mut out = Vec::with_capacity(n);
-    let mut buf = vec![0u8; (1 << 20) * size];
+    const CHUNK: usize = 1 << 20;
+    let size = item.size();
+    let mut out = Vec::with_capacity(n.min(CHUNK));
+    let mut buf = vec![0u8; n.min(CHUNK) * size];
     let mut left = n;
     while left > 0 {
-        let take = left.min(1 << 20);
+        let take = left.min(CHUNK);
         let chunk = &mut buf[..take * size];
         r.read_exact(chunk)?;
         match item {
@@ -226,6 +257,10 @@ mod tests {
         }
     }
 
+    fn parse(bytes: &[u8]) -> Result<Tensor> {
+        read_npy(&mut &bytes[..], bytes.len() as u64)
+    }
+
     fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
         let f = if fortran { "True" } else { "False" };
         let mut h = format!("{{'descr': '{descr}', 'fortran_order': {f}, 'shape': {shape}, }}");
@@ -243,16 +278,16 @@ mod tests {
     #[test]
     fn reads_f4_and_f2_and_refuses_the_rest() {
         let data: Vec<u8> = [1f32, -2.5, 3.0, 0.25, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let t = read_npy(&mut &npy("<f4", false, "(2, 3)", &data)[..]).unwrap();
+        let t = parse(&npy("<f4", false, "(2, 3)", &data)).unwrap();
         assert_eq!(t.to_vec2::<f32>().unwrap(), vec![vec![1.0, -2.5, 3.0], vec![0.25, 5.0, 6.0]]);
         let half: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
-        let t = read_npy(&mut &npy("<f2", false, "(2,)", &half)[..]).unwrap();
+        let t = parse(&npy("<f2", false, "(2,)", &half)).unwrap();
         assert_eq!(t.to_vec1::<f32>().unwrap(), vec![1.5, -2.0]);
-        let e = format!("{:#}", read_npy(&mut &npy("<f4", true, "(2, 3)", &data)[..]).unwrap_err());
+        let e = format!("{:#}", parse(&npy("<f4", true, "(2, 3)", &data)).unwrap_err());
         assert!(e.contains("Fortran order"), "{e}");
-        let e = format!("{:#}", read_npy(&mut &npy("<i8", false, "(3,)", &data)[..]).unwrap_err());
+        let e = format!("{:#}", parse(&npy("<i8", false, "(3,)", &data)).unwrap_err());
         assert!(e.contains("'<i8'"), "{e}");
-        let e = format!("{:#}", read_npy(&mut &npy("<f4", false, "(2, 3)", &data[..20])[..]).unwrap_err());
+        let e = format!("{:#}", parse(&npy("<f4", false, "(2, 3)", &data[..20])).unwrap_err());
         assert!(e.contains("truncated"), "{e}");
     }
 }

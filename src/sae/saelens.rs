@@ -53,10 +53,31 @@ enum ArchCfg {
 }
 
 pub(crate) fn load(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let path = dir.join(name);
+        if !path.is_file() {
+            bail!("{}: no such file", path.display());
+        }
+        std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))
+    };
+    let cfg = read(CFG)?;
+    let weights = read(WEIGHTS)?;
+    let sparsity = if dir.join(SPARSITY).exists() { Some(read(SPARSITY)?) } else { None };
+    from_bytes(dir, &cfg, &weights, sparsity.as_deref(), hook)
+}
+
+/// A SAELens directory's files already in memory (`cfg.json`, `sae_weights.safetensors`, and
+/// `sparsity.safetensors` if any); errors name the files as they would be in `dir`.
+pub(crate) fn from_bytes(
+    dir: &Path,
+    cfg_bytes: &[u8],
+    weights: &[u8],
+    sparsity: Option<&[u8]>,
+    hook: Option<HookPoint>,
+) -> Result<Sae> {
     let cfg_path = dir.join(CFG);
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
     let raw: Value =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
+        serde_json::from_slice(cfg_bytes).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
     let cfg = parse_cfg(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
     let hook = match hook {
         Some(h) => h,
@@ -64,7 +85,7 @@ pub(crate) fn load(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     };
 
     let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
-    let mut t = TensorFile::safetensors(&dir.join(WEIGHTS))?;
+    let mut t = TensorFile::safetensors_bytes(weights, &dir.join(WEIGHTS))?;
     let w_enc = t.take(&["W_enc"], Some((&[d_in, d_sae], "[d_in, d_sae]")))?;
     let w_dec = t.take(&["W_dec"], Some((&[d_sae, d_in], "[d_sae, d_in]")))?;
     let b_enc = t.take(&["b_enc"], Some((&[d_sae], "[d_sae]")))?;
@@ -103,9 +124,8 @@ pub(crate) fn load(dir: &Path, hook: Option<HookPoint>) -> Result<Sae> {
     sae.model_name = cfg.model_name;
     sae.extra_metadata = cfg.metadata;
 
-    let sparsity_path = dir.join(SPARSITY);
-    if sparsity_path.exists() {
-        let mut s = TensorFile::safetensors(&sparsity_path)?;
+    if let Some(bytes) = sparsity {
+        let mut s = TensorFile::safetensors_bytes(bytes, &dir.join(SPARSITY))?;
         sae.sparsity = Some(s.take(&["sparsity"], Some((&[d_sae], "[d_sae]")))?);
         s.finish()?;
     }

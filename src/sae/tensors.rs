@@ -17,12 +17,9 @@ impl TensorFile {
         Self { path: path.to_path_buf(), tensors }
     }
 
-    /// Reads a whole safetensors file.
-    pub fn safetensors(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            bail!("{}: no such file", path.display());
-        }
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+    /// A safetensors file already in memory; `path` names it in errors.
+    pub fn safetensors_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file (truncated?): {e}", path.display()))?;
         Ok(Self::new(path, tensors))
     }

@@ -32,20 +32,22 @@ impl Tokenizer {
         eos: Option<u32>,
         pad: Option<u32>,
         add_bos: bool,
-        template: Option<String>,
+        template: Option<(String, String)>,
     ) -> Result<Self> {
         let mut plain = tok.clone();
         plain.set_encode_special_tokens(true);
         let mut special = tok;
         special.set_encode_special_tokens(false);
         let token = |id: Option<u32>| id.and_then(|i| special.id_to_token(i)).unwrap_or_default();
-        let chat_template = template.map(|t| ChatTemplate::new(t, token(bos), token(eos)));
+        let chat_template =
+            template.map(|(t, origin)| ChatTemplate::new(t, token(bos), token(eos)).with_origin(origin));
         Ok(Self { plain, special, bos, eos, pad: pad.or(eos).unwrap_or(0), add_bos, chat_template })
     }
 
     pub fn from_gguf(content: &Content, path: &Path) -> Result<Self> {
         let v = gguf::from_gguf(content, path)?;
-        Self::assemble(v.tokenizer, v.bos, v.eos, v.pad, v.add_bos, v.chat_template)
+        let template = v.chat_template.map(|t| (t, format!("{}: tokenizer.chat_template", path.display())));
+        Self::assemble(v.tokenizer, v.bos, v.eos, v.pad, v.add_bos, template)
     }
 
     /// The tokenizer of a model (GGUF file or Hugging Face directory) without its weights: for a
@@ -64,18 +66,48 @@ impl Tokenizer {
     /// template from `tokenizer_config.json` / `config.json` where present.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
-        let tok = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
-        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+        let tok = std::fs::read(&file).with_context(|| format!("{}: cannot read tokenizer", file.display()))?;
+        let read_json = |name: &str| -> Result<Option<Vec<u8>>> {
             let p = dir.join(name);
             if !p.exists() {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?))
+            Ok(Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?))
         };
-        let tcfg = read_json("tokenizer_config.json")?.unwrap_or_default();
-        let cfg = read_json("config.json")?.unwrap_or_default();
+        let tcfg = read_json("tokenizer_config.json")?;
+        let cfg = read_json("config.json")?;
+        Self::from_hf_bytes(dir, &tok, tcfg.as_deref(), cfg.as_deref())
+    }
+
+    /// `from_hf_dir` over the files' bytes: `tokenizer.json`, and `tokenizer_config.json` and
+    /// `config.json` where present. Errors name the files as they would be in `dir`.
+    pub fn from_hf_bytes(
+        dir: &Path,
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&[u8]>,
+        config: Option<&[u8]>,
+    ) -> Result<Self> {
+        let file = dir.join("tokenizer.json");
+        // The tokenizers crate panics on some malformed files (an `expect` in its decoder
+        // deserializer): caught here and reported as the error it is.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(tokenizer_json));
+        let tok = match parsed {
+            Ok(Ok(tok)) => tok,
+            Ok(Err(e)) => bail!("{}: cannot read tokenizer: {e}", file.display()),
+            Err(_) => {
+                bail!("{}: cannot read tokenizer: the tokenizers library failed on a malformed entry", file.display())
+            }
+        };
+        let parse = |name: &str, bytes: Option<&[u8]>| -> Result<serde_json::Value> {
+            match bytes {
+                None => Ok(serde_json::Value::Null),
+                Some(b) => {
+                    serde_json::from_slice(b).with_context(|| format!("{}: invalid JSON", dir.join(name).display()))
+                }
+            }
+        };
+        let tcfg = parse("tokenizer_config.json", tokenizer_config)?;
+        let cfg = parse("config.json", config)?;
         let id_of = |key: &str| -> Option<u32> {
             let by_name = tcfg.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())));
             by_name
@@ -85,7 +117,8 @@ impl Tokenizer {
         let (bos, eos, pad) = (id_of("bos_token"), id_of("eos_token"), id_of("pad_token"));
         // With tokenizer.json the post-processor decides about BOS; add_bos only records intent.
         let add_bos = tcfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(bos.is_some());
-        let template = tcfg.get("chat_template").and_then(|v| v.as_str()).map(str::to_string);
+        let origin = format!("{}: chat_template", dir.join("tokenizer_config.json").display());
+        let template = tcfg.get("chat_template").and_then(|v| v.as_str()).map(|t| (t.to_string(), origin));
         Self::assemble(tok, bos, eos, pad, add_bos, template)
     }
 

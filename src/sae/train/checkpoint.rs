@@ -180,18 +180,25 @@ pub fn find(out: &Path) -> Result<Option<Loaded>> {
         remove_others(out, None)?;
         return Ok(None);
     }
-    let ptr: Pointer = serde_json::from_str(&fs::read_to_string(&ptr_path)?)
+    let ptr_bytes = fs::read(&ptr_path).with_context(|| format!("{}: cannot read", ptr_path.display()))?;
+    let ptr: Pointer = serde_json::from_slice(&ptr_bytes)
         .with_context(|| format!("{}: not a checkpoint pointer", ptr_path.display()))?;
-    let dir = out.join(&ptr.dir);
-    remove_others(out, Some(&ptr.dir))?;
+    // Everything is checked before stray directories are removed: a damaged pointer (one that
+    // names another directory) must cost no checkpoint.
+    let name = crate::fsio::plain_name(&ptr.dir, &ptr_path, "dir")?;
+    if !name.starts_with("checkpoint-") {
+        bail!("{}: dir {name:?} is not a checkpoint directory (checkpoint-<step>)", ptr_path.display());
+    }
+    let dir = out.join(name);
     let state_path = dir.join("state.json");
-    let state: CheckpointState = serde_json::from_str(
-        &fs::read_to_string(&state_path).with_context(|| format!("{}: cannot read", state_path.display()))?,
+    let state: CheckpointState = serde_json::from_slice(
+        &fs::read(&state_path).with_context(|| format!("{}: cannot read", state_path.display()))?,
     )
     .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
     if state.format != FORMAT {
         bail!("{}: format '{}', expected '{FORMAT}'", state_path.display(), state.format);
     }
+    remove_others(out, Some(name))?;
     Ok(Some(Loaded { state, dir }))
 }
 
@@ -217,7 +224,9 @@ impl Loaded {
     pub fn restore_trainer(&self, i: usize, t: &mut Trainer) -> Result<()> {
         let path = self.dir.join(format!("hook{i}.safetensors"));
         let a = read_tensors(&path)?;
-        let s = self.state.trainers.get(i).with_context(|| format!("checkpoint has no trainer {i}"))?;
+        let s = self.state.trainers.get(i).with_context(|| {
+            format!("{}: the checkpoint has no trainer {i}", self.dir.join("state.json").display())
+        })?;
         let ctx = || path.display().to_string();
         let p = &mut t.params;
         let mo = &mut t.moments;

@@ -49,6 +49,10 @@ use crate::{HookPoint, HookSpec, Model};
 pub const FORMAT: &str = "knowlens-activations/1";
 pub const INDEX: &str = "index.json";
 
+/// The widest hook a store may record: far above any model's residual stream (Gemma 2 27B has
+/// 4,608), low enough that a row's byte count cannot overflow.
+pub const MAX_WIDTH: usize = 1 << 20;
+
 /// How activations are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,9 +195,16 @@ pub struct StoreIndex {
 impl StoreIndex {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX);
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read (not an activation store?)", path.display()))?;
-        let index: StoreIndex = serde_json::from_str(&text)
+        let bytes =
+            fs::read(&path).with_context(|| format!("{}: cannot read (not an activation store?)", path.display()))?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// An index already in memory (`path` names it in errors), checked: format, digest, and a
+    /// layout that reading can trust (one width per hook, widths from 1 to `MAX_WIDTH`, shard
+    /// files that are plain names in the store's directory).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let index: StoreIndex = serde_json::from_slice(bytes)
             .with_context(|| format!("{}: not an activation-store index", path.display()))?;
         if index.format != FORMAT {
             bail!("{}: format '{}', expected '{FORMAT}'", path.display(), index.format);
@@ -205,6 +216,17 @@ impl StoreIndex {
                 path.display(),
                 index.digest
             );
+        }
+        let r = &index.recipe;
+        if r.hooks.is_empty() || r.hooks.len() != r.widths.len() {
+            let (h, w) = (r.hooks.len(), r.widths.len());
+            bail!("{}: recipe.hooks has {h} hooks but recipe.widths {w} widths", path.display());
+        }
+        if let Some(w) = r.widths.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
+            bail!("{}: recipe.widths holds {w}, outside 1..={MAX_WIDTH}", path.display());
+        }
+        for sh in &index.shards {
+            crate::fsio::plain_name(&sh.file, path, "shards[].file")?;
         }
         Ok(index)
     }
@@ -535,7 +557,7 @@ impl DiskStore {
             .shards
             .par_iter()
             .map(|sh| {
-                if sh.bytes != sh.rows * row_bytes {
+                if sh.rows.checked_mul(row_bytes) != Some(sh.bytes) {
                     bail!(
                         "{}: the index gives shard {} {} bytes for {} rows of {row_bytes}",
                         dir.display(),
@@ -560,6 +582,7 @@ impl DiskStore {
                 bail!("{}: {} bytes mapped, the index says {}", path.display(), map.len(), sh.bytes);
             }
             maps.push(map);
+            // Cannot overflow: every shard's rows are backed by at least 2 bytes each on disk.
             starts.push(starts.last().copied().unwrap_or(0) + sh.rows);
         }
         Ok(Self { dir: dir.to_path_buf(), index, maps, starts })

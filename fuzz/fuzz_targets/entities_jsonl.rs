@@ -1,0 +1,10 @@
+#![no_main]
+//! Fuzz target `entities_jsonl`: see `fuzz/harness.rs`.
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::fuzz_init();
+    harness::entities_jsonl(data);
+});

@@ -1,0 +1,10 @@
+#![no_main]
+//! Fuzz target `npz`: see `fuzz/harness.rs`.
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::fuzz_init();
+    harness::npz(data);
+});
