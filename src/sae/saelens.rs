@@ -76,8 +76,8 @@ pub(crate) fn from_bytes(
     hook: Option<HookPoint>,
 ) -> Result<Sae> {
     let cfg_path = dir.join(CFG);
-    let raw: Value =
-        serde_json::from_slice(cfg_bytes).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
+    let raw: Value = serde_json::from_slice(cfg_bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", cfg_path.display()))?;
     let cfg = parse_cfg(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
     let hook = match hook {
         Some(h) => h,

@@ -94,7 +94,8 @@ pub fn from_gguf(content: &Content, path: &Path) -> Result<GgufVocabInfo> {
     let add_bos = opt_bool(content, "tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos);
     if let Some(b) = bos {
         let bos_str = tokens.get(b as usize).with_context(|| format!("{}: bos id {b} out of range", path.display()))?;
-        let template = bos_template(bos_str, b).with_context(|| format!("{}: bos token {bos_str:?}", path.display()))?;
+        let template =
+            bos_template(bos_str, b).with_context(|| format!("{}: bos token {bos_str:?}", path.display()))?;
         tokenizer.with_post_processor(Some(template));
     }
     let chat_template = match content.metadata.get("tokenizer.chat_template") {

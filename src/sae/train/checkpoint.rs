@@ -224,9 +224,10 @@ impl Loaded {
     pub fn restore_trainer(&self, i: usize, t: &mut Trainer) -> Result<()> {
         let path = self.dir.join(format!("hook{i}.safetensors"));
         let a = read_tensors(&path)?;
-        let s = self.state.trainers.get(i).with_context(|| {
-            format!("{}: the checkpoint has no trainer {i}", self.dir.join("state.json").display())
-        })?;
+        let s =
+            self.state.trainers.get(i).with_context(|| {
+                format!("{}: the checkpoint has no trainer {i}", self.dir.join("state.json").display())
+            })?;
         let ctx = || path.display().to_string();
         let p = &mut t.params;
         let mo = &mut t.moments;
