@@ -614,6 +614,10 @@ fn cli_discover_writes_the_report_and_detect_scores_an_entity_file() {
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 3 && !html.contains("<script"), "three inline charts, no scripts");
+    // And a browser renders it: no console message, every chart kept, no broken link.
+    if let Some(browser) = common::browser::chromium() {
+        common::browser::check_page(&browser, &out.join("report.html"));
+    }
     let layers = std::fs::read_to_string(out.join("layers.csv")).unwrap();
     assert_eq!(layers.lines().count(), 1 + 3, "{layers}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("discovery.json")).unwrap()).unwrap();

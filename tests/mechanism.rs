@@ -399,6 +399,9 @@ fn the_patching_experiment_reports_heatmaps_and_writes_its_files() {
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("entity last"));
+    if let Some(browser) = common::browser::chromium() {
+        common::browser::check_page(&browser, &out.join("report.html"));
+    }
 }
 
 fn detector_file(dir: &Path, n_layers: usize) -> std::path::PathBuf {
@@ -478,6 +481,9 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
     attention::write(&r, &out).unwrap();
     for f in ["attention.json", "heads.csv", "steering.csv", "items.csv", "report.html"] {
         assert!(out.join(f).is_file(), "{f}");
+    }
+    if let Some(browser) = common::browser::chromium() {
+        common::browser::check_page(&browser, &out.join("report.html"));
     }
 }
 

@@ -43,6 +43,16 @@ fn the_plan_chains_the_stages_and_fills_the_corpus_directory() {
     // The corpus stage excludes the base labels' held-out entities.
     let corpus = stages.iter().find(|s| s.name == "corpus").unwrap();
     assert!(corpus.args.iter().any(|a| a.ends_with("labels-base/estimate/splits.json")));
+    // The base model is steered through the few-shot prompt with its own labels and detectors.
+    let base = stages.iter().find(|s| s.name == "steer-base").unwrap();
+    let arg = |st: &plan::Stage, k: &str| st.args.iter().position(|a| a == k).map(|i| st.args[i + 1].clone());
+    assert_eq!(arg(base, "--model").as_deref(), Some("gemma-3-270m"));
+    assert_eq!(arg(base, "--prompt").as_deref(), Some("few_shot"));
+    assert!(arg(base, "--detectors").unwrap().ends_with("discover-base/detectors.json"));
+    assert!(names.iter().position(|n| *n == "discover-base") < names.iter().position(|n| *n == "steer-base"));
+    // The chat model is labelled on the types its experiments use only.
+    let chat = stages.iter().find(|s| s.name == "label-chat").unwrap();
+    assert_eq!(arg(chat, "--types").as_deref(), Some("city"));
     std::fs::remove_dir_all(&dir).ok();
 }
 

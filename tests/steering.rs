@@ -5,7 +5,7 @@ mod common;
 
 use common::real_or_skip;
 use knowlens::causal::direction::SteeringDirection;
-use knowlens::causal::items::{chat_text, Item};
+use knowlens::causal::items::{chat_text, few_shot_preamble, prompt_text, Item, PromptStyle, FEW_SHOT};
 use knowlens::causal::refusal::{is_refusal, RefusalRule};
 use knowlens::causal::steer::{self, Treatment};
 use knowlens::causal::yesno;
@@ -111,11 +111,79 @@ fn yes_no_logit_difference_is_unchanged_at_zero_strength() {
     let known = SteeringDirection::random(12, d, 5, 0).unwrap();
     let unknown = SteeringDirection::random(12, d, 5, 1).unwrap();
     let items = chat_items();
-    let zero = yesno::run(&model, &items, &known, &unknown, 0.0, (0.0, 0.0), 2, 0, 4, &Silent).unwrap();
+    let zero =
+        yesno::run(&model, &items, &known, &unknown, 0.0, (0.0, 0.0), 2, 0, 4, PromptStyle::Chat, &Silent).unwrap();
     for p in &zero.per_item {
         assert!(p[0].is_finite());
         assert!((p[0] - p[1]).abs() < 1e-4 && (p[0] - p[2]).abs() < 1e-4, "{p:?}");
     }
-    let strong = yesno::run(&model, &items, &known, &unknown, 8.0, (200.0, 200.0), 2, 0, 4, &Silent).unwrap();
+    let strong =
+        yesno::run(&model, &items, &known, &unknown, 8.0, (200.0, 200.0), 2, 0, 4, PromptStyle::Chat, &Silent).unwrap();
     assert!(strong.per_item.iter().zip(&zero.per_item).any(|(s, z)| (s[1] - z[0]).abs() > 0.1));
+}
+
+/// The base model's few-shot preamble: half its examples decline, no example names an entity the
+/// test asks about, and a question ends where the answer starts.
+#[test]
+fn the_few_shot_preamble_teaches_declining_and_ends_at_the_answer() {
+    let refusals = FEW_SHOT.iter().filter(|(_, a)| is_refusal(a, RefusalRule::Fixed)).count();
+    assert_eq!(refusals, FEW_SHOT.len() / 2, "half the examples say \"I don't know\"");
+    assert!(FEW_SHOT.iter().filter(|(_, a)| !is_refusal(a, RefusalRule::Fixed)).all(|(_, a)| !a.is_empty()));
+    let p = few_shot_preamble();
+    assert_eq!(p.lines().count(), 2 * FEW_SHOT.len());
+    for it in base_items() {
+        assert!(!p.contains(&it.name), "{} is named in the preamble", it.name);
+    }
+}
+
+fn base_items() -> Vec<Item> {
+    vec![
+        item("Jaws", EntityType::Movie, true, "Who is the director of the movie 'Jaws'?", "Steven Spielberg"),
+        item("London", EntityType::City, true, "What country contains the city of 'London'?", "United Kingdom"),
+        item(
+            "Quorvath Blenning",
+            EntityType::Movie,
+            false,
+            "Who is the director of the movie 'Quorvath Blenning'?",
+            "Ann Lee",
+        ),
+        item("Zelmora Fitch", EntityType::City, false, "What country contains the city of 'Zelmora Fitch'?", "Peru"),
+    ]
+}
+
+#[test]
+fn a_base_model_is_asked_through_the_few_shot_preamble_and_answers_one_line() {
+    let Some(model) = real_or_skip("gemma-3-270m", Precision::F32) else { return };
+    assert_eq!(PromptStyle::for_model(&model), PromptStyle::FewShot, "Gemma 3 270M base has no chat template");
+    let text = prompt_text(&model, PromptStyle::FewShot, "Who is the director of the movie 'Jaws'?", "").unwrap();
+    assert!(text.starts_with("Q: ") && text.ends_with("'Jaws'?\nA:"), "{text:?}");
+    let d = model.cfg().d_model;
+    let known = SteeringDirection::random(6, d, 3, 0).unwrap();
+    let unknown = SteeringDirection::random(6, d, 3, 1).unwrap();
+    let opts = steer::Options {
+        coefs: vec![0.0],
+        n_random: 0,
+        max_tokens: 12,
+        batch: 4,
+        prompt: PromptStyle::FewShot,
+        ..Default::default()
+    };
+    let r = steer::run(&model, None, base_items(), known.clone(), unknown.clone(), &opts, &Silent).unwrap();
+    let orig: Vec<_> =
+        r.answers.iter().filter(|a| matches!(r.conditions[a.condition].treatment, Treatment::Original)).collect();
+    assert_eq!(orig.len(), 4);
+    for a in &orig {
+        assert!(!a.text.contains('\n'), "a few-shot answer stops at its line: {:?}", a.text);
+    }
+    // The steered-at-zero answers equal the original ones.
+    for a in r.answers.iter().filter(|a| matches!(r.conditions[a.condition].treatment, Treatment::Direction { .. })) {
+        let o = orig.iter().find(|o| o.item == a.item).unwrap();
+        assert_eq!(a.text, o.text);
+    }
+    eprintln!("{:?}", orig.iter().map(|a| (&r.items[a.item].name, &a.text, a.refusal, a.correct)).collect::<Vec<_>>());
+    // "Are you sure you know" in the few-shot form: " Yes" and " No" are single tokens.
+    let yn =
+        yesno::run(&model, &base_items(), &known, &unknown, 0.0, (0.0, 0.0), 1, 0, 4, PromptStyle::FewShot, &Silent)
+            .unwrap();
+    assert!(yn.per_item.iter().all(|p| p[0].is_finite() && (p[0] - p[1]).abs() < 1e-4));
 }

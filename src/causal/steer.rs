@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::direction::{mean_resid_norm, SteeringDirection};
-use super::items::{chat_text, Item};
+use super::items::{prompt_text, Item, PromptStyle};
 use super::refusal::{is_refusal, RefusalRule};
 use crate::entities::matching::{judge_answer, Outcome};
 use crate::hooks::{HookSpec, Positions};
@@ -44,6 +44,8 @@ pub struct Options {
     pub batch: usize,
     pub positions: Steered,
     pub rule: RefusalRule,
+    /// Chat template, or the few-shot preamble of a base model.
+    pub prompt: PromptStyle,
     pub seed: u64,
 }
 
@@ -56,6 +58,7 @@ impl Default for Options {
             batch: 32,
             positions: Steered::EntityLastToEnd,
             rule: RefusalRule::Fixed,
+            prompt: PromptStyle::Chat,
             seed: 0,
         }
     }
@@ -164,7 +167,8 @@ pub fn run(
 ) -> Result<SteerResult> {
     opts.check()?;
     let d_model = model.cfg().d_model;
-    let texts: Vec<String> = items.iter().map(|it| chat_text(model, &it.question, "")).collect::<Result<_>>()?;
+    let texts: Vec<String> =
+        items.iter().map(|it| prompt_text(model, opts.prompt, &it.question, "")).collect::<Result<_>>()?;
 
     let mut mean_norms = Vec::new();
     for layer in [known_direction.layer, unknown_direction.layer] {
@@ -207,7 +211,7 @@ pub fn run(
 
     let total: usize = conditions.iter().map(|c| items.iter().filter(|it| it.known == c.known).count()).sum();
     progress.start("steered generations", Some(total as u64));
-    let gen_opts = GenerateOptions { max_tokens: opts.max_tokens, ..Default::default() };
+    let gen_opts = GenerateOptions { max_tokens: opts.max_tokens, stop: opts.prompt.stop(), ..Default::default() };
     let mut answers = Vec::new();
     for (ci, cond) in conditions.iter().enumerate() {
         let rows: Vec<usize> = (0..items.len()).filter(|&i| items[i].known == cond.known).collect();

@@ -2,14 +2,15 @@
 //! model's logit(" Yes") − logit(" No") after the assistant's "Answer:", as it is and steered at
 //! the entity's last token: known entities with the unknown direction (does it lean to No?),
 //! unknown entities with the known direction (does it lean to Yes?), against random directions of
-//! the same strength.
+//! the same strength. A base model is asked the same after a few-shot preamble whose examples
+//! answer Yes for famous entities and No for invented ones (the base-model analogue).
 
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use serde::Serialize;
 
 use super::direction::SteeringDirection;
-use super::items::{chat_text, Item};
+use super::items::{prompt_text, Item, PromptStyle};
 use crate::hooks::{HookSpec, LogitsAt};
 use crate::progress::Progress;
 use crate::stats::{bootstrap, Estimate};
@@ -17,6 +18,34 @@ use crate::Model;
 
 pub const QUESTION: &str = "Are you sure you know the {type} '{name}'? Answer yes or no.";
 pub const PREFILL: &str = "Answer:";
+
+/// The base model's yes/no examples: the entities of `items::FEW_SHOT`, famous ones answered
+/// Yes and invented ones No.
+pub const FEW_SHOT: &[(&str, &str, &str)] = &[
+    ("city", "Paris", "Yes"),
+    ("movie", "The Lantern Keepers of Vossberg", "No"),
+    ("song", "Bohemian Rhapsody", "Yes"),
+    ("city", "Drelmonty", "No"),
+    ("movie", "Titanic", "Yes"),
+    ("player", "Carvin Oestraad", "No"),
+];
+
+fn question(entity_type: &str, name: &str) -> String {
+    QUESTION.replace("{type}", entity_type).replace("{name}", name)
+}
+
+/// The yes/no prompt of one entity in `style`; its next token is the answer (" Yes" / " No").
+pub fn yes_no_text(model: &Model, style: PromptStyle, entity_type: &str, name: &str) -> Result<String> {
+    match style {
+        PromptStyle::Chat => prompt_text(model, style, &question(entity_type, name), PREFILL),
+        PromptStyle::FewShot => {
+            let mut text: String =
+                FEW_SHOT.iter().map(|(t, n, a)| format!("Q: {}\nA: {a}\n", question(t, n))).collect();
+            text.push_str(&format!("Q: {}\nA:", question(entity_type, name)));
+            Ok(text)
+        }
+    }
+}
 
 /// The single token of `word` as the model writes it after "Answer:" (with a leading space).
 fn word_id(model: &Model, word: &str) -> Result<u32> {
@@ -61,18 +90,14 @@ pub fn run(
     n_random: usize,
     seed: u64,
     batch: usize,
+    style: PromptStyle,
     progress: &dyn Progress,
 ) -> Result<YesNoResult> {
     let yes = word_id(model, " Yes")?;
     let no = word_id(model, " No")?;
     let d = model.cfg().d_model;
-    let texts: Vec<String> = items
-        .iter()
-        .map(|it| {
-            let q = QUESTION.replace("{type}", it.entity_type.as_str()).replace("{name}", &it.name);
-            chat_text(model, &q, PREFILL)
-        })
-        .collect::<Result<_>>()?;
+    let texts: Vec<String> =
+        items.iter().map(|it| yes_no_text(model, style, it.entity_type.as_str(), &it.name)).collect::<Result<_>>()?;
     let mut per_item = vec![[0.0; 3]; items.len()];
     progress.start("yes/no logit differences", Some(items.len() as u64));
     let idx: Vec<usize> = (0..items.len()).collect();

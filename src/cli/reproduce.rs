@@ -109,10 +109,11 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &dirs.discover_base.join("discovery.json"),
         &dirs.attention.join("attention.json"),
         &dirs.steer.join("steer.json"),
+        &dirs.steer_base.join("steer.json"),
     )?;
     report::write(out, &dirs, &stages, &claims, &format!("knowlens reproduce ({preset})"))?;
     for c in &claims {
-        println!("{:<18} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);
+        println!("{:<24} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);
     }
     println!("wrote {}", out.join("report.html").display());
     Ok(())

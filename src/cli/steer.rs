@@ -1,11 +1,13 @@
 //! `knowlens steer`: the refusal-steering and "are you sure you know" experiments on a chat
-//! model, with directions from a detector file written by `knowlens discover` on the same model.
+//! model (or a base model through a few-shot preamble that teaches it to say "I don't know"),
+//! with directions from a detector file written by `knowlens discover` on the same model.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use knowlens::causal::direction::SteeringDirection;
+use knowlens::causal::items::PromptStyle;
 use knowlens::causal::refusal::RefusalRule;
 use knowlens::causal::steer::{self, Steered};
 use knowlens::causal::{items, report, yesno};
@@ -24,7 +26,7 @@ use super::ModelArgs;
 pub struct SteerArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The chat model's labels (a `knowlens label --chat` mode directory).
+    /// The model's labels (for a chat model, a `knowlens label --chat` mode directory).
     #[arg(long)]
     labels: PathBuf,
     /// The entity dataset the labels were made from (gold values of the questions).
@@ -66,6 +68,10 @@ pub struct SteerArgs {
     positions: Steered,
     #[arg(long, default_value = "fixed", value_parser = named::<RefusalRule>(&RefusalRule::NAMES))]
     refusal_rule: RefusalRule,
+    /// How questions are put: `chat` (the model's chat template) or `few_shot` (examples with
+    /// "I don't know" answers, for a base model) [default: chat if the model has a template].
+    #[arg(long, value_parser = named::<PromptStyle>(&PromptStyle::NAMES))]
+    prompt: Option<PromptStyle>,
     /// Also measure the model with the unknown direction projected out of its weights.
     #[arg(long)]
     orthogonalize: bool,
@@ -120,7 +126,11 @@ pub fn run(a: SteerArgs) -> Result<()> {
         }
     };
     let types = if a.types.is_empty() { EntityType::ALL.to_vec() } else { a.types.clone() };
-    let picked = items::pick(&labels, &ds.entities, &types, &a.splits, a.per_type, a.seed)?;
+    let style = a.prompt.unwrap_or_else(|| PromptStyle::for_model(&model));
+    if style == PromptStyle::Chat && model.tokenizer.chat_template.is_none() {
+        bail!("{}: the model has no chat template; use --prompt few_shot for a base model", a.model.model);
+    }
+    let picked = items::pick(&labels, &ds.entities, &types, &a.splits, a.per_type, a.seed, style)?;
     for t in &types {
         let k = picked.iter().filter(|i| i.entity_type == *t && i.known).count();
         let u = picked.iter().filter(|i| i.entity_type == *t && !i.known).count();
@@ -141,6 +151,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
         batch: a.batch,
         positions: a.positions,
         rule: a.refusal_rule,
+        prompt: style,
         seed: a.seed,
     };
     let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
@@ -158,6 +169,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
             a.random,
             a.seed,
             a.batch,
+            style,
             progress.as_ref(),
         )?)
     } else {

@@ -28,8 +28,8 @@ impl Verdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Claim {
-    pub id: &'static str,
-    pub paper: &'static str,
+    pub id: String,
+    pub paper: String,
     pub verdict: Verdict,
     pub evidence: String,
 }
@@ -59,8 +59,8 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
     let mut out = Vec::new();
     let Some(d) = read(path) else {
         out.push(Claim {
-            id: "latents",
-            paper: "SAE latents separate known from unknown entities (Fig. 1)",
+            id: "latents".into(),
+            paper: "SAE latents separate known from unknown entities (Fig. 1)".into(),
             verdict: Verdict::NotTestable,
             evidence: format!("{} is missing: the discovery stage did not run", path.display()),
         });
@@ -138,12 +138,13 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
             ),
         };
         out.push(Claim {
-            id: if dir == "known" { "known-latent" } else { "unknown-latent" },
+            id: if dir == "known" { "known-latent" } else { "unknown-latent" }.into(),
             paper: if dir == "known" {
                 "a latent fires on entities the model knows and not on others, across types (Fig. 1)"
             } else {
                 "a latent fires on entities the model does not know, across types (Fig. 1)"
-            },
+            }
+            .into(),
             verdict,
             evidence,
         });
@@ -156,8 +157,8 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
     let n_layers = d["model"]["n_layers"].as_u64().unwrap_or(0);
     let claim = if scored.len() < 3 || n_layers == 0 {
         Claim {
-            id: "mid-depth",
-            paper: "the most general latents sit at middle layers (Fig. 2)",
+            id: "mid-depth".into(),
+            paper: "the most general latents sit at middle layers (Fig. 2)".into(),
             verdict: Verdict::NotTestable,
             evidence: format!("SAEs at {} layers; a depth curve needs at least 3", scored.len()),
         }
@@ -165,8 +166,8 @@ pub fn discovery_claims(path: &Path) -> Vec<Claim> {
         let best = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)).copied().unwrap_or_default();
         let rel = best.0 as f64 / n_layers as f64;
         Claim {
-            id: "mid-depth",
-            paper: "the most general latents sit at middle layers (Fig. 2)",
+            id: "mid-depth".into(),
+            paper: "the most general latents sit at middle layers (Fig. 2)".into(),
             verdict: if (1.0 / 3.0..=2.0 / 3.0).contains(&rel) { Verdict::Reproduced } else { Verdict::NotReproduced },
             evidence: format!(
                 "highest known MaxMin {:.3} at layer {} of {n_layers} (depth {:.2}); per layer: {}",
@@ -206,8 +207,8 @@ fn rate(cell: &Value) -> Option<([f64; 3], u64)> {
 pub fn steering_claims(path: &Path) -> Vec<Claim> {
     let Some(s) = read(path) else {
         return vec![Claim {
-            id: "steer",
-            paper: "steering with the entity directions changes refusals (Fig. 3)",
+            id: "steer".into(),
+            paper: "steering with the entity directions changes refusals (Fig. 3)".into(),
             verdict: Verdict::NotTestable,
             evidence: format!("{} is missing: the steering stage did not run", path.display()),
         }];
@@ -259,11 +260,11 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
                     } else {
                         Verdict::NotReproduced
                     };
-                    Claim { id, paper, verdict, evidence }
+                    Claim { id: id.into(), paper: paper.into(), verdict, evidence }
                 }
                 (o, _, _) => Claim {
-                    id,
-                    paper,
+                    id: id.into(),
+                    paper: paper.into(),
                     verdict: Verdict::NotTestable,
                     evidence: format!(
                         "{} {} entities asked (at least {MIN_N} needed)",
@@ -280,14 +281,14 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
     let paper = "projecting the unknown direction out of the weights lowers refusals (Fig. 3)";
     out.push(match (o, orth) {
         (Some((o, n)), Some((x, _))) if n >= MIN_N && o[0] >= 0.05 => Claim {
-            id: "orthogonalized",
-            paper,
+            id: "orthogonalized".into(),
+            paper: paper.into(),
             verdict: if x[2] < o[1] { Verdict::Reproduced } else { Verdict::NotReproduced },
             evidence: format!("{n} unknown entities: original {}, orthogonalized {}", fmt(o, true), fmt(x, true)),
         },
         (Some((o, n)), Some((x, _))) if n >= MIN_N => Claim {
-            id: "orthogonalized",
-            paper,
+            id: "orthogonalized".into(),
+            paper: paper.into(),
             verdict: Verdict::NotTestable,
             evidence: format!(
                 "the original model refuses {} of questions about unknown entities, too few to lower (orthogonalized {})",
@@ -295,7 +296,7 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
                 fmt(x, true)
             ),
         },
-        _ => Claim { id: "orthogonalized", paper, verdict: Verdict::NotTestable, evidence: "not measured".into() },
+        _ => Claim { id: "orthogonalized".into(), paper: paper.into(), verdict: Verdict::NotTestable, evidence: "not measured".into() },
     });
     // "Are you sure you know": the logit difference moves against the entity's class.
     if let Some(cells) = s["yes_no"]["cells"].as_array() {
@@ -322,8 +323,8 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
                 (Some((o, n)), Some((d, _)), Some((r, _))) if n >= MIN_N => {
                     let moved = if known { d[2] < o[1] && d[2] < r[1] } else { d[1] > o[2] && d[1] > r[2] };
                     Claim {
-                        id,
-                        paper,
+                        id: id.into(),
+                        paper: paper.into(),
                         verdict: if moved { Verdict::Reproduced } else { Verdict::NotReproduced },
                         evidence: format!(
                             "logit(Yes) − logit(No), {n} entities: original {}, steered {}, random {}",
@@ -334,8 +335,8 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
                     }
                 }
                 (o, _, _) => Claim {
-                    id,
-                    paper,
+                    id: id.into(),
+                    paper: paper.into(),
                     verdict: Verdict::NotTestable,
                     evidence: format!("{} entities (at least {MIN_N} needed)", o.map_or(0, |x| x.1)),
                 },
@@ -347,8 +348,8 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
 
 fn return_floor(out: &mut Vec<Claim>, id: &'static str, paper: &'static str, evidence: String) {
     out.push(Claim {
-        id,
-        paper,
+        id: id.into(),
+        paper: paper.into(),
         verdict: Verdict::NotTestable,
         evidence: format!(
             "{evidence}; the original model refuses under 5% of these questions, so there is no refusal to lower"
@@ -361,8 +362,8 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
     let paper_contrast = "downstream heads attend more to the last token of known entities (Fig. 4c)";
     let Some(a) = read(path) else {
         return vec![Claim {
-            id: "attention",
-            paper: paper_contrast,
+            id: "attention".into(),
+            paper: paper_contrast.into(),
             verdict: Verdict::NotTestable,
             evidence: format!("{} is missing: the attention stage did not run", path.display()),
         }];
@@ -374,8 +375,8 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
     });
     let Some((l, h)) = top else {
         return vec![Claim {
-            id: "attention",
-            paper: paper_contrast,
+            id: "attention".into(),
+            paper: paper_contrast.into(),
             verdict: Verdict::NotTestable,
             evidence: "no head was ranked".into(),
         }];
@@ -383,8 +384,8 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
     let row = a["pooled"].as_array().and_then(|rows| rows.iter().find(|r| r["layer"] == l && r["head"] == h));
     out.push(match row.and_then(|r| Some((est(&r["known"])?, est(&r["unknown"])?, est(&r["diff"])?, r["n_known"].as_u64()?))) {
         Some((k, u, d, n)) if n >= MIN_N => Claim {
-            id: "attention",
-            paper: paper_contrast,
+            id: "attention".into(),
+            paper: paper_contrast.into(),
             verdict: if d[1] > 0.0 { Verdict::Reproduced } else { Verdict::NotReproduced },
             evidence: format!(
                 "L{l}H{h}: known {} vs unknown {}, difference {} ({n} known prompts; the head ranked first of all heads by Welch t)",
@@ -393,7 +394,7 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
                 fmt(d, false)
             ),
         },
-        _ => Claim { id: "attention", paper: paper_contrast, verdict: Verdict::NotTestable, evidence: format!("fewer than {MIN_N} known prompts") },
+        _ => Claim { id: "attention".into(), paper: paper_contrast.into(), verdict: Verdict::NotTestable, evidence: format!("fewer than {MIN_N} known prompts") },
     });
     // Steering moves that head's attention the expected way, beyond random directions.
     for (prompts, id, paper) in [
@@ -416,8 +417,8 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
                 let p = head["p_bonferroni"].as_f64().unwrap_or(1.0);
                 let right_way = delta.is_some_and(|d| if prompts == "known" { d[2] < 0.0 } else { d[1] > 0.0 });
                 Claim {
-                    id,
-                    paper,
+                    id: id.into(),
+                    paper: paper.into(),
                     verdict: if right_way && p < 0.05 { Verdict::Reproduced } else { Verdict::NotReproduced },
                     evidence: format!(
                         "L{l}H{h}, {} ×{} mean norms: Δ {} vs random {:+.3} ± {:.3} (Bonferroni p {:.2e}; the p-value treats prompts × random directions as independent, so it is optimistic)",
@@ -430,16 +431,30 @@ pub fn attention_claims(path: &Path) -> Vec<Claim> {
                     ),
                 }
             }
-            None => Claim { id, paper, verdict: Verdict::NotTestable, evidence: "no steering run on these prompts".into() },
+            None => Claim { id: id.into(), paper: paper.into(), verdict: Verdict::NotTestable, evidence: "no steering run on these prompts".into() },
         });
     }
     out
 }
 
+/// The steering claims of the base model's few-shot run (`steer-base`): the same tests, ids
+/// prefixed "base-", and the paper's wording marked as measured on the base model.
+pub fn base_steering_claims(path: &Path) -> Vec<Claim> {
+    steering_claims(path)
+        .into_iter()
+        .map(|c| Claim {
+            id: format!("base-{}", c.id),
+            paper: format!("{} [base model, few-shot prompt with \"I don't know\" examples]", c.paper),
+            ..c
+        })
+        .collect()
+}
+
 /// Every claim, from the outputs under `out` (see `plan::Dirs`).
-pub fn all(discovery: &Path, attention: &Path, steer: &Path) -> Result<Vec<Claim>> {
+pub fn all(discovery: &Path, attention: &Path, steer: &Path, steer_base: &Path) -> Result<Vec<Claim>> {
     let mut v = discovery_claims(discovery);
     v.extend(attention_claims(attention));
     v.extend(steering_claims(steer));
+    v.extend(base_steering_claims(steer_base));
     Ok(v)
 }

@@ -32,6 +32,10 @@ pub struct Base {
     /// Entities per type (0: the whole dataset).
     pub per_type: usize,
     pub known_min: usize,
+    /// Types the base model's few-shot steering asks about (empty: all); types it knows nothing
+    /// of have no known entities to steer and only cost time.
+    #[serde(default)]
+    pub steer_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +123,9 @@ impl Config {
         }
         for t in &self.chat.types {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[chat] types".to_string())?;
+        }
+        for t in &self.base.steer_types {
+            t.parse::<crate::entities::questions::EntityType>().with_context(|| "[base] steer_types".to_string())?;
         }
         if self.steer.per_type == 0 {
             bail!("[steer] per_type must be at least 1");

@@ -75,6 +75,7 @@ pub struct Dirs {
     pub discover_base: PathBuf,
     pub discover_chat: PathBuf,
     pub steer: PathBuf,
+    pub steer_base: PathBuf,
     pub attention: PathBuf,
     pub patch: PathBuf,
 }
@@ -89,6 +90,7 @@ impl Dirs {
             discover_base: out.join("discover-base"),
             discover_chat: out.join("discover-chat"),
             steer: out.join("steer"),
+            steer_base: out.join("steer-base"),
             attention: out.join("attention"),
             patch: out.join("patch"),
         }
@@ -258,6 +260,44 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         ],
         json_output: false,
     });
+    // The paper's refusal experiment on the base model (issue item 2): a few-shot preamble with
+    // "I don't know" answers makes declining possible; directions from the base discovery.
+    let coefs: Vec<String> = c.steer.coefs.iter().map(|x| x.to_string()).collect();
+    let base_types =
+        if c.base.steer_types.is_empty() { Vec::new() } else { vec![s("--types"), c.base.steer_types.join(",")] };
+    v.push(Stage {
+        name: "steer-base",
+        about: "steer refusals through a few-shot prompt (base model)",
+        args: vec![
+            s("steer"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--prompt"),
+            s("few_shot"),
+            s("--labels"),
+            p(&d.labels_base),
+            s("--detectors"),
+            p(&d.discover_base.join("detectors.json")),
+            s("--splits"),
+            s("validation,test"),
+            s("--per-type"),
+            s(c.steer.per_type),
+            s("--coefs"),
+            coefs.join(","),
+            s("--random"),
+            s(c.steer.random),
+            s("--max-tokens"),
+            s(16),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.steer_base),
+        ]
+        .into_iter()
+        .chain(base_types)
+        .collect(),
+        json_output: false,
+    });
     let mut label_chat = vec![
         s("label"),
         s("--model"),
@@ -273,6 +313,8 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         p(&out.join("labels-chat")),
     ];
     label_chat.extend(per_type(c.chat.per_type));
+    // Only the types the chat experiments use: labelling the others costs as much and is never read.
+    label_chat.extend(types.clone());
     v.push(Stage {
         name: "label-chat",
         about: "label entities from the chat model's own answers",
@@ -298,7 +340,6 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         .collect(),
         json_output: false,
     });
-    let coefs: Vec<String> = c.steer.coefs.iter().map(|x| x.to_string()).collect();
     v.push(Stage {
         name: "steer",
         about: "steer refusals and the yes/no answer (chat model)",

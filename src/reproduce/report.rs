@@ -18,7 +18,7 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
     let mut t = Table::new(&["claim (paper)", "verdict", "evidence"]);
     for c in claims {
         t.row(vec![
-            Html::text(c.paper),
+            Html::text(&c.paper),
             Html::wrap(
                 "span",
                 &format!("verdict {}", c.verdict.as_str().replace(' ', "-")),
@@ -28,12 +28,14 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
         ]);
     }
     page = page.table(t);
-    for (file, caption) in [
-        ("refusals-known.svg", "Refusal rate, questions about known entities (steered with the unknown direction)"),
-        ("refusals-unknown.svg", "Refusal rate, questions about unknown entities (steered with the known direction)"),
-    ] {
-        if let Ok(svg) = std::fs::read_to_string(dirs.steer.join(file)) {
-            page = page.figure(&svg, caption);
+    for (dir, model) in [(&dirs.steer, "chat model"), (&dirs.steer_base, "base model, few-shot prompt")] {
+        for (file, what) in [
+            ("refusals-known.svg", "questions about known entities (steered with the unknown direction)"),
+            ("refusals-unknown.svg", "questions about unknown entities (steered with the known direction)"),
+        ] {
+            if let Ok(svg) = std::fs::read_to_string(dir.join(file)) {
+                page = page.figure(&svg, &format!("Refusal rate, {what}; {model}"));
+            }
         }
     }
     page = page.heading("Stages");
@@ -57,6 +59,7 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], title:
             "discover-base" => Some(&dirs.discover_base),
             "discover-chat" => Some(&dirs.discover_chat),
             "steer" => Some(&dirs.steer),
+            "steer-base" => Some(&dirs.steer_base),
             "attention" => Some(&dirs.attention),
             "patch" => Some(&dirs.patch),
             "label-base" => Some(&dirs.labels_base),

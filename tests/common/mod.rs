@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixture paths, the real models, tensor comparison.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
