@@ -86,6 +86,20 @@ fn refusal_claims_need_the_direction_to_beat_the_original_and_random_directions(
     // A random direction of the same strength does as much: not reproduced.
     std::fs::write(&p, steer_json((0.6, 0.45, 0.73), (0.55, 0.4, 0.69), 0.0).to_string()).unwrap();
     assert_eq!(verdict("refusal-up"), Verdict::NotReproduced);
+    // Strengths are tried weakest first: at ×1 the direction beats random, at ×4 random breaks
+    // the model as much; the verdict names ×1.
+    let cond = |kind: &str, coef: f64| serde_json::json!({"known": true, "treatment": {"kind": kind, "coef": coef, "direction": "d"}});
+    let cell = |c: usize, v: f64, lo: f64, hi: f64| serde_json::json!({"condition": c, "entity_type": null, "n": 40, "refusal_rate": rate(v, lo, hi)});
+    let two = serde_json::json!({
+        "options": {"coefs": [4.0, 1.0]},
+        "conditions": [cond("original", 0.0), cond("direction", 1.0), cond("random", 1.0), cond("direction", 4.0), cond("random", 4.0)],
+        "cells": [cell(0, 0.05, 0.01, 0.16), cell(1, 0.5, 0.35, 0.65), cell(2, 0.05, 0.01, 0.16),
+                  cell(3, 0.9, 0.77, 0.96), cell(4, 0.9, 0.77, 0.96)],
+    });
+    std::fs::write(&p, two.to_string()).unwrap();
+    let up = claims::steering_claims(&p).into_iter().find(|c| c.id == "refusal-up").unwrap();
+    assert_eq!(up.verdict, Verdict::Reproduced, "{}", up.evidence);
+    assert!(up.evidence.contains("random ×1") && up.evidence.contains("2 strengths tried"), "{}", up.evidence);
     // Missing outputs are not testable.
     let missing = claims::steering_claims(&dir.join("none.json"));
     assert!(missing.iter().all(|c| c.verdict == Verdict::NotTestable));
@@ -125,4 +139,14 @@ fn latent_claims_need_every_scored_type_and_more_than_one_type() {
     assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.45], 0.6)), Verdict::NotReproduced);
     assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.55], 0.75)), Verdict::NotReproduced);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Stage records keep the output directory as `$OUT`, so a copied or moved run still resumes;
+/// a path that merely starts with the same letters is left alone.
+#[test]
+fn stage_records_name_the_output_directory_relatively() {
+    let out = std::path::Path::new("/x/run");
+    let args: Vec<String> =
+        ["--out", "/x/run/labels", "/x/runner", "/x/run", "7"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(plan::relative_args(&args, out), vec!["--out", "$OUT/labels", "/x/runner", "$OUT", "7"]);
 }

@@ -65,8 +65,9 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             continue;
         }
         let args = plan::resolve(&stage.args, out).with_context(|| format!("stage {}", stage.name))?;
+        let recorded = plan::relative_args(&args, out);
         if let Some(rec) = StageRecord::read(out, stage.name) {
-            if rec.args == args && !a.redo.iter().any(|r| r == stage.name) {
+            if rec.args == recorded && !a.redo.iter().any(|r| r == stage.name) {
                 eprintln!("{head}: done earlier ({:.0} s), skipped", rec.seconds);
                 continue;
             }
@@ -98,7 +99,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             None
         };
         let seconds = t0.elapsed().as_secs_f64();
-        StageRecord { name: stage.name.to_string(), args, seconds, output: json }.write(out)?;
+        StageRecord { name: stage.name.to_string(), args: recorded, seconds, output: json }.write(out)?;
         eprintln!("{head}: finished in {seconds:.0} s (pipeline {:.0} s so far)", t_all.elapsed().as_secs_f64());
     }
     if a.dry_run {

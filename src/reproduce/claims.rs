@@ -213,9 +213,10 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
             evidence: format!("{} is missing: the steering stage did not run", path.display()),
         }];
     };
-    let max_coef =
-        s["options"]["coefs"].as_array().map_or(0.0, |c| c.iter().filter_map(|x| x.as_f64()).fold(0.0, f64::max));
-    let at = |kind: &'static str| move |t: &Value| t["kind"] == kind && t["coef"].as_f64() == Some(max_coef);
+    let mut coefs: Vec<f64> =
+        s["options"]["coefs"].as_array().map_or(Vec::new(), |c| c.iter().filter_map(|x| x.as_f64()).collect());
+    coefs.sort_by(f64::total_cmp);
+    let max_coef = coefs.last().copied().unwrap_or(0.0);
     let original = |t: &Value| t["kind"] == "original";
     let mut out = Vec::new();
     for known in [true, false] {
@@ -230,50 +231,75 @@ pub fn steering_claims(path: &Path) -> Vec<Claim> {
                 "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)",
             )
         };
-        let o = refusal_cell(&s, known, &original);
-        let d = refusal_cell(&s, known, &at("direction"));
-        let r = refusal_cell(&s, known, &at("random"));
-        let claim =
-            match (o.and_then(|(c, _)| rate(c)), d.as_ref().and_then(|(c, _)| rate(c)), r.and_then(|(c, _)| rate(c))) {
-                (Some((o, n)), Some((dv, _)), Some((rv, _))) if n >= MIN_N => {
-                    let evidence = format!(
-                        "{} {} entities: original {}, {} {}, random ×{max_coef} {}",
-                        n,
-                        if known { "known" } else { "unknown" },
-                        fmt(o, true),
-                        d.as_ref().map_or(String::new(), |(_, l)| l.clone()),
-                        fmt(dv, true),
-                        fmt(rv, true)
-                    );
-                    let verdict = if known {
-                        if dv[1] > o[2] && dv[1] > rv[2] {
-                            Verdict::Reproduced
-                        } else {
-                            Verdict::NotReproduced
-                        }
-                    } else if o[0] < 0.05 {
-                        // Nothing to lower: the model already answers (nearly) everything.
-                        return_floor(&mut out, id, paper, evidence);
-                        continue;
-                    } else if dv[2] < o[1] && dv[2] < rv[1] {
-                        Verdict::Reproduced
-                    } else {
-                        Verdict::NotReproduced
-                    };
-                    Claim { id: id.into(), paper: paper.into(), verdict, evidence }
+        let Some((o, n)) = refusal_cell(&s, known, &original).and_then(|(c, _)| rate(c)) else {
+            out.push(Claim {
+                id: id.into(),
+                paper: paper.into(),
+                verdict: Verdict::NotTestable,
+                evidence: format!("no {} entities asked", if known { "known" } else { "unknown" }),
+            });
+            continue;
+        };
+        if n < MIN_N {
+            out.push(Claim {
+                id: id.into(),
+                paper: paper.into(),
+                verdict: Verdict::NotTestable,
+                evidence: format!(
+                    "{n} {} entities asked (at least {MIN_N} needed)",
+                    if known { "known" } else { "unknown" }
+                ),
+            });
+            continue;
+        }
+        // Each strength is a test: the direction must move refusals past both the original
+        // model's and the random directions' intervals at the same strength. The verdict names
+        // the first strength (weakest first) where it does, else the strongest one tried.
+        let at = |kind: &'static str, coef: f64| move |t: &Value| t["kind"] == kind && t["coef"].as_f64() == Some(coef);
+        let mut shown = None;
+        let mut held = false;
+        for &coef in &coefs {
+            let d = refusal_cell(&s, known, &at("direction", coef));
+            let r = refusal_cell(&s, known, &at("random", coef)).and_then(|(c, _)| rate(c));
+            let (Some((dc, label)), Some((rv, _))) = (d, r) else { continue };
+            let Some((dv, _)) = rate(dc) else { continue };
+            let ok = if known { dv[1] > o[2] && dv[1] > rv[2] } else { dv[2] < o[1] && dv[2] < rv[1] };
+            if ok || coef == max_coef {
+                shown = Some((coef, label, dv, rv));
+                held = ok;
+                if ok {
+                    break;
                 }
-                (o, _, _) => Claim {
-                    id: id.into(),
-                    paper: paper.into(),
-                    verdict: Verdict::NotTestable,
-                    evidence: format!(
-                        "{} {} entities asked (at least {MIN_N} needed)",
-                        o.map_or(0, |(_, n)| n),
-                        if known { "known" } else { "unknown" }
-                    ),
-                },
-            };
-        out.push(claim);
+            }
+        }
+        let Some((coef, label, dv, rv)) = shown else {
+            out.push(Claim {
+                id: id.into(),
+                paper: paper.into(),
+                verdict: Verdict::NotTestable,
+                evidence: "no steered condition with a random baseline".into(),
+            });
+            continue;
+        };
+        let evidence = format!(
+            "{} {} entities: original {}, {} {}, random ×{coef} {} ({} strength{} tried: {})",
+            n,
+            if known { "known" } else { "unknown" },
+            fmt(o, true),
+            label,
+            fmt(dv, true),
+            fmt(rv, true),
+            coefs.len(),
+            if coefs.len() == 1 { "" } else { "s" },
+            coefs.iter().map(|c| format!("×{c}")).collect::<Vec<_>>().join(", ")
+        );
+        if !known && o[0] < 0.05 {
+            // Nothing to lower: the model already answers (nearly) everything.
+            return_floor(&mut out, id, paper, evidence);
+            continue;
+        }
+        let verdict = if held { Verdict::Reproduced } else { Verdict::NotReproduced };
+        out.push(Claim { id: id.into(), paper: paper.into(), verdict, evidence });
     }
     // Orthogonalization: refusal on unknown entities with the unknown direction removed.
     let o = refusal_cell(&s, false, &original).and_then(|(c, _)| rate(c));

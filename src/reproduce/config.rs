@@ -36,6 +36,10 @@ pub struct Base {
     /// of have no known entities to steer and only cost time.
     #[serde(default)]
     pub steer_types: Vec<String>,
+    /// Strengths of the base model's steering (multiples of the mean residual norm; empty: those
+    /// of [steer]). A base model's few-shot format breaks at a push a chat model shrugs off.
+    #[serde(default)]
+    pub steer_coefs: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,9 @@ impl Config {
         }
         if self.steer.coefs.is_empty() || self.steer.coefs.iter().any(|c| !c.is_finite()) {
             bail!("[steer] coefs: at least one finite strength");
+        }
+        if self.base.steer_coefs.iter().any(|c| !c.is_finite()) {
+            bail!("[base] steer_coefs: finite strengths only");
         }
         for t in &self.chat.types {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[chat] types".to_string())?;

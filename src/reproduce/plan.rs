@@ -52,6 +52,19 @@ impl StageRecord {
     }
 }
 
+/// `args` with the output directory written as `$OUT`, as stage records keep them: a run's
+/// directory can be moved or copied and still resume, since a stage's settings compare equal
+/// wherever its outputs now live.
+pub fn relative_args(args: &[String], out: &Path) -> Vec<String> {
+    let prefix = out.display().to_string();
+    args.iter()
+        .map(|a| match a.strip_prefix(&prefix) {
+            Some(rest) if rest.is_empty() || rest.starts_with(std::path::MAIN_SEPARATOR) => format!("$OUT{rest}"),
+            _ => a.clone(),
+        })
+        .collect()
+}
+
 fn s(x: impl ToString) -> String {
     x.to_string()
 }
@@ -263,6 +276,11 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
     // The paper's refusal experiment on the base model (issue item 2): a few-shot preamble with
     // "I don't know" answers makes declining possible; directions from the base discovery.
     let coefs: Vec<String> = c.steer.coefs.iter().map(|x| x.to_string()).collect();
+    let base_coefs: Vec<String> = if c.base.steer_coefs.is_empty() {
+        coefs.clone()
+    } else {
+        c.base.steer_coefs.iter().map(|x| x.to_string()).collect()
+    };
     let base_types =
         if c.base.steer_types.is_empty() { Vec::new() } else { vec![s("--types"), c.base.steer_types.join(",")] };
     v.push(Stage {
@@ -283,7 +301,7 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s("--per-type"),
             s(c.steer.per_type),
             s("--coefs"),
-            coefs.join(","),
+            base_coefs.join(","),
             s("--random"),
             s(c.steer.random),
             s("--max-tokens"),
