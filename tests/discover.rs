@@ -677,3 +677,54 @@ fn cli_discover_writes_the_report_and_detect_scores_an_entity_file() {
         cli(&["detect", "--model", &s(&model), "--detectors", &s(&det), "--entities", &s(&ents_file)]);
     assert!(!ok && stderr.contains("new.jsonl:2"), "{stderr}");
 }
+
+/// Given a corpus, each exported latent (rank < export_top) gets a dashboard made from that
+/// text: its own index, contexts drawn from the corpus documents, peaks that are its maximum.
+#[test]
+fn exported_latents_get_dashboards_from_corpus_text() {
+    let m = tiny("gemma3");
+    let tmp = tempfile::tempdir().unwrap();
+    let ents = entities(|_| 99);
+    let labels = write_labels(&tmp.path().join("labels"), &ents);
+    let sae = planted_sae(&m, &ents, HookPoint::ResidPost(2), 16, 8);
+    let bos = m.tokenizer.bos;
+    let docs: Vec<(Vec<u32>, usize)> = (0..12u32)
+        .map(|d| (bos.into_iter().chain((1..40u32).map(|i| 3 + (d * 7 + i * 5) % 90)).collect(), 0))
+        .collect();
+    let corpus = knowlens::corpus::TokenCorpus::from_documents(docs.clone(), vec!["s".into()], bos, 96);
+    let mut opts = options();
+    opts.corpus_tokens = 50;
+    opts.corpus_context = 8;
+    opts.max_corpus_freq = 1.0;
+    opts.dashboard_sequences = 6;
+    opts.dashboard_tokens = 24;
+    let fab = fabricated();
+    let saes = [sae];
+    let d = discover::run(
+        &Inputs { model: &m, labels: &labels, saes: &saes, corpus: Some(&corpus), fabricated: &fab },
+        &opts,
+        None,
+        &Silent,
+    )
+    .unwrap();
+    assert!(d.latent_evals.iter().any(|l| l.dashboard.is_some()));
+    for l in &d.latent_evals {
+        assert_eq!(l.dashboard.is_some(), l.rank < opts.export_top, "rank {} latent {}", l.rank, l.latent);
+        let Some(dash) = &l.dashboard else { continue };
+        assert_eq!(dash.latent, l.latent);
+        for ex in &dash.examples {
+            assert!(ex.sequence < 6 && ex.position < 24, "{} {}", ex.sequence, ex.position);
+            let peak = ex.activations.iter().copied().fold(f32::MIN, f32::max);
+            assert_eq!(peak, ex.max_activation);
+            assert!(ex.max_activation <= dash.max_activation + 1e-6);
+            assert!(ex.ids.iter().all(|&t| t < 96));
+        }
+    }
+    let out = tmp.path().join("out");
+    knowlens::discover::report::write(&d, &out).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("dashboard-"), "the report shows the dashboards");
+    if let Some(browser) = common::browser::chromium() {
+        common::browser::check_page(&browser, &out.join("report.html"));
+    }
+}

@@ -39,6 +39,12 @@ pub struct DiscoverArgs {
     corpus_context: usize,
     #[arg(long, default_value_t = 0.02)]
     max_corpus_freq: f32,
+    /// Corpus documents read for the exported latents' dashboards (top contexts, promoted
+    /// tokens; their first --dashboard-tokens tokens); 0 skips them.
+    #[arg(long, default_value_t = 64)]
+    dashboard_sequences: usize,
+    #[arg(long, default_value_t = 128)]
+    dashboard_tokens: usize,
     /// The entity dataset's fabricated names (those in the labels' controls are scored apart).
     #[arg(long, default_value = "data/entities/v1/fabricated.jsonl")]
     fabricated: PathBuf,
@@ -123,6 +129,8 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     opts.corpus_tokens = a.corpus_tokens;
     opts.corpus_context = a.corpus_context;
     opts.max_corpus_freq = a.max_corpus_freq;
+    opts.dashboard_sequences = a.dashboard_sequences;
+    opts.dashboard_tokens = a.dashboard_tokens;
     opts.batch = a.batch;
     opts.min_per_class = a.min_per_class;
     opts.top = a.top;

@@ -81,6 +81,10 @@ pub struct Options {
     pub seed: u64,
     /// Popularity bands (quantiles of the popularity rank within each type).
     pub bands: usize,
+    /// Corpus documents (their first `dashboard_tokens` tokens) read for the exported latents'
+    /// dashboards: top contexts, activation density, promoted tokens. 0: no dashboards.
+    pub dashboard_sequences: usize,
+    pub dashboard_tokens: usize,
 }
 
 impl Options {
@@ -102,6 +106,8 @@ impl Options {
             reps: 1000,
             seed: 0,
             bands: 3,
+            dashboard_sequences: 64,
+            dashboard_tokens: 128,
         }
     }
 }
@@ -195,6 +201,9 @@ pub struct LatentEval {
     /// Entities of the test split that activate it most / least (id, name, activation).
     pub top_entities: Vec<(String, String, f32)>,
     pub bottom_entities: Vec<(String, String, f32)>,
+    /// For the exported latents, given a corpus: what the latent does on ordinary text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<crate::sae::dashboard::LatentDashboard>,
 }
 
 /// Random latents at a top latent's layer with the closest firing frequency.
@@ -592,6 +601,44 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     // Popularity and name token count alone.
     let confound_baseline = confound_baseline(&ctx, opts)?;
     seconds.insert("baselines".into(), t4.elapsed().as_secs_f64());
+    // Dashboards of the exported latents on corpus text: a latent that detects "known entity"
+    // should show it in its top contexts and promoted tokens, not only in the scores.
+    let t5 = Instant::now();
+    if let (Some(c), true) = (inp.corpus, opts.dashboard_sequences > 0) {
+        let seqs: Vec<Vec<u32>> = c
+            .documents(Some(opts.seed))
+            .filter(|d| d.len() >= 8)
+            .take(opts.dashboard_sequences)
+            .map(|d| d[..d.len().min(opts.dashboard_tokens.max(8))].to_vec())
+            .collect();
+        let cfg = crate::sae::dashboard::DashboardConfig { n_examples: 8, ..Default::default() };
+        progress.start("latent dashboards", Some(sae_layers.len() as u64));
+        for (l, sae) in &sae_layers {
+            let picked: Vec<usize> = (0..latent_evals.len())
+                .filter(|&i| latent_evals[i].layer == *l && latent_evals[i].rank < opts.export_top)
+                .collect();
+            if picked.is_empty() || seqs.is_empty() {
+                progress.advance(1);
+                continue;
+            }
+            let mut latents: Vec<usize> = picked.iter().map(|&i| latent_evals[i].latent).collect();
+            latents.sort_unstable();
+            latents.dedup();
+            let d = crate::sae::dashboard::collect(
+                model,
+                sae,
+                &seqs,
+                &crate::sae::dashboard::LatentSelection::List(latents),
+                &cfg,
+            )?;
+            for i in picked {
+                latent_evals[i].dashboard = d.latents.iter().find(|x| x.latent == latent_evals[i].latent).cloned();
+            }
+            progress.advance(1);
+        }
+        progress.finish();
+    }
+    seconds.insert("dashboards".into(), t5.elapsed().as_secs_f64());
     seconds.insert("total".into(), t0.elapsed().as_secs_f64());
 
     let model_id = ModelId::of(model, &opts.model_name);
@@ -785,6 +832,7 @@ impl EvalContext<'_> {
             evals,
             top_entities: test_sorted.iter().take(5).map(entry).collect(),
             bottom_entities: test_sorted.iter().rev().take(5).map(entry).collect(),
+            dashboard: None,
         }
     }
 

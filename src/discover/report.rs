@@ -196,7 +196,9 @@ pub fn line_chart(title: &str, y_label: &str, lines: &[Line], y_range: (f64, f64
             .configure_mesh()
             .x_desc("layer (residual stream entering block L)")
             .y_desc(y_label)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Layers are whole numbers: a tick between two layers gets no label (rounded, it
+            // would repeat its neighbour's).
+            .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{x:.0}") } else { String::new() })
             .draw()
             .map_err(|e| err(&e))?;
         for (i, l) in lines.iter().enumerate() {
@@ -472,14 +474,24 @@ fn page(d: &Discovery) -> Result<Page> {
         ]);
     }
     p = p.heading("Random latents of the same firing frequency").table(t);
-    // Entities that activate the rank-0 latents most and least.
-    for l in d.latent_evals.iter().filter(|l| l.rank == 0) {
+    // Each exported latent (the rank-0 ones at least): the entities that activate it most and
+    // least, and its dashboard on corpus text where one was made.
+    for l in d.latent_evals.iter().filter(|l| l.rank == 0 || l.dashboard.is_some()) {
         let mut t =
             Table::new(&["most active (test)", "activation", "least active (test)", "activation"]).class("index");
         for (a, b) in l.top_entities.iter().zip(&l.bottom_entities) {
             t.text_row(&[a.1.clone(), format!("{:.3}", a.2), b.1.clone(), format!("{:.3}", b.2)]);
         }
-        p = p.heading(&format!("{} latent L{} #{}: entities", l.direction.as_str(), l.layer, l.latent)).table(t);
+        p = p
+            .heading(&format!("{} latent L{} #{} (rank {}): entities", l.direction.as_str(), l.layer, l.latent, l.rank))
+            .table(t);
+        if let Some(dash) = &l.dashboard {
+            p = p.section(
+                "latent",
+                &format!("dashboard-{}-{}", l.layer, l.latent),
+                crate::sae::dashboard::latent_html(dash),
+            );
+        }
     }
     Ok(p.footer(Html::text("Scores on the train split only; AUROC and accuracy on the test split (thresholds chosen on train); every number in discovery.json and the CSV files.")))
 }

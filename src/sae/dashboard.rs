@@ -414,7 +414,9 @@ fn percent(x: f64) -> String {
     }
 }
 
-fn latent_html(l: &LatentDashboard) -> Html {
+/// One latent's dashboard (density, logit effects, top contexts) as a page section; also used
+/// by the discovery report for its top latents.
+pub fn latent_html(l: &LatentDashboard) -> Html {
     let mut h = Html::raw(format!(
         "<h2>Latent #{0}</h2><div class=\"stats\">density <b>{1}</b> ({2} tokens) · max activation <b>{3:.3}</b> · \
          mean when active <b>{4:.3}</b></div>",
