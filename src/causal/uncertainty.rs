@@ -343,9 +343,15 @@ impl Ctx<'_> {
     }
 
     fn auroc_on(&self, rows: &[usize], scores: &[f64]) -> Option<f64> {
-        let (p, n): (Vec<(usize, f64)>, Vec<(usize, f64)>) =
-            rows.iter().map(|&r| (r, scores[r])).partition(|(r, _)| self.wrong[*r]);
-        stats::auroc(&p.iter().map(|x| x.1).collect::<Vec<_>>(), &n.iter().map(|x| x.1).collect::<Vec<_>>())
+        let (mut p, mut n) = (Vec::new(), Vec::new());
+        for &r in rows {
+            if self.wrong[r] {
+                p.push(scores[r]);
+            } else {
+                n.push(scores[r]);
+            }
+        }
+        stats::auroc(&p, &n)
     }
 
     fn evals(&self, scores: &[f64], threshold: f64) -> Vec<Metrics> {
