@@ -12,6 +12,8 @@
 //! * `attention`: attention from the final token to the entity, known vs unknown and under steering,
 //!   and the tokens the top heads promote
 //! * `patching`: activation patching from known-entity into unknown-entity prompts
+//! * `uncertainty`: latents and probes at the last prompt token that tell in advance whether the
+//!   model's answer will be wrong
 
 pub mod attention;
 pub mod direction;
@@ -20,6 +22,7 @@ pub mod patching;
 pub mod refusal;
 pub mod report;
 pub mod steer;
+pub mod uncertainty;
 pub mod yesno;
 
 pub use direction::SteeringDirection;

@@ -13,6 +13,7 @@ mod reproduce;
 mod sae;
 mod sae_train;
 mod steer;
+mod uncertainty;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +85,9 @@ enum Command {
     Attention(attention::AttentionArgs),
     /// Activation patching from known-entity prompts into unknown-entity prompts.
     Patch(patch::PatchArgs),
+    /// Latents and probes at the last prompt token that tell whether the model's answer will be
+    /// wrong (the paper's uncertainty directions), against probes, popularity and random latents.
+    Uncertainty(uncertainty::UncertaintyArgs),
     /// Fetch, clean, deduplicate and tokenize the text used to train SAEs (cached per model).
     Corpus(corpus::CorpusArgs),
     /// Fetch a known model into the cache (done automatically on first use).
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Patch(a) => patch::run(a),
+        Command::Uncertainty(a) => uncertainty::run(a),
         Command::Tokenize(a) => inspect::tokenize(a),
         Command::Logits(a) => inspect::logits(a),
         Command::Cache(a) => inspect::cache(a),
