@@ -73,13 +73,18 @@ fn the_cosine_nulls_have_the_expected_spread() {
 /// Refusal prompts in the tiny vocabulary: refused questions end with w50, answered with w51;
 /// two templates (strata); half of each in train.
 fn planted_refusals() -> (Vec<RefusalPrompt>, Vec<ChatPrompt>) {
+    planted_refusals_ending_with("")
+}
+
+/// The same, with `tail` appended to every prompt (a shared last token, like a chat template's).
+fn planted_refusals_ending_with(tail: &str) -> (Vec<RefusalPrompt>, Vec<ChatPrompt>) {
     let mut prompts = Vec::new();
     let mut texts = Vec::new();
     for i in 0..64usize {
         let stratum = i % 2;
         let name = format!("w{}", 20 + (i / 2) % 20);
         let refused = if stratum == 0 { (i / 2) % 2 == 0 } else { (i / 2) % 3 == 0 };
-        let text = format!("w{} {name} w9 {}", 8 + stratum, if refused { "w50" } else { "w51" });
+        let text = format!("w{} {name} w9 {}{tail}", 8 + stratum, if refused { "w50" } else { "w51" });
         prompts.push(RefusalPrompt {
             id: format!("player/{i}"),
             entity_type: EntityType::Player,
@@ -152,6 +157,7 @@ fn a_push_read_at_the_steered_layer_moves_the_projection_by_magnitude_times_cosi
     };
     let g = geometry::run(&model, inputs, &opts, &Silent).unwrap();
     assert_eq!(g.layers.len(), model.cfg().n_layers);
+    assert!(g.skipped_layers.is_empty());
     // Layer 0 is the last token's embedding: w50 vs w51 whatever the prompt, so the direction is
     // the same in both halves and separates perfectly.
     let l0 = &g.layers[0];
@@ -234,4 +240,33 @@ fn no_refusal_contrast_is_an_error_that_gives_the_counts() {
     };
     let e = geometry::run(&model, inputs, &geometry::Options::default(), &Silent).unwrap_err().to_string();
     assert!(e.contains("no question template") && e.contains("player.birth_city 0+0 refused of 16+16"), "{e}");
+}
+
+#[test]
+fn a_layer_where_refused_and_answered_cannot_differ_is_skipped_not_fatal() {
+    // Every prompt ends with w60: block 0's input at the last token is w60's embedding in every
+    // prompt, so there is no contrast there; later layers see the earlier tokens.
+    let model = tiny("llama");
+    let (refusal, refusal_texts) = planted_refusals_ending_with(" w60");
+    let (detection, detection_known) = entity_prompts(20);
+    let dir = SteeringDirection::random(0, model.cfg().d_model, 1, 0).unwrap();
+    let opts = geometry::Options { coefs: vec![1.0], n_random: 2, n_null: 50, n_permutations: 10, min_per_class: 3, batch: 8, ..Default::default() };
+    let inputs = Inputs {
+        refusal,
+        refusal_texts,
+        detection: detection.clone(),
+        detection_known: detection_known.clone(),
+        steer: detection,
+        steer_known: detection_known,
+        known_direction: dir.clone(),
+        unknown_direction: dir,
+        extra: vec![],
+        rule: RefusalRule::Fixed,
+    };
+    let g = geometry::run(&model, inputs, &opts, &Silent).unwrap();
+    assert_eq!(g.skipped_layers, vec![0]);
+    assert_eq!(g.layers.iter().map(|l| l.layer).collect::<Vec<_>>(), vec![1, 2]);
+    // Steering at layer 0 is read at the fitted layers only.
+    let read: Vec<usize> = g.shifts.iter().map(|s| s.read_layer).collect();
+    assert!(!read.is_empty() && read.iter().all(|&l| l >= 1), "{read:?}");
 }

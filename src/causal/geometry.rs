@@ -490,6 +490,8 @@ pub struct GeometryResult {
     pub refusal: RefusalCounts,
     pub detection_train: (usize, usize),
     pub layers: Vec<LayerGeometry>,
+    /// Layers without a refusal contrast (refused and answered identical at the last token).
+    pub skipped_layers: Vec<usize>,
     pub known_direction: SteeringDirection,
     pub unknown_direction: SteeringDirection,
     pub mean_norms: Vec<(usize, f64)>,
@@ -611,14 +613,22 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
     }
 
     let mut layers = Vec::with_capacity(n_layers);
-    let mut refusal_units = Vec::with_capacity(n_layers);
-    let mut gaps = Vec::with_capacity(n_layers);
+    // Per layer (None where there is no contrast to fit, e.g. block 0's input at the last
+    // token: every chat prompt ends with the same token, whose embedding is all there is).
+    let mut refusal_units: Vec<Option<Vec<f32>>> = vec![None; n_layers];
+    let mut gaps = vec![f64::NAN; n_layers];
+    let mut skipped = Vec::new();
     progress.start("per-layer geometry", Some(n_layers as u64));
     for l in 0..n_layers {
         let x = &ref_acts.last[l];
         let r_train = stratified_diff_of_means(x, d, &y, &stratum, &used, &|r| train[r])?;
         let r_held = stratified_diff_of_means(x, d, &y, &stratum, &used, &|r| !train[r])?;
-        let r_unit = unit(&r_train, &format!("refusal direction at layer {l}"))?;
+        let Ok(r_unit) = unit(&r_train, &format!("refusal direction at layer {l}")) else {
+            progress.log(&format!("layer {l}: refused and answered questions do not differ at the last token; skipped"));
+            skipped.push(l);
+            progress.advance(1);
+            continue;
+        };
         let scores: Vec<f64> =
             x.chunks(d).map(|row| row.iter().zip(&r_unit).map(|(&a, &b)| a as f64 * b as f64).sum()).collect();
         let held = |r: usize| !train[r] && used(stratum[r]);
@@ -662,8 +672,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
             null_permutation: permutation_null(&r_unit, xe, d, yk, opts.n_permutations, opts.seed)?,
             detectors,
         });
-        refusal_units.push(r_unit);
-        gaps.push(heldout_gap);
+        refusal_units[l] = Some(r_unit);
+        gaps[l] = heldout_gap;
         progress.advance(1);
     }
     progress.finish();
@@ -694,8 +704,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         if prompts.is_empty() {
             continue;
         }
-        let read_layers: Vec<usize> = (dir.layer..n_layers).collect();
-        let read: Vec<Vec<f32>> = read_layers.iter().map(|&l| refusal_units[l].clone()).collect();
+        let read_layers: Vec<usize> = (dir.layer..n_layers).filter(|&l| refusal_units[l].is_some()).collect();
+        let read: Vec<Vec<f32>> = read_layers.iter().filter_map(|&l| refusal_units[l].clone()).collect();
         let base = projections(model, &prompts, None, &read_layers, &read, opts.batch)?;
         progress.advance(prompts.len() as u64);
         // Random baseline: question i is pushed along random direction i mod n (as `steer`
@@ -739,7 +749,7 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
                     &steered[i],
                     &by_direction,
                     gaps[rl],
-                    cosine(&dir.unit, &refusal_units[rl]),
+                    cosine(&dir.unit, refusal_units[rl].as_deref().unwrap_or_default()),
                     opts.seed,
                 ));
             }
@@ -753,6 +763,7 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         refusal: RefusalCounts { questions: y.len(), refused, strata: strata_list },
         detection_train: (yk.iter().filter(|&&k| k).count(), yk.iter().filter(|&&k| !k).count()),
         layers,
+        skipped_layers: skipped,
         known_direction: inputs.known_direction,
         unknown_direction: inputs.unknown_direction,
         mean_norms,
