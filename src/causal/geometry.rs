@@ -445,6 +445,8 @@ pub struct LayerGeometry {
     pub null_isotropic: NullBand,
     /// Shuffled known / unknown labels, difference of means at the entity's last token.
     pub null_permutation: NullBand,
+    /// The same at the last prompt token (the null of `cos_dom_last`).
+    pub null_permutation_last: NullBand,
     /// Cosines with the detector file's directions at this layer: (name, cosine).
     pub detectors: Vec<(String, f64)>,
 }
@@ -670,6 +672,7 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
             cos_probe_entity,
             null_isotropic: isotropic_null(&r_unit, l, opts.n_null, opts.seed)?,
             null_permutation: permutation_null(&r_unit, xe, d, yk, opts.n_permutations, opts.seed)?,
+            null_permutation_last: permutation_null(&r_unit, &det_acts.last[l], d, yk, opts.n_permutations, opts.seed)?,
             detectors,
         });
         refusal_units[l] = Some(r_unit);

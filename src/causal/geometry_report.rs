@@ -6,10 +6,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
 
-use super::geometry::{GeometryResult, ShiftCell};
-use crate::discover::report::{line_chart, Line};
+use super::geometry::{GeometryResult, LayerGeometry, ShiftCell};
 use crate::fsio::write_atomic;
 use crate::report::html::{Page, Table};
 use crate::stats::Estimate;
@@ -36,14 +36,14 @@ pub fn write(g: &GeometryResult, model_name: &str, read_layer: Option<usize>, di
 
     let mut csv = String::from(
         "layer,refusal_norm,heldout_auroc,auroc_lo,auroc_hi,heldout_auroc_within,heldout_gap,stability,\
-         cos_dom_entity,cos_dom_last,cos_probe_entity,null_iso_mean_abs,null_iso_p95_abs,null_perm_mean_abs,null_perm_p95_abs,detectors\n",
+         cos_dom_entity,cos_dom_last,cos_probe_entity,null_iso_mean_abs,null_iso_p95_abs,null_perm_mean_abs,null_perm_p95_abs,null_perm_last_p95_abs,detectors\n",
     );
     for l in &g.layers {
         let a = l.heldout_auroc.as_ref();
         let dets: Vec<String> = l.detectors.iter().map(|(n, c)| format!("{n}={c:.4}")).collect();
         let _ = writeln!(
             csv,
-            "{},{:.3},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{},{:.4},{:.4},{:.4},{:.4},{}",
+            "{},{:.3},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{},{:.4},{:.4},{:.4},{:.4},{:.4},{}",
             l.layer,
             l.refusal_norm,
             num(a.map(|e| e.value)),
@@ -59,6 +59,7 @@ pub fn write(g: &GeometryResult, model_name: &str, read_layer: Option<usize>, di
             l.null_isotropic.p95_abs,
             l.null_permutation.mean_abs,
             l.null_permutation.p95_abs,
+            l.null_permutation_last.p95_abs,
             dets.join(";")
         );
     }
@@ -131,25 +132,13 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
          negatives. Null bands: 95th percentile of |cosine| with random isotropic directions and with differences \
          of means under shuffled known / unknown labels.",
     );
-    let pts = |f: &dyn Fn(&super::geometry::LayerGeometry) -> Option<f64>| -> Vec<(f64, f64)> {
-        g.layers.iter().filter_map(|l| f(l).map(|v| (l.layer as f64, v))).collect()
-    };
-    let line = |name: &str, points: Vec<(f64, f64)>, dashed: bool| Line { name: name.into(), points, bars: vec![], dashed };
-    let lines = vec![
-        line("cos(refusal, DoM known−unknown @ entity)", pts(&|l| Some(l.cos_dom_entity)), false),
-        line("cos(refusal, DoM known−unknown @ last token)", pts(&|l| Some(l.cos_dom_last)), false),
-        line("cos(refusal, probe @ entity)", pts(&|l| l.cos_probe_entity), false),
-        line("± 95% |cos|, shuffled-label DoM", pts(&|l| Some(l.null_permutation.p95_abs)), true),
-        line("", pts(&|l| Some(-l.null_permutation.p95_abs)), true),
-        line("± 95% |cos|, random directions", pts(&|l| Some(l.null_isotropic.p95_abs)), true),
-        line("", pts(&|l| Some(-l.null_isotropic.p95_abs)), true),
-        line("Gemma 2 report: 0.12–0.20", pts(&|_| Some(0.12)), true),
-        line("", pts(&|_| Some(0.20)), true),
-    ];
-    let lo = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::min) - 0.05;
-    let hi = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max) + 0.05;
-    let svg = line_chart("Refusal direction vs entity-recognition directions", "cosine", &lines, (lo, hi))?;
-    page = page.figure(&svg, "Cosine per layer; dashed: null bands (95th percentile of |cos|) and the 0.12–0.20 reported for Gemma 2");
+    let svg = cosine_chart(g)?;
+    page = page.figure(
+        &svg,
+        "Cosine of the refusal direction with the unknown directions (= −known) per layer. Shaded: 95th percentile \
+         of |cos| under shuffled known / unknown labels (at the entity's last token, at the last prompt token) and \
+         with random directions; dashed: the 0.12–0.20 reported for Gemma 2",
+    );
 
     page = page.heading("Per layer");
     let mut t = Table::new(&[
@@ -157,11 +146,12 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
         "held-out AUROC (refused vs answered)",
         "within templates",
         "stability (cos train/held-out)",
-        "cos DoM @entity",
-        "cos DoM @last",
-        "cos probe @entity",
+        "cos known DoM @entity",
+        "cos known DoM @last",
+        "cos known probe @entity",
         "null: random 95%",
-        "null: shuffled 95%",
+        "null: shuffled 95% @entity",
+        "null: shuffled 95% @last",
         "detector file",
     ]);
     for l in &g.layers {
@@ -176,6 +166,7 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
             l.cos_probe_entity.map_or(String::new(), |c| format!("{c:+.3}")),
             format!("{:.3}", l.null_isotropic.p95_abs),
             format!("{:.3}", l.null_permutation.p95_abs),
+            format!("{:.3}", l.null_permutation_last.p95_abs),
             dets.join(", "),
         ]);
     }
@@ -241,4 +232,92 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
         ]);
     }
     Ok(page.table(t))
+}
+
+/// Lines of cos(refusal, unknown direction) per layer over shaded null bands.
+fn cosine_chart(g: &GeometryResult) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing the cosine chart: {e}");
+        let root = SVGBackend::with_string(&mut svg, (820, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let series = |f: &dyn Fn(&LayerGeometry) -> Option<f64>| -> Vec<(f64, f64)> {
+            g.layers.iter().filter_map(|l| f(l).map(|v| (l.layer as f64, v))).collect()
+        };
+        type Pick = fn(&LayerGeometry) -> Option<f64>;
+        let lines: [(&str, Pick, RGBColor); 3] = [
+            ("DoM unknown−known @ entity", |l| Some(-l.cos_dom_entity), RGBColor(31, 119, 180)),
+            ("DoM unknown−known @ last token", |l| Some(-l.cos_dom_last), RGBColor(214, 39, 40)),
+            ("probe (unknown) @ entity", |l| l.cos_probe_entity.map(|c| -c), RGBColor(44, 160, 44)),
+        ];
+        type Band = fn(&LayerGeometry) -> f64;
+        let bands: [(&str, Band, RGBColor); 3] = [
+            ("null: shuffled labels @ last token", |l| l.null_permutation_last.p95_abs, RGBColor(214, 39, 40)),
+            ("null: shuffled labels @ entity", |l| l.null_permutation.p95_abs, RGBColor(31, 119, 180)),
+            ("null: random directions", |l| l.null_isotropic.p95_abs, RGBColor(90, 90, 90)),
+        ];
+        let top = g
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [l.cos_dom_entity.abs(), l.cos_dom_last.abs(), l.null_permutation_last.p95_abs, l.null_permutation.p95_abs]
+            })
+            .fold(0.25f64, f64::max)
+            + 0.05;
+        let (x0, x1) = (
+            g.layers.first().map_or(0.0, |l| l.layer as f64) - 0.5,
+            g.layers.last().map_or(1.0, |l| l.layer as f64) + 0.5,
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Refusal direction vs unknown-entity directions", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x0..x1, -top..top)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("layer (residual stream entering block L)")
+            .y_desc("cosine")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (name, f, c) in bands {
+            let mut poly: Vec<(f64, f64)> = g.layers.iter().map(|l| (l.layer as f64, f(l))).collect();
+            poly.extend(g.layers.iter().rev().map(|l| (l.layer as f64, -f(l))));
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.12).filled())))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.25).filled()));
+        }
+        for v in [0.12, 0.20] {
+            let style = ShapeStyle { color: RGBColor(255, 127, 14).to_rgba(), filled: false, stroke_width: 1 };
+            let s = chart
+                .draw_series(DashedLineSeries::new(vec![(x0, v), (x1, v)], 6, 4, style))
+                .map_err(|e| err(&e))?;
+            if v == 0.12 {
+                s.label("Gemma 2 report: 0.12–0.20")
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(255, 127, 14)));
+            }
+        }
+        for (name, f, c) in lines {
+            let pts = series(&f);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: 2 }))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
 }

@@ -236,10 +236,10 @@ pub fn run(a: GeometryArgs) -> Result<()> {
     result.answer_check = check;
     geometry_report::write(&result, &name, a.read_layer, &a.out)?;
 
-    println!("layer  AUROC(held-out)  within  stability  cos DoM@ent  cos DoM@last  cos probe  null rnd95  null perm95");
+    println!("layer  AUROC(held-out)  within  stability  cos DoM@ent  cos DoM@last  cos probe  null rnd95  perm95@ent  perm95@last");
     for l in &result.layers {
         println!(
-            "{:>5}  {:>15}  {:>6}  {:>9.3}  {:>+11.3}  {:>+12.3}  {:>9}  {:>10.3}  {:>11.3}",
+            "{:>5}  {:>15}  {:>6}  {:>9.3}  {:>+11.3}  {:>+12.3}  {:>9}  {:>10.3}  {:>10.3}  {:>11.3}",
             l.layer,
             l.heldout_auroc.map_or(String::new(), |e| format!("{:.3} [{:.2},{:.2}]", e.value, e.lo, e.hi)),
             l.heldout_auroc_within.map_or(String::new(), |v| format!("{v:.3}")),
@@ -248,7 +248,8 @@ pub fn run(a: GeometryArgs) -> Result<()> {
             l.cos_dom_last,
             l.cos_probe_entity.map_or(String::new(), |c| format!("{c:+.3}")),
             l.null_isotropic.p95_abs,
-            l.null_permutation.p95_abs
+            l.null_permutation.p95_abs,
+            l.null_permutation_last.p95_abs
         );
         for (n, c) in &l.detectors {
             println!("       detector {n}: cos {c:+.3}");
