@@ -9,6 +9,9 @@
 //! * `steer`: the refusal-steering experiment
 //! * `yesno`: the "are you sure you know" logit difference
 //! * `report`: the steering outputs (JSON, CSV, one HTML page)
+//! * `geometry`: the refusal direction (refused − answered questions) against the entity-recognition
+//!   directions: cosines per layer with null bands, and whether detection steering moves it
+//! * `geometry_report`: its outputs (JSON, CSV, one HTML page)
 //! * `attention`: attention from the final token to the entity, known vs unknown and under steering,
 //!   and the tokens the top heads promote
 //! * `patching`: activation patching from known-entity into unknown-entity prompts
@@ -17,6 +20,8 @@
 
 pub mod attention;
 pub mod direction;
+pub mod geometry;
+pub mod geometry_report;
 pub mod items;
 pub mod patching;
 pub mod refusal;

@@ -5,6 +5,7 @@ mod bench;
 mod corpus;
 mod demo;
 mod discover;
+mod geometry;
 mod inspect;
 mod label;
 mod patch;
@@ -78,6 +79,9 @@ enum Command {
     /// Steer a chat model with the entity-recognition directions: refusal rates, answers'
     /// correctness and the "are you sure you know" logit difference, against random directions.
     Steer(steer::SteerArgs),
+    /// The refusal direction (refused − answered questions) against the entity-recognition
+    /// directions per layer, with null bands, and whether detection steering moves it.
+    Geometry(geometry::GeometryArgs),
     /// The whole paper, resumable: fetch, label, corpus, activation store, SAEs, discovery, chat
     /// labels and directions, steering; one HTML page with a verdict per claim.
     Reproduce(reproduce::ReproduceArgs),
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Discover(a) => discover::run(a),
         Command::Detect(a) => discover::detect(a),
         Command::Steer(a) => steer::run(a),
+        Command::Geometry(a) => geometry::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Patch(a) => patch::run(a),

@@ -91,7 +91,7 @@ pub struct SteerArgs {
 /// The named detector, else the first of the class by preference: an SAE latent (the paper's),
 /// then a difference of means (a steering vector by construction), then a probe (whose weights
 /// can lean on directions that separate without moving the model).
-fn find<'a>(file: &'a DetectorFile, name: Option<&str>, detects: Direction) -> Option<&'a Detector> {
+pub(super) fn find<'a>(file: &'a DetectorFile, name: Option<&str>, detects: Direction) -> Option<&'a Detector> {
     if let Some(n) = name {
         return file.detectors.iter().find(|d| d.name == n);
     }
