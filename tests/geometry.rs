@@ -5,7 +5,7 @@
 mod common;
 
 use common::tiny;
-use knowlens::causal::direction::{SteeringDirection, Source};
+use knowlens::causal::direction::{Source, SteeringDirection};
 use knowlens::causal::geometry::{self, ChatPrompt, Inputs, RefusalPrompt};
 use knowlens::causal::refusal::RefusalRule;
 use knowlens::discover::scores::Direction;
@@ -250,7 +250,15 @@ fn a_layer_where_refused_and_answered_cannot_differ_is_skipped_not_fatal() {
     let (refusal, refusal_texts) = planted_refusals_ending_with(" w60");
     let (detection, detection_known) = entity_prompts(20);
     let dir = SteeringDirection::random(0, model.cfg().d_model, 1, 0).unwrap();
-    let opts = geometry::Options { coefs: vec![1.0], n_random: 2, n_null: 50, n_permutations: 10, min_per_class: 3, batch: 8, ..Default::default() };
+    let opts = geometry::Options {
+        coefs: vec![1.0],
+        n_random: 2,
+        n_null: 50,
+        n_permutations: 10,
+        min_per_class: 3,
+        batch: 8,
+        ..Default::default()
+    };
     let inputs = Inputs {
         refusal,
         refusal_texts,

@@ -65,7 +65,8 @@ fn ents() -> Vec<Ent> {
     }
     // A dropped movie with the name of a labelled test city: the two must share a split.
     let city_test = out.iter().find(|e| e.t == EntityType::City && e.split == Some("test")).unwrap().clone();
-    let movie = out.iter_mut().find(|e| e.t == EntityType::Movie && e.split.is_none() && e.wrong == city_test.wrong).unwrap();
+    let movie =
+        out.iter_mut().find(|e| e.t == EntityType::Movie && e.split.is_none() && e.wrong == city_test.wrong).unwrap();
     movie.name = city_test.name.clone();
     out
 }
@@ -76,7 +77,11 @@ fn dataset(ents: &[Ent]) -> Vec<Entity> {
             let (_, attrs, other) = TYPES.iter().find(|x| x.0 == e.t).unwrap();
             let mut a = serde_json::Map::new();
             for (k, attr) in attrs.iter().enumerate() {
-                let gold = if k == 0 && e.id.ends_with("/01") { GUESSABLE_GOLD.to_string() } else { format!("Gold {} {attr}", e.id) };
+                let gold = if k == 0 && e.id.ends_with("/01") {
+                    GUESSABLE_GOLD.to_string()
+                } else {
+                    format!("Gold {} {attr}", e.id)
+                };
                 a.insert(attr.to_string(), json!([gold]));
             }
             a.insert(other.to_string(), json!(["1990"]));
@@ -204,7 +209,8 @@ fn questions_are_usable_counting_answers_and_no_entity_is_in_two_splits() {
     let twin = es.iter().find(|e| e.t == EntityType::Movie && e.name == city.name).unwrap();
     assert_eq!(seen[twin.id.as_str()], Split::Test);
     // Dropped entities are spread over the splits, roughly 50 / 10 / 40.
-    let dropped: Vec<Split> = es.iter().filter(|e| e.split.is_none()).filter_map(|e| seen.get(e.id.as_str()).copied()).collect();
+    let dropped: Vec<Split> =
+        es.iter().filter(|e| e.split.is_none()).filter_map(|e| seen.get(e.id.as_str()).copied()).collect();
     let train = dropped.iter().filter(|&&s| s == Split::Train).count() as f64 / dropped.len() as f64;
     assert!((0.4..=0.6).contains(&train), "{train}");
 
@@ -288,8 +294,14 @@ fn the_planted_wrong_latent_is_selected_on_train_and_holds_up_on_test() {
     let sae = planted_sae(&m, &labels, &es, 1, 24);
     let data = dataset(&es);
     let g = guessable();
-    let inputs =
-        Inputs { model: &m, labels: &labels, entities: &data, guessable: &g, saes: std::slice::from_ref(&sae), corpus: None };
+    let inputs = Inputs {
+        model: &m,
+        labels: &labels,
+        entities: &data,
+        guessable: &g,
+        saes: std::slice::from_ref(&sae),
+        corpus: None,
+    };
     let u = uncertainty::run(&inputs, &options(), None, &Silent).unwrap();
 
     // Balanced classes in both splits.
@@ -299,10 +311,19 @@ fn the_planted_wrong_latent_is_selected_on_train_and_holds_up_on_test() {
         }
     }
     assert_eq!(u.sites.iter().map(|s| s.layer).collect::<Vec<_>>(), vec![1, 2, 3], "probe layers plus the SAE's");
-    let top = u.detectors.iter().find(|d| d.kind == "sae_latent" && d.direction == Some(Direction::Wrong) && d.rank == Some(0)).unwrap();
+    let top = u
+        .detectors
+        .iter()
+        .find(|d| d.kind == "sae_latent" && d.direction == Some(Direction::Wrong) && d.rank == Some(0))
+        .unwrap();
     assert_eq!((top.layer, top.latent), (Some(2), Some(0)), "the planted latent ranks first");
     let t0 = top.train_welch.unwrap().t;
-    assert!(u.detectors.iter().filter(|d| d.kind == "sae_latent" && d.latent != Some(0)).all(|d| d.train_welch.unwrap().t.abs() < t0));
+    assert!(u.detectors.iter().filter(|d| d.kind == "sae_latent" && d.latent != Some(0)).all(|d| d
+        .train_welch
+        .unwrap()
+        .t
+        .abs()
+        < t0));
     let auroc = top.evals[0].auroc.unwrap();
     assert!(auroc.value > 0.8, "held-out AUROC of the planted latent {auroc:?}");
     assert!(auroc.lo <= auroc.value && auroc.value <= auroc.hi);
@@ -323,13 +344,17 @@ fn the_planted_wrong_latent_is_selected_on_train_and_holds_up_on_test() {
     assert!(html.contains("<svg") && !html.contains("<script"));
     let csv = std::fs::read_to_string(out.join("detectors.csv")).unwrap();
     assert!(csv.lines().count() > u.detectors.len());
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("uncertainty.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("uncertainty.json")).unwrap()).unwrap();
     assert_eq!(json["detectors"].as_array().unwrap().len(), u.detectors.len());
 }
 
 fn cli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_knowlens")).args(args).output().unwrap();
-    (out.status.success(), format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 #[test]
@@ -351,8 +376,22 @@ fn the_cli_writes_its_outputs_and_refuses_bad_input_by_name() {
     let out_s = s(&out);
     let args = |labels: &str, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
-            "uncertainty", "--model", &model, "--labels", labels, "--entities", &ent_s, "--layers", "1,3", "--reps", "50",
-            "--random", "3", "--no-progress", "--out", &out_s,
+            "uncertainty",
+            "--model",
+            &model,
+            "--labels",
+            labels,
+            "--entities",
+            &ent_s,
+            "--layers",
+            "1,3",
+            "--reps",
+            "50",
+            "--random",
+            "3",
+            "--no-progress",
+            "--out",
+            &out_s,
         ]
         .iter()
         .map(|x| x.to_string())

@@ -626,7 +626,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         let r_train = stratified_diff_of_means(x, d, &y, &stratum, &used, &|r| train[r])?;
         let r_held = stratified_diff_of_means(x, d, &y, &stratum, &used, &|r| !train[r])?;
         let Ok(r_unit) = unit(&r_train, &format!("refusal direction at layer {l}")) else {
-            progress.log(&format!("layer {l}: refused and answered questions do not differ at the last token; skipped"));
+            progress
+                .log(&format!("layer {l}: refused and answered questions do not differ at the last token; skipped"));
             skipped.push(l);
             progress.advance(1);
             continue;
@@ -634,7 +635,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         let scores: Vec<f64> =
             x.chunks(d).map(|row| row.iter().zip(&r_unit).map(|(&a, &b)| a as f64 * b as f64).sum()).collect();
         let held = |r: usize| !train[r] && used(stratum[r]);
-        let pick = |want: bool| -> Vec<f64> { (0..y.len()).filter(|&r| held(r) && y[r] == want).map(|r| scores[r]).collect() };
+        let pick =
+            |want: bool| -> Vec<f64> { (0..y.len()).filter(|&r| held(r) && y[r] == want).map(|r| scores[r]).collect() };
         let heldout_auroc = auroc_ci(&pick(true), &pick(false), 1000, opts.seed);
         let heldout_auroc_within = within_strata_auroc(&scores, &y, &stratum, &held);
         // The held-out gap, within strata: the projection of the held-out direction estimate.
@@ -654,12 +656,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         } else {
             None
         };
-        let detectors = inputs
-            .extra
-            .iter()
-            .filter(|e| e.layer == l)
-            .map(|e| (e.name.clone(), cosine(&r_unit, &e.unit)))
-            .collect();
+        let detectors =
+            inputs.extra.iter().filter(|e| e.layer == l).map(|e| (e.name.clone(), cosine(&r_unit, &e.unit))).collect();
         layers.push(LayerGeometry {
             layer: l,
             refusal_norm: norm(&r_train),
@@ -692,18 +690,16 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
     let mut shifts = Vec::new();
     let total: usize = [true, false]
         .iter()
-        .map(|&k| inputs.steer_known.iter().filter(|&&x| x == k).count() * (1 + opts.coefs.len() * (1 + usize::from(opts.n_random > 0))))
+        .map(|&k| {
+            inputs.steer_known.iter().filter(|&&x| x == k).count()
+                * (1 + opts.coefs.len() * (1 + usize::from(opts.n_random > 0)))
+        })
         .sum();
     progress.start("steered forward passes", Some(total as u64));
     for known in [true, false] {
         let dir = if known { &inputs.unknown_direction } else { &inputs.known_direction };
-        let prompts: Vec<ChatPrompt> = inputs
-            .steer
-            .iter()
-            .zip(&inputs.steer_known)
-            .filter(|(_, &k)| k == known)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let prompts: Vec<ChatPrompt> =
+            inputs.steer.iter().zip(&inputs.steer_known).filter(|(_, &k)| k == known).map(|(p, _)| p.clone()).collect();
         if prompts.is_empty() {
             continue;
         }
@@ -727,9 +723,8 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
             let random = if randoms.is_empty() {
                 None
             } else {
-                let pushes: Vec<Push> = (0..prompts.len())
-                    .map(|i| Push { direction: &randoms[i % randoms.len()], magnitude })
-                    .collect();
+                let pushes: Vec<Push> =
+                    (0..prompts.len()).map(|i| Push { direction: &randoms[i % randoms.len()], magnitude }).collect();
                 let r = delta(projections(model, &prompts, Some(&pushes), &read_layers, &read, opts.batch)?);
                 progress.advance(prompts.len() as u64);
                 Some(r)
@@ -739,7 +734,9 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
                 let by_direction: Vec<Vec<f64>> = match &random {
                     None => Vec::new(),
                     Some(r) => (0..randoms.len())
-                        .map(|k| r[i].iter().enumerate().filter(|(q, _)| q % randoms.len() == k).map(|(_, &v)| v).collect())
+                        .map(|k| {
+                            r[i].iter().enumerate().filter(|(q, _)| q % randoms.len() == k).map(|(_, &v)| v).collect()
+                        })
                         .filter(|v: &Vec<f64>| !v.is_empty())
                         .collect(),
                 };

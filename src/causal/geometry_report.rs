@@ -111,8 +111,8 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
             )
         })
         .collect();
-    let mut page = Page::new(&format!("Detection vs refusal geometry: {model_name}")).meta(crate::report::html::Html::text(
-        &format!(
+    let mut page = Page::new(&format!("Detection vs refusal geometry: {model_name}")).meta(
+        crate::report::html::Html::text(&format!(
             "{} questions with stored greedy chat answers, {} refused (rule {}); refusal direction fitted within the \
              templates {}; detection directions from {} known and {} unknown training questions; steering at the \
              entity's last token to the end of the prompt",
@@ -122,8 +122,8 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
             used.join(", "),
             g.detection_train.0,
             g.detection_train.1
-        ),
-    ));
+        )),
+    );
     page = page.paragraph(
         "Refusal direction: mean residual stream (entering block L, last prompt token) of refused minus answered \
          questions, within each question template, on the train split. Detection directions: known − unknown \
@@ -203,7 +203,8 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
         "shift / gap",
         "cos(dir, refusal)",
     ]);
-    let rows: Vec<&ShiftCell> = g.shifts.iter().filter(|s| Some(s.read_layer) == shown || s.read_layer == s.steer_layer).collect();
+    let rows: Vec<&ShiftCell> =
+        g.shifts.iter().filter(|s| Some(s.read_layer) == shown || s.read_layer == s.steer_layer).collect();
     for s in rows {
         t.text_row(&[
             if s.known { "known" } else { "unknown" }.to_string(),
@@ -220,7 +221,8 @@ fn page(g: &GeometryResult, model_name: &str, read_layer: Option<usize>) -> Resu
     }
     page = page.table(t);
     page = page.heading("Refusals per question template");
-    let mut t = Table::new(&["template", "train refused", "train answered", "held-out refused", "held-out answered", "used"]);
+    let mut t =
+        Table::new(&["template", "train refused", "train answered", "held-out refused", "held-out answered", "used"]);
     for s in &g.refusal.strata {
         t.text_row(&[
             s.name.clone(),
@@ -260,7 +262,12 @@ fn cosine_chart(g: &GeometryResult) -> Result<String> {
             .layers
             .iter()
             .flat_map(|l| {
-                [l.cos_dom_entity.abs(), l.cos_dom_last.abs(), l.null_permutation_last.p95_abs, l.null_permutation.p95_abs]
+                [
+                    l.cos_dom_entity.abs(),
+                    l.cos_dom_last.abs(),
+                    l.null_permutation_last.p95_abs,
+                    l.null_permutation.p95_abs,
+                ]
             })
             .fold(0.25f64, f64::max)
             + 0.05;
@@ -293,9 +300,8 @@ fn cosine_chart(g: &GeometryResult) -> Result<String> {
         }
         for v in [0.12, 0.20] {
             let style = ShapeStyle { color: RGBColor(255, 127, 14).to_rgba(), filled: false, stroke_width: 1 };
-            let s = chart
-                .draw_series(DashedLineSeries::new(vec![(x0, v), (x1, v)], 6, 4, style))
-                .map_err(|e| err(&e))?;
+            let s =
+                chart.draw_series(DashedLineSeries::new(vec![(x0, v), (x1, v)], 6, 4, style)).map_err(|e| err(&e))?;
             if v == 0.12 {
                 s.label("Gemma 2 report: 0.12–0.20")
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(255, 127, 14)));
@@ -304,7 +310,10 @@ fn cosine_chart(g: &GeometryResult) -> Result<String> {
         for (name, f, c) in lines {
             let pts = series(&f);
             chart
-                .draw_series(LineSeries::new(pts.clone(), ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: 2 }))
+                .draw_series(LineSeries::new(
+                    pts.clone(),
+                    ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: 2 },
+                ))
                 .map_err(|e| err(&e))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));

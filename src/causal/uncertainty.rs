@@ -279,7 +279,15 @@ pub fn top_latents(
 }
 
 /// Metrics of scores (higher ⇒ "wrong") on `rows` at `threshold`.
-pub fn metrics(subset: &str, scores: &[f64], wrong: &[bool], rows: &[usize], threshold: f64, reps: usize, seed: u64) -> Metrics {
+pub fn metrics(
+    subset: &str,
+    scores: &[f64],
+    wrong: &[bool],
+    rows: &[usize],
+    threshold: f64,
+    reps: usize,
+    seed: u64,
+) -> Metrics {
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     let mut pairs = Vec::with_capacity(rows.len());
     for &r in rows {
@@ -403,7 +411,12 @@ impl Ctx<'_> {
 }
 
 /// Runs the experiment.
-pub fn run(inp: &Inputs, opts: &Options, cache: Option<&std::path::Path>, progress: &dyn Progress) -> Result<Uncertainty> {
+pub fn run(
+    inp: &Inputs,
+    opts: &Options,
+    cache: Option<&std::path::Path>,
+    progress: &dyn Progress,
+) -> Result<Uncertainty> {
     opts.check()?;
     let t0 = Instant::now();
     let model = inp.model;
@@ -569,8 +582,10 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&std::path::Path>, progre
                         }
                         examples.push(ctx.examples(&name, &s));
                         if opts.n_random > 0 {
-                            let pick = baselines::same_frequency_latents(&train_freq, train_freq[j], &top, opts.n_random);
-                            let aurocs: Vec<Option<f64>> = pick.iter().map(|&k| ctx.auroc_on(ctx.test(), &signed(k))).collect();
+                            let pick =
+                                baselines::same_frequency_latents(&train_freq, train_freq[j], &top, opts.n_random);
+                            let aurocs: Vec<Option<f64>> =
+                                pick.iter().map(|&k| ctx.auroc_on(ctx.test(), &signed(k))).collect();
                             let vals: Vec<f64> = aurocs.iter().flatten().copied().collect();
                             let of_auroc = a.map(|e| e.value);
                             let rb = RandomBaseline {
@@ -602,10 +617,13 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&std::path::Path>, progre
         let x = acts.matrix(h, &train);
         let y: Vec<bool> = train.iter().map(|&r| wrong[r]).collect();
         let dom = Dom::fit(&x, acts.d, &y).with_context(|| format!("difference of means at layer {l}"))?;
-        let (probe, keep) = baselines::fit_probe(&x, acts.d, &y, opts.l2).with_context(|| format!("probe at layer {l}"))?;
+        let (probe, keep) =
+            baselines::fit_probe(&x, acts.d, &y, opts.l2).with_context(|| format!("probe at layer {l}"))?;
         let dom_s: Vec<f64> = (0..qs.len()).map(|r| dom.score(acts.row(r, h))).collect();
         let probe_s: Vec<f64> = (0..qs.len()).map(|r| baselines::probe_logit(&probe, &keep, acts.row(r, h))).collect();
-        for (name, kind, s) in [(format!("L{l} probe"), "probe", &probe_s), (format!("L{l} diff of means"), "diff_of_means", &dom_s)] {
+        for (name, kind, s) in
+            [(format!("L{l} probe"), "probe", &probe_s), (format!("L{l} diff of means"), "diff_of_means", &dom_s)]
+        {
             let mut d = ctx.detector(name.clone(), kind, s);
             d.layer = Some(l);
             d.hook = Some(hook.to_string());
@@ -638,7 +656,8 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&std::path::Path>, progre
     let d_conf = 3 + n_attr;
     let x: Vec<f32> = train.iter().flat_map(|&r| fx[r].clone()).collect();
     let y: Vec<bool> = train.iter().map(|&r| wrong[r]).collect();
-    let (probe, keep) = baselines::fit_probe(&x, d_conf, &y, opts.l2).context("popularity / name-length / attribute probe")?;
+    let (probe, keep) =
+        baselines::fit_probe(&x, d_conf, &y, opts.l2).context("popularity / name-length / attribute probe")?;
     let s: Vec<f64> = fx.iter().map(|row| baselines::probe_logit(&probe, &keep, row)).collect();
     detectors.push(ctx.detector("popularity + name length + attribute probe".into(), "confound_probe", &s));
     let ones = vec![1.0; qs.len()];

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use knowlens::causal::direction::{SteeringDirection, Source};
+use knowlens::causal::direction::{Source, SteeringDirection};
 use knowlens::causal::geometry::{self, ChatPrompt, Inputs};
+use knowlens::causal::geometry_report;
 use knowlens::causal::items::{self, chat_text};
 use knowlens::causal::refusal::RefusalRule;
-use knowlens::causal::geometry_report;
 use knowlens::discover::detectors::DetectorFile;
 use knowlens::discover::scores::Direction;
 use knowlens::entities::dataset;
@@ -158,7 +158,8 @@ pub fn run(a: GeometryArgs) -> Result<()> {
 
     // Detection training questions and the steered questions.
     let as_prompts = |its: &[items::Item]| -> Result<(Vec<ChatPrompt>, Vec<bool>)> {
-        let p = its.iter().map(|it| Ok((chat_text(&model, &it.question, "")?, it.name.clone()))).collect::<Result<_>>()?;
+        let p =
+            its.iter().map(|it| Ok((chat_text(&model, &it.question, "")?, it.name.clone()))).collect::<Result<_>>()?;
         Ok((p, its.iter().map(|it| it.known).collect()))
     };
     let det_items = items::pick(&labels, &ds.entities, &a.types, &[Split::Train], a.detection_per_type, a.seed)?;
@@ -204,7 +205,10 @@ pub fn run(a: GeometryArgs) -> Result<()> {
         shuffle(&mut idx, &mut SplitMix64::derive(a.seed, 0x6E0_0002, 0));
         idx.truncate(a.check_answers);
         let c = geometry::check_answers(&model, &refusal, &refusal_texts, &idx, 32, rule, a.batch)?;
-        eprintln!("stored answers regenerated: {}/{} identical, {}/{} same verdict", c.same_text, c.n, c.same_verdict, c.n);
+        eprintln!(
+            "stored answers regenerated: {}/{} identical, {}/{} same verdict",
+            c.same_text, c.n, c.same_verdict, c.n
+        );
         Some(c)
     } else {
         None

@@ -80,7 +80,12 @@ pub struct PoolCounts {
 }
 
 /// Every usable question of the label set, in label-file order.
-pub fn pool(labels: &LabelSet, entities: &[Entity], guessable: &Guessable, seed: u64) -> Result<(Vec<Question>, PoolCounts)> {
+pub fn pool(
+    labels: &LabelSet,
+    entities: &[Entity],
+    guessable: &Guessable,
+    seed: u64,
+) -> Result<(Vec<Question>, PoolCounts)> {
     let by_id: HashMap<&str, &Entity> = entities.iter().map(|e| (e.id.as_str(), e)).collect();
     let splits = entity_splits(labels, seed);
     let mut counts = PoolCounts::default();
@@ -137,7 +142,8 @@ pub fn pool(labels: &LabelSet, entities: &[Entity], guessable: &Guessable, seed:
         let mixed = of_entity.iter().any(|q| q.wrong) && of_entity.iter().any(|q| !q.wrong);
         for mut q in of_entity {
             q.mixed = mixed;
-            let c = counts.per_type.entry(q.entity_type.to_string()).or_default().entry(q.split.to_string()).or_default();
+            let c =
+                counts.per_type.entry(q.entity_type.to_string()).or_default().entry(q.split.to_string()).or_default();
             c[usize::from(!q.wrong)] += 1;
             out.push(q);
         }
@@ -161,7 +167,10 @@ fn prompt_kind(l: &EntityLabel, spec: &questions::AttributeSpec, template: usize
     if questions::fill(spec.chat, &l.name) == prompt {
         return Ok(PromptKind::Chat);
     }
-    bail!("the recorded prompt {prompt:?} is neither base template {template} nor the chat question filled with {:?}", l.name)
+    bail!(
+        "the recorded prompt {prompt:?} is neither base template {template} nor the chat question filled with {:?}",
+        l.name
+    )
 }
 
 /// The token ids the question was asked with (as `entities::label::question` builds them).

@@ -93,8 +93,17 @@ fn metrics_row(d: &DetectorResult, m: &Metrics, label: &str) -> Vec<String> {
     ]
 }
 
-const METRIC_HEADER: [&str; 9] =
-    ["detector", "subset", "wrong / correct", "AUROC [95% CI]", "precision", "recall", "F1 [95% CI]", "accuracy", "threshold"];
+const METRIC_HEADER: [&str; 9] = [
+    "detector",
+    "subset",
+    "wrong / correct",
+    "AUROC [95% CI]",
+    "precision",
+    "recall",
+    "F1 [95% CI]",
+    "accuracy",
+    "threshold",
+];
 
 fn page(u: &Uncertainty) -> Result<Page> {
     let o = &u.options;
@@ -156,8 +165,18 @@ fn page(u: &Uncertainty) -> Result<Page> {
     });
     lines.retain(|l| !l.points.is_empty());
     let svg = line_chart("Will the answer be wrong? Test AUROC per site", "AUROC", &lines, (0.2, 1.0))?;
-    p = p.figure(&svg, "95% bootstrap intervals; the latents are the rank-0 latent of each direction by train Welch t.");
-    let mut t = Table::new(&["layer", "hook", "SAE", "top latent (wrong)", "top latent (correct)", "random (mean)", "probe", "diff of means"]);
+    p = p
+        .figure(&svg, "95% bootstrap intervals; the latents are the rank-0 latent of each direction by train Welch t.");
+    let mut t = Table::new(&[
+        "layer",
+        "hook",
+        "SAE",
+        "top latent (wrong)",
+        "top latent (correct)",
+        "random (mean)",
+        "probe",
+        "diff of means",
+    ]);
     for s in &u.sites {
         t.text_row(&[
             s.layer.to_string(),
@@ -179,7 +198,15 @@ fn page(u: &Uncertainty) -> Result<Page> {
             t.text_row(&metrics_row(d, m, &d.name));
         }
         if let Some(m) = &d.at_firing {
-            let mut r = metrics_row(d, m, &format!("{}, fires ⇒ {}", d.name, if d.direction == Some(super::Direction::Correct) { "correct" } else { "wrong" }));
+            let mut r = metrics_row(
+                d,
+                m,
+                &format!(
+                    "{}, fires ⇒ {}",
+                    d.name,
+                    if d.direction == Some(super::Direction::Correct) { "correct" } else { "wrong" }
+                ),
+            );
             r[8] = "fires".into();
             t.text_row(&r);
         }
@@ -198,7 +225,16 @@ fn page(u: &Uncertainty) -> Result<Page> {
 
     if !u.random_baselines.is_empty() {
         p = p.heading("Random latents of the same firing frequency");
-        let mut t = Table::new(&["site", "direction", "top latent", "its test AUROC", "random latents", "mean", "max", "≥ top"]);
+        let mut t = Table::new(&[
+            "site",
+            "direction",
+            "top latent",
+            "its test AUROC",
+            "random latents",
+            "mean",
+            "max",
+            "≥ top",
+        ]);
         for r in &u.random_baselines {
             t.text_row(&[
                 format!("L{} {}", r.layer, r.hook),
