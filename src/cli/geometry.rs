@@ -162,9 +162,18 @@ pub fn run(a: GeometryArgs) -> Result<()> {
             its.iter().map(|it| Ok((chat_text(&model, &it.question, "")?, it.name.clone()))).collect::<Result<_>>()?;
         Ok((p, its.iter().map(|it| it.known).collect()))
     };
-    let det_items = items::pick(&labels, &ds.entities, &a.types, &[Split::Train], a.detection_per_type, a.seed)?;
+    let det_items = items::pick(
+        &labels,
+        &ds.entities,
+        &a.types,
+        &[Split::Train],
+        a.detection_per_type,
+        a.seed,
+        items::PromptStyle::Chat,
+    )?;
     let (detection, detection_known) = as_prompts(&det_items)?;
-    let steer_items = items::pick(&labels, &ds.entities, &a.types, &a.splits, a.per_type, a.seed)?;
+    let steer_items =
+        items::pick(&labels, &ds.entities, &a.types, &a.splits, a.per_type, a.seed, items::PromptStyle::Chat)?;
     let (steer, steer_known) = as_prompts(&steer_items)?;
     eprintln!(
         "detection: {} known / {} unknown training questions; steered: {} known / {} unknown",
