@@ -192,9 +192,18 @@ fn a_looping_chat_template_is_refused() {
     eprintln!("refused: {e}");
     assert!(e.contains("m.gguf: tokenizer.chat_template"), "{e}");
     // 10 GB of output from a short loop: stopped by the output cap.
-    let e = err(template("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}").render(&messages, true));
+    let long = "x".repeat(100_000);
+    let e = err(template(&format!("{{% for i in range(100000) %}}{long}{{% endfor %}}")).render(&messages, true));
     eprintln!("refused: {e}");
     assert!(e.contains("m.gguf: tokenizer.chat_template") && e.contains("writes more than"), "{e}");
+    // A list repeated 44 billion times (found by fuzzing: a hang, or an overflow panic in the
+    // engine): refused before rendering; a string literal times a small literal stays allowed.
+    let e = err(template("{{ ['content'] * 44444444444 }}").render(&messages, true));
+    eprintln!("refused: {e}");
+    assert!(e.contains("m.gguf: tokenizer.chat_template") && e.contains("multiplies"), "{e}");
+    let e = err(template("{{ 'ab' * 3 ** 40 }}").render(&messages, true));
+    assert!(e.contains("multiplies"), "{e}");
+    assert_eq!(template("{{ '  ' * 2 }}{{ messages[0].content }}").render(&messages, true).unwrap(), "    Hi");
     // Through a tokenizer: the error names the file the template came from.
     let dir = fixture("tiny/llama");
     let tok = std::fs::read(dir.join("tokenizer.json")).unwrap();

@@ -62,6 +62,41 @@ fn raise_exception(msg: String) -> std::result::Result<String, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// Refuses a template that multiplies (`*`, `**`) anything but a string literal by a small integer
+/// literal (indentation, `'  ' * 2`). minijinja repeats a list (`['x'] * n`) lazily with no bound
+/// on `n`, and printing, joining or concatenating the result walks it inside one instruction, which
+/// the fuel budget cannot stop; its compiler also folds constant expressions, so a template made
+/// only of literals can hang (or overflow) while it is being compiled. Fuzzing found both. No chat
+/// template of the model families we know multiplies anything else. Checked on the tokens, before
+/// compiling.
+fn refuse_repetition(source: &str, origin: &str) -> Result<()> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    let mut tokens = Vec::new();
+    for t in tokenize(source, false, Default::default(), WhitespaceConfig::default()) {
+        match t {
+            Ok((token, span)) => tokens.push((token, span.start_line)),
+            // Not a template: compiling it reports where.
+            Err(_) => return Ok(()),
+        }
+    }
+    for (i, (token, line)) in tokens.iter().enumerate() {
+        if !matches!(token, Token::Mul | Token::Pow) {
+            continue;
+        }
+        let string_before = i > 0 && matches!(tokens[i - 1].0, Token::Str(_) | Token::String(_));
+        let small_int_after = matches!(tokens.get(i + 1), Some((Token::Int(n), _)) if *n <= 1024);
+        let nothing_chained = !matches!(tokens.get(i + 2), Some((Token::Mul | Token::Pow, _)));
+        if !(matches!(token, Token::Mul) && string_before && small_int_after && nothing_chained) {
+            bail!(
+                "{origin}: the template multiplies (`*` or `**`, line {line}); refused: only a string literal \
+                 times a small integer literal is allowed, because a repeated list has no size limit in the \
+                 template engine"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl ChatTemplate {
     pub fn new(source: String, bos_token: String, eos_token: String) -> Self {
         Self { source, bos_token, eos_token, origin: "the model's chat template".into() }
@@ -79,6 +114,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         let origin = &self.origin;
+        refuse_repetition(&self.source, origin)?;
         env.add_template("chat", &self.source).with_context(|| format!("{origin}: the template does not parse"))?;
         env.set_fuel(Some(TEMPLATE_FUEL));
         let tmpl = env.get_template("chat")?;
