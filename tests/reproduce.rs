@@ -56,6 +56,41 @@ fn the_plan_chains_the_stages_and_fills_the_corpus_directory() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn the_full_preset_builds_the_sae_suite_from_one_store() {
+    let c = Config::preset("full").unwrap();
+    let dir = std::path::Path::new("/out");
+    let stages = plan::stages(&c, dir);
+    let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("no stage {n}: {names:?}"));
+    assert!(at("sae-cache") < at("sae-train") && at("sae-train") < at("sae-train-wide"));
+    assert!(at("sae-train-wide") < at("sae-eval") && at("sae-eval") < at("discover-base"));
+    let arg = |name: &str, k: &str| {
+        let st = &stages[at(name)];
+        st.args.iter().position(|a| a == k).map(|i| st.args[i + 1].clone()).unwrap()
+    };
+    // One store holds every layer of either width; the wide SAEs read the mid-depth ones.
+    assert_eq!(
+        arg("sae-cache", "--hooks"),
+        "blocks.2.hook_resid_post,blocks.5.hook_resid_post,blocks.8.hook_resid_post,\
+         blocks.11.hook_resid_post,blocks.14.hook_resid_post"
+    );
+    assert_eq!(arg("sae-train-wide", "--hooks"), "blocks.5.hook_resid_post,blocks.8.hook_resid_post");
+    assert_eq!(arg("sae-train-wide", "--width"), "16384");
+    assert_eq!(arg("sae-train-wide", "--store"), arg("sae-train", "--store"));
+    // Every SAE is evaluated in one stage, on at least 100,000 held-out tokens.
+    let saes = arg("sae-eval", "--sae");
+    assert_eq!(saes.split(',').count(), 7, "{saes}");
+    assert!(saes.contains("/out/saes-wide/blocks.8.hook_resid_post"));
+    assert!(arg("sae-eval", "--tokens").parse::<usize>().unwrap() >= 100_000);
+    assert_eq!(arg("sae-eval", "--corpus"), plan::CORPUS_DIR);
+    // The quick preset has no wide SAEs and a short evaluation.
+    let q = plan::stages(&Config::preset("quick").unwrap(), dir);
+    assert!(!q.iter().any(|s| s.name == "sae-train-wide") && q.iter().any(|s| s.name == "sae-eval"));
+    let bad = knowlens::reproduce::config::FULL.replace("wide_width = 16384", "wide_width = 0");
+    assert!(Config::parse(&bad, "f.toml").is_err());
+}
+
 fn rate(v: f64, lo: f64, hi: f64) -> serde_json::Value {
     serde_json::json!({"value": v, "lo": lo, "hi": hi})
 }

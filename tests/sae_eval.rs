@@ -114,6 +114,77 @@ fn a_zero_sae_is_as_bad_as_ablation() {
     assert!(r.latent_frequency.iter().all(|&f| f == 0.0));
 }
 
+/// Several SAEs evaluated together (two hooks, a shared clean pass and shared ablations) give
+/// what each gives alone; the ablations on a subset take the ratios on that subset; mean
+/// ablation and the bootstrap interval behave as defined.
+#[test]
+fn many_saes_at_once_match_one_at_a_time() {
+    use knowlens::sae::eval::evaluate_many;
+    let m = tiny("gemma3");
+    let other = HookPoint::ResidPost(0);
+    let (a, b, c) = (random_sae(D, 48, HOOK), identity_sae(D, other), zero_sae(D, 8, HOOK));
+    let seqs = sequences();
+    let cfg = EvalConfig { mean_ablation: true, bootstrap: 200, ..cfg() };
+    let together = evaluate_many(&m, &[&a, &b, &c], &seqs, &cfg).unwrap();
+    for (sae, t) in [&a, &b, &c].into_iter().zip(&together) {
+        let alone = evaluate(&m, sae, &seqs, &cfg).unwrap();
+        assert_eq!(t.hook, alone.hook);
+        for (x, y) in [(t.l0, alone.l0), (t.fvu, alone.fvu), (t.cossim, alone.cossim)] {
+            assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+        }
+        let (dt, da) = (t.downstream.as_ref().unwrap(), alone.downstream.as_ref().unwrap());
+        for (x, y) in [
+            (dt.ce_loss_sae, da.ce_loss_sae),
+            (dt.ce_loss_zero, da.ce_loss_zero),
+            (dt.kl_div_sae, da.kl_div_sae),
+            (dt.ce_loss_mean_ablation.unwrap(), da.ce_loss_mean_ablation.unwrap()),
+        ] {
+            assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+        }
+        let [lo, hi] = dt.delta_lm_loss_ci95.unwrap();
+        assert!(lo <= dt.delta_lm_loss + 1e-12 && dt.delta_lm_loss <= hi + 1e-12, "{dt:?}");
+    }
+    // The perfect SAE recovers everything against either ablation; the zero SAE is the zero
+    // ablation and recovers nothing.
+    let perfect = together[1].downstream.as_ref().unwrap();
+    assert!((perfect.ce_loss_recovered_mean_ablation.unwrap() - 1.0).abs() < 1e-5, "{perfect:?}");
+    assert!((perfect.ce_loss_recovered.unwrap() - 1.0).abs() < 1e-5);
+    assert_eq!(together[2].downstream.as_ref().unwrap().ce_loss_recovered, Some(0.0));
+
+    // Ablations on the first two sequences only: the SAE's own loss still uses every token,
+    // the ablated loss equals that of an evaluation on those two sequences alone.
+    let sub = EvalConfig { ablation_sequences: Some(2), ..cfg.clone() };
+    let part = evaluate_many(&m, &[&a], &seqs, &sub).unwrap().pop().unwrap();
+    let first_two = evaluate(&m, &a, &seqs[..2], &cfg).unwrap();
+    let (dp, d2, dall) =
+        (part.downstream.unwrap(), first_two.downstream.unwrap(), together[0].downstream.clone().unwrap());
+    assert!((dp.ce_loss_sae - dall.ce_loss_sae).abs() < 1e-9);
+    assert!((dp.ce_loss_zero - d2.ce_loss_zero).abs() < 1e-9);
+    assert!((dp.ce_loss_recovered.unwrap() - d2.ce_loss_recovered.unwrap()).abs() < 1e-9);
+    assert!((dp.kl_div_score.unwrap() - d2.kl_div_score.unwrap()).abs() < 1e-9);
+    assert_eq!(dp.n_ablation_loss_tokens, d2.n_loss_tokens);
+    assert!(dp.n_ablation_loss_tokens < dp.n_loss_tokens);
+    // Spliced passes on the first three sequences only: reconstruction metrics unchanged, the
+    // losses those of an evaluation on the three alone.
+    let down = EvalConfig { downstream_sequences: Some(3), ablation_sequences: Some(2), ..cfg.clone() };
+    let short = evaluate_many(&m, &[&a], &seqs, &down).unwrap().pop().unwrap();
+    let first_three = evaluate(&m, &a, &seqs[..3], &cfg).unwrap();
+    assert!(
+        (short.fvu - together[0].fvu).abs() < 1e-6 && short.n_counted_tokens == together[0].n_counted_tokens,
+        "{} {} {} {}",
+        short.fvu,
+        together[0].fvu,
+        short.n_counted_tokens,
+        together[0].n_counted_tokens
+    );
+    let (ds, d3) = (short.downstream.unwrap(), first_three.downstream.unwrap());
+    assert!((ds.ce_loss_sae - d3.ce_loss_sae).abs() < 1e-9 && ds.n_loss_tokens == d3.n_loss_tokens);
+    assert!((ds.ce_loss_zero - d2.ce_loss_zero).abs() < 1e-9);
+    // The table has a header, a rule and one row per SAE.
+    let table = knowlens::sae::eval::markdown_table(&together);
+    assert_eq!(table.lines().count(), 5, "{table}");
+}
+
 /// Every metric again, from activations captured one sequence at a time and each sequence's
 /// full logits.
 #[test]

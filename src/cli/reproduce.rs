@@ -32,6 +32,10 @@ pub struct ReproduceArgs {
     /// Rerun these stages (comma-separated names) even if finished.
     #[arg(long, value_delimiter = ',')]
     redo: Vec<String>,
+    /// Stop after this stage (e.g. `sae-eval`: the SAE suite only, store, training and
+    /// evaluation); the claims page is written only by a run that goes to the end.
+    #[arg(long)]
+    until: Option<String>,
 }
 
 pub fn run(a: ReproduceArgs) -> Result<()> {
@@ -48,6 +52,12 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     if let Some(bad) = a.redo.iter().find(|r| !stages.iter().any(|s| s.name == r.as_str())) {
         let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
         bail!("--redo {bad:?}: no such stage (stages: {})", names.join(", "));
+    }
+    if let Some(u) = &a.until {
+        if !stages.iter().any(|s| s.name == u.as_str()) {
+            let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+            bail!("--until {u:?}: no such stage in this config (stages: {})", names.join(", "));
+        }
     }
     // Every stage runs the same executable as this process, even if a rebuild replaced the file
     // meanwhile: on Linux /proc/self/exe still opens the running binary.
@@ -69,6 +79,10 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         if let Some(rec) = StageRecord::read(out, stage.name) {
             if rec.args == recorded && !a.redo.iter().any(|r| r == stage.name) {
                 eprintln!("{head}: done earlier ({:.0} s), skipped", rec.seconds);
+                if a.until.as_deref() == Some(stage.name) {
+                    eprintln!("stopped after stage {} (--until)", stage.name);
+                    return Ok(());
+                }
                 continue;
             }
             eprintln!("{head}: its settings changed since it last finished; running it again");
@@ -101,8 +115,12 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         let seconds = t0.elapsed().as_secs_f64();
         StageRecord { name: stage.name.to_string(), args: recorded, seconds, output: json }.write(out)?;
         eprintln!("{head}: finished in {seconds:.0} s (pipeline {:.0} s so far)", t_all.elapsed().as_secs_f64());
+        if a.until.as_deref() == Some(stage.name) {
+            eprintln!("stopped after stage {} (--until); rerun without --until to continue", stage.name);
+            return Ok(());
+        }
     }
-    if a.dry_run {
+    if a.dry_run || a.until.is_some() {
         return Ok(());
     }
     let dirs = Dirs::new(out, &config);

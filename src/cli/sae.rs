@@ -83,8 +83,13 @@ impl TextArgs {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    #[command(flatten)]
-    sae: SaeSource,
+    /// One SAE, or several separated by commas (any hooks): they are evaluated together on the
+    /// same tokens, sharing the clean forward pass and each hook's ablations.
+    #[arg(long = "sae", value_delimiter = ',', required = true)]
+    saes: Vec<PathBuf>,
+    /// Read at this hook instead of the one the SAE names (one SAE only).
+    #[arg(long)]
+    hook: Option<String>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -98,11 +103,33 @@ pub struct EvalArgs {
     /// Positions unembedded at once: memory is about 3 × this × vocab floats.
     #[arg(long, default_value_t = 64)]
     logit_rows: usize,
+    /// Run the zero (and mean) ablations on about this many tokens only, the first sequences
+    /// (default: all). The ablated losses are large and stable, so a subset fixes CE loss
+    /// recovered well; the delta LM loss and KL still use every token.
+    #[arg(long)]
+    ablation_tokens: Option<usize>,
+    /// Run the spliced passes (CE loss, delta LM loss, KL) on about this many tokens only, the
+    /// first sequences (default: all); reconstruction and sparsity use every token.
+    #[arg(long)]
+    downstream_tokens: Option<usize>,
+    /// Also measure CE loss recovered against mean ablation (the hook's mean activation).
+    #[arg(long)]
+    mean_ablation: bool,
+    /// Bootstrap resamples of sequences for the delta LM loss's 95% interval (0: none).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
     /// Include every latent's firing frequency in the JSON output.
     #[arg(long)]
     per_latent: bool,
+    /// Print JSON: one object for one SAE, an array for several.
     #[arg(long)]
     json: bool,
+    /// Also write the results as a Markdown table (one row per SAE) to this file.
+    #[arg(long)]
+    table: Option<PathBuf>,
+    /// Also write the results as a JSON array (one object per SAE) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -207,24 +234,61 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
-    let sae = a.sae.load()?;
+    if a.hook.is_some() && a.saes.len() > 1 {
+        bail!("--hook applies to one SAE; {} were given", a.saes.len());
+    }
+    let hook = a.hook.as_deref().map(str::parse::<HookPoint>).transpose()?;
+    let saes = a.saes.iter().map(|p| Sae::load_with_hook(p, hook)).collect::<Result<Vec<_>>>()?;
     let m = a.model.load()?;
-    sae.check_model(&m)?;
+    for sae in &saes {
+        sae.check_model(&m)?;
+    }
     let seqs = a.text.sequences(&m)?;
+    let context = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let ablation_sequences = match a.ablation_tokens {
+        Some(0) => bail!("--ablation-tokens 0: the ablations need at least one sequence"),
+        Some(t) => Some(t.div_ceil(context)),
+        None => None,
+    };
+    let downstream_sequences = match a.downstream_tokens {
+        Some(0) => bail!("--downstream-tokens 0: use --no-downstream to skip the spliced passes"),
+        Some(t) => Some(t.div_ceil(context)),
+        None => None,
+    };
     let cfg = EvalConfig {
+        downstream_sequences,
         batch_size: a.text.batch,
         dense_threshold: a.dense_threshold,
         downstream: !a.no_downstream,
         logit_rows: a.logit_rows,
+        ablation_sequences,
+        mean_ablation: a.mean_ablation,
+        bootstrap: a.bootstrap,
+        seed: 0,
     };
-    let mut r = eval::evaluate(&m, &sae, &seqs, &cfg)?;
+    let refs: Vec<&Sae> = saes.iter().collect();
+    let mut results = eval::evaluate_many(&m, &refs, &seqs, &cfg)?;
+    if !a.per_latent {
+        results.iter_mut().for_each(|r| r.latent_frequency.clear());
+    }
+    if let Some(path) = &a.table {
+        knowlens::fsio::write_atomic(path, eval::markdown_table(&results).as_bytes())?;
+    }
+    if let Some(path) = &a.out {
+        knowlens::fsio::write_atomic(path, serde_json::to_string_pretty(&results)?.as_bytes())?;
+    }
     if a.json {
-        if !a.per_latent {
-            r.latent_frequency.clear();
+        match results.as_slice() {
+            [one] => println!("{}", serde_json::to_string(one)?),
+            many => println!("{}", serde_json::to_string(many)?),
         }
-        println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
+    if results.len() > 1 {
+        print!("{}", eval::markdown_table(&results));
+        return Ok(());
+    }
+    let r = &results[0];
     let opt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "undefined".into());
     println!("{} at {} (d_in {}, d_sae {})", r.sae, r.hook, r.d_in, r.d_sae);
     println!(
@@ -257,15 +321,23 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         ),
     ];
     if let Some(d) = &r.downstream {
+        let ci = d.delta_lm_loss_ci95.map(|[lo, hi]| format!(" [{lo:.4}, {hi:.4}]")).unwrap_or_default();
         rows.extend([
             ("CE loss clean", format!("{:.4}", d.ce_loss_clean)),
             ("CE loss with SAE", format!("{:.4}", d.ce_loss_sae)),
             ("CE loss zero-ablated", format!("{:.4}", d.ce_loss_zero)),
             ("CE loss recovered", opt(d.ce_loss_recovered)),
-            ("delta LM loss", format!("{:.4}", d.delta_lm_loss)),
+            ("delta LM loss", format!("{:.4}{ci}", d.delta_lm_loss)),
             ("KL with SAE / ablated", format!("{:.4} / {:.4}", d.kl_div_sae, d.kl_div_zero)),
             ("KL score", opt(d.kl_div_score)),
         ]);
+        if let Some(ce) = d.ce_loss_mean_ablation {
+            rows.push(("CE loss mean-ablated", format!("{ce:.4}")));
+            rows.push(("CE recovered (mean abl.)", opt(d.ce_loss_recovered_mean_ablation)));
+        }
+        if d.n_ablation_loss_tokens != d.n_loss_tokens {
+            rows.push(("ablation loss tokens", format!("{} of {}", d.n_ablation_loss_tokens, d.n_loss_tokens)));
+        }
     }
     for (k, v) in rows {
         println!("  {k:<26} {v}");

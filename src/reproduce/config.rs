@@ -53,6 +53,33 @@ pub struct Saes {
     /// Activations stored per hook (the model runs once over them).
     pub tokens: usize,
     pub epochs: usize,
+    /// Adam's learning rate (default: the trainer's).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Wider SAEs (the paper's width) at a few layers, trained from the same store.
+    #[serde(default)]
+    pub wide_layers: Vec<usize>,
+    #[serde(default = "default_wide_width")]
+    pub wide_width: usize,
+    /// Active latents per token of the wide SAEs (default: `k`).
+    #[serde(default)]
+    pub wide_k: Option<usize>,
+    /// Passes over the store for the wide SAEs (default: `epochs`).
+    #[serde(default)]
+    pub wide_epochs: Option<usize>,
+    /// Held-out corpus tokens every SAE is evaluated on (0: no evaluation stage).
+    #[serde(default)]
+    pub eval_tokens: usize,
+    /// Of those, the tokens the spliced passes (losses, KL) run on (0: all).
+    #[serde(default)]
+    pub eval_downstream_tokens: usize,
+    /// Of those, the tokens that also run the zero and mean ablations (0: all).
+    #[serde(default)]
+    pub eval_ablation_tokens: usize,
+}
+
+fn default_wide_width() -> usize {
+    16384
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +145,15 @@ impl Config {
         }
         if self.saes.tokens == 0 || self.saes.epochs == 0 || self.saes.width == 0 || self.saes.k == 0 {
             bail!("[saes] tokens, epochs, width and k must be at least 1");
+        }
+        if self.saes.wide_layers.contains(&0) {
+            bail!("[saes] wide_layers: layer 0 is the embedding (resid_pre 0 has no resid_post before it)");
+        }
+        if self.saes.wide_width == 0 || self.saes.wide_epochs == Some(0) || self.saes.wide_k == Some(0) {
+            bail!("[saes] wide_width, wide_k and wide_epochs must be at least 1");
+        }
+        if self.saes.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+            bail!("[saes] lr must be a positive number");
         }
         if self.base.known_min == 0 || self.chat.known_min == 0 {
             bail!("known_min must be at least 1");

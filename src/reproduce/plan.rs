@@ -76,7 +76,25 @@ fn p(path: &Path) -> String {
 /// The paper's layer L reads the residual stream entering block L, which knowlens's SAEs train
 /// on as `blocks.{L-1}.hook_resid_post` (the same tensor).
 pub fn sae_hooks(c: &Config) -> Vec<String> {
-    c.saes.layers.iter().map(|l| format!("blocks.{}.hook_resid_post", l - 1)).collect()
+    hooks_of(&c.saes.layers)
+}
+
+fn hooks_of(layers: &[usize]) -> Vec<String> {
+    layers.iter().map(|l| format!("blocks.{}.hook_resid_post", l - 1)).collect()
+}
+
+/// The hooks the activation store holds: every layer with an SAE of either width.
+pub fn store_hooks(c: &Config) -> Vec<String> {
+    let mut layers: Vec<usize> = c.saes.layers.iter().chain(&c.saes.wide_layers).copied().collect();
+    layers.sort_unstable();
+    layers.dedup();
+    hooks_of(&layers)
+}
+
+/// Every SAE directory the stages write: the depth sweep, then the wide ones.
+pub fn all_sae_dirs(c: &Config, d: &Dirs) -> Vec<PathBuf> {
+    let sweep = sae_hooks(c).into_iter().map(|h| d.saes.join(h));
+    sweep.chain(hooks_of(&c.saes.wide_layers).into_iter().map(|h| d.saes_wide.join(h))).collect()
 }
 
 /// Output directories of the stages, under `out`.
@@ -85,6 +103,7 @@ pub struct Dirs {
     pub labels_chat: PathBuf,
     pub store: PathBuf,
     pub saes: PathBuf,
+    pub saes_wide: PathBuf,
     pub discover_base: PathBuf,
     pub discover_chat: PathBuf,
     pub steer: PathBuf,
@@ -100,6 +119,7 @@ impl Dirs {
             labels_chat: out.join("labels-chat").join("greedy"),
             store: out.join("store"),
             saes: out.join("saes"),
+            saes_wide: out.join("saes-wide"),
             discover_base: out.join("discover-base"),
             discover_chat: out.join("discover-chat"),
             steer: out.join("steer"),
@@ -112,6 +132,7 @@ impl Dirs {
 
 pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
     let d = Dirs::new(out, c);
+    let lr = c.saes.lr.map(|lr| vec![s("--lr"), s(lr)]).unwrap_or_default();
     let hooks = sae_hooks(c).join(",");
     let sae_dirs: Vec<String> = sae_hooks(c).iter().map(|h| p(&d.saes.join(h))).collect();
     let types = if c.chat.types.is_empty() { Vec::new() } else { vec![s("--types"), c.chat.types.join(",")] };
@@ -177,7 +198,7 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s("--model"),
             c.base.model.clone(),
             s("--hooks"),
-            hooks.clone(),
+            store_hooks(c).join(","),
             s("--corpus"),
             s(CORPUS_DIR),
             s("--tokens"),
@@ -214,9 +235,77 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s(c.seed),
             s("--out"),
             p(&d.saes),
-        ],
+        ]
+        .into_iter()
+        .chain(lr.clone())
+        .collect(),
         json_output: false,
     });
+    if !c.saes.wide_layers.is_empty() {
+        v.push(Stage {
+            name: "sae-train-wide",
+            about: "train the wide SAEs from the same store",
+            args: vec![
+                s("sae"),
+                s("train"),
+                s("--model"),
+                c.base.model.clone(),
+                s("--hooks"),
+                hooks_of(&c.saes.wide_layers).join(","),
+                s("--store"),
+                p(&d.store),
+                s("--epochs"),
+                s(c.saes.wide_epochs.unwrap_or(c.saes.epochs)),
+                s("--arch"),
+                c.saes.arch.clone(),
+                s("--k"),
+                s(c.saes.wide_k.unwrap_or(c.saes.k)),
+                s("--width"),
+                s(c.saes.wide_width),
+                s("--per-dim-scale"),
+                s("--seed"),
+                s(c.seed),
+                s("--out"),
+                p(&d.saes_wide),
+            ]
+            .into_iter()
+            .chain(lr)
+            .collect(),
+            json_output: false,
+        });
+    }
+    if c.saes.eval_tokens > 0 {
+        let dirs: Vec<String> = all_sae_dirs(c, &d).iter().map(|x| p(x)).collect();
+        let mut args = vec![
+            s("sae"),
+            s("eval"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--sae"),
+            dirs.join(","),
+            s("--corpus"),
+            s(CORPUS_DIR),
+            s("--tokens"),
+            s(c.saes.eval_tokens),
+            s("--mean-ablation"),
+            s("--out"),
+            p(&d.saes.join("eval.json")),
+            s("--table"),
+            p(&d.saes.join("eval.md")),
+        ];
+        if c.saes.eval_downstream_tokens > 0 {
+            args.extend([s("--downstream-tokens"), s(c.saes.eval_downstream_tokens)]);
+        }
+        if c.saes.eval_ablation_tokens > 0 {
+            args.extend([s("--ablation-tokens"), s(c.saes.eval_ablation_tokens)]);
+        }
+        v.push(Stage {
+            name: "sae-eval",
+            about: "evaluate every SAE on held-out corpus text (one table)",
+            args,
+            json_output: false,
+        });
+    }
     v.push(Stage {
         name: "discover-base",
         about: "find the entity-recognition latents (base model)",

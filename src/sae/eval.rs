@@ -77,11 +77,35 @@ pub struct EvalConfig {
     /// Run the spliced forward passes (CE loss and KL metrics). Without them the evaluation
     /// needs one pass that stops at the SAE's hook.
     pub downstream: bool,
+    /// Run the ablation baselines (zero, and mean if `mean_ablation`) on the first this many
+    /// sequences only (None: all). CE loss recovered and the KL score are ratios taken on that
+    /// subset; CE with the SAE, the delta LM loss and KL(clean ‖ SAE) use every sequence.
+    pub ablation_sequences: Option<usize>,
+    /// Run the spliced passes (CE loss, KL, ablations) on the first this many sequences only
+    /// (None: all); the reconstruction and sparsity metrics use every sequence. The unembedding
+    /// of Gemma's 262k vocabulary makes a spliced pass several times dearer than the forward pass
+    /// to the hook, so long evaluations take their losses on a subset.
+    pub downstream_sequences: Option<usize>,
+    /// Also replace the hook's activation by its mean over the ablated subset's counted tokens.
+    pub mean_ablation: bool,
+    /// Bootstrap resamples of sequences for the delta LM loss's 95% interval (0: none).
+    pub bootstrap: usize,
+    pub seed: u64,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { batch_size: 8, logit_rows: 64, dense_threshold: DEFAULT_DENSE_THRESHOLD, downstream: true }
+        Self {
+            batch_size: 8,
+            logit_rows: 64,
+            dense_threshold: DEFAULT_DENSE_THRESHOLD,
+            downstream: true,
+            ablation_sequences: None,
+            downstream_sequences: None,
+            mean_ablation: false,
+            bootstrap: 0,
+            seed: 0,
+        }
     }
 }
 
@@ -92,20 +116,35 @@ pub struct Downstream {
     pub ce_loss_clean: f64,
     /// ... with the SAE's reconstruction in place of the hook's activation.
     pub ce_loss_sae: f64,
-    /// ... with the hook's activation zeroed.
+    /// ... with the hook's activation zeroed (on the ablated subset).
     pub ce_loss_zero: f64,
-    /// (CE_zero − CE_sae) / (CE_zero − CE_clean): 1 is perfect, 0 as bad as ablation.
+    /// (CE_zero − CE_sae) / (CE_zero − CE_clean) on the ablated subset: 1 is perfect, 0 as bad
+    /// as ablation.
     pub ce_loss_recovered: Option<f64>,
     /// CE_sae − CE_clean.
     pub delta_lm_loss: f64,
+    /// 95% interval of the delta LM loss from resampling sequences (with `bootstrap` > 0).
+    #[serde(default)]
+    pub delta_lm_loss_ci95: Option<[f64; 2]>,
     /// Mean KL(p_clean ‖ p_sae) per token (nats).
     pub kl_div_sae: f64,
-    /// Mean KL(p_clean ‖ p_zero) per token.
+    /// Mean KL(p_clean ‖ p_zero) per token (on the ablated subset).
     pub kl_div_zero: f64,
-    /// (KL_zero − KL_sae) / KL_zero.
+    /// (KL_zero − KL_sae) / KL_zero on the ablated subset.
     pub kl_div_score: Option<f64>,
+    /// CE loss with the hook's activation replaced by its mean (with `mean_ablation`).
+    #[serde(default)]
+    pub ce_loss_mean_ablation: Option<f64>,
+    /// (CE_mean − CE_sae) / (CE_mean − CE_clean) on the ablated subset.
+    #[serde(default)]
+    pub ce_loss_recovered_mean_ablation: Option<f64>,
+    #[serde(default)]
+    pub kl_div_mean_ablation: Option<f64>,
     /// Tokens whose next-token loss was counted.
     pub n_loss_tokens: usize,
+    /// ... of them in the ablated subset.
+    #[serde(default)]
+    pub n_ablation_loss_tokens: usize,
 }
 
 /// The evaluation of one SAE on a set of token sequences. See the module docs for definitions.
@@ -147,8 +186,24 @@ pub struct SaeEval {
 /// Evaluates `sae` on `seqs` (each a token sequence that starts with BOS where the model uses
 /// one). Errors if the SAE does not fit the model (hook missing, d_in not its width).
 pub fn evaluate(model: &Model, sae: &Sae, seqs: &[Vec<u32>], cfg: &EvalConfig) -> Result<SaeEval> {
+    Ok(evaluate_many(model, &[sae], seqs, cfg)?.pop().expect("one SAE in, one evaluation out"))
+}
+
+/// Evaluates several SAEs (any hooks) on the same sequences in one pass over them: one clean
+/// forward pass and one clean unembedding per batch serve every SAE, and the zero / mean
+/// ablations run once per distinct hook (on the first `cfg.ablation_sequences` sequences). The
+/// results are those `evaluate` gives for each SAE alone with the same configuration.
+pub fn evaluate_many(model: &Model, saes: &[&Sae], seqs: &[Vec<u32>], cfg: &EvalConfig) -> Result<Vec<SaeEval>> {
     let start = Instant::now();
-    sae.check_model(model)?;
+    for sae in saes {
+        match sae.check_model(model) {
+            Err(e) if saes.len() > 1 => return Err(e.context(format!("SAE {}", sae.source.display()))),
+            r => r?,
+        }
+    }
+    if saes.is_empty() {
+        bail!("no SAE to evaluate");
+    }
     if cfg.batch_size == 0 || cfg.logit_rows == 0 {
         bail!("batch_size and logit_rows must be at least 1");
     }
@@ -156,16 +211,203 @@ pub fn evaluate(model: &Model, sae: &Sae, seqs: &[Vec<u32>], cfg: &EvalConfig) -
         bail!("no sequences to evaluate on");
     }
     let special = special_ids(model);
-    let mut acc = Accum::new(sae.d_in(), sae.d_sae());
-    for (i, rows) in seqs.chunks(cfg.batch_size).enumerate() {
-        let first = i * cfg.batch_size;
-        let batch = model
-            .batch_from_ids(rows)
-            .with_context(|| format!("evaluation sequences {first}..{}", first + rows.len()))?;
-        eval_batch(model, sae, &batch, &special, cfg, &mut acc)
-            .with_context(|| format!("evaluating {} on sequences {first}..{}", sae.hook, first + rows.len()))?;
+    let mut hooks: Vec<HookPoint> = Vec::new();
+    for sae in saes {
+        if !hooks.contains(&sae.hook) {
+            hooks.push(sae.hook);
+        }
     }
-    acc.finish(sae, seqs.len(), cfg, start.elapsed().as_secs_f64())
+    let n_down = if cfg.downstream { cfg.downstream_sequences.unwrap_or(seqs.len()).min(seqs.len()) } else { 0 };
+    let n_abl = cfg.ablation_sequences.unwrap_or(seqs.len()).min(n_down);
+    let means = if cfg.downstream && cfg.mean_ablation {
+        hook_means(model, &hooks, &seqs[..n_abl], &special, cfg.batch_size)?
+    } else {
+        Vec::new()
+    };
+    let mut run = Run {
+        model,
+        saes,
+        hooks: &hooks,
+        means: &means,
+        special: &special,
+        cfg,
+        recon: saes.iter().map(|s| Accum::new(s.d_in(), s.d_sae())).collect(),
+        loss: vec![LossAccum::default(); saes.len()],
+        ablation: vec![AblationAccum::default(); hooks.len()],
+    };
+    // Batches never straddle the end of the ablated or the downstream subset.
+    let ranges = [(0, n_abl, true, true), (n_abl, n_down, false, true), (n_down, seqs.len(), false, false)];
+    for (lo, hi, ablate, downstream) in ranges {
+        for first in (lo..hi).step_by(cfg.batch_size) {
+            let last = (first + cfg.batch_size).min(hi);
+            let batch = model
+                .batch_from_ids(&seqs[first..last])
+                .with_context(|| format!("evaluation sequences {first}..{last}"))?;
+            run.batch(&batch, first, ablate, downstream)
+                .with_context(|| format!("evaluating on sequences {first}..{last}"))?;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let Run { recon, loss, ablation, .. } = run;
+    recon
+        .into_iter()
+        .zip(loss)
+        .zip(saes)
+        .map(|((acc, loss), sae)| {
+            let h = hooks.iter().position(|&h| h == sae.hook).expect("every SAE's hook is listed");
+            let downstream = cfg.downstream.then(|| loss.finish(&ablation[h], cfg)).flatten();
+            acc.finish(sae, seqs.len(), cfg, downstream, seconds)
+        })
+        .collect()
+}
+
+/// The mean activation of each hook over the counted tokens of `seqs`: what mean ablation puts in
+/// place of the activation.
+fn hook_means(
+    model: &Model,
+    hooks: &[HookPoint],
+    seqs: &[Vec<u32>],
+    special: &[u32],
+    batch_size: usize,
+) -> Result<Vec<Tensor>> {
+    let mut sums: Vec<Option<Tensor>> = vec![None; hooks.len()];
+    let mut n = 0usize;
+    for rows in seqs.chunks(batch_size) {
+        let batch = model.batch_from_ids(rows)?;
+        let keep = counted_mask(&batch, special);
+        let keep_idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        if keep_idx.is_empty() {
+            continue;
+        }
+        n += keep_idx.len();
+        let out = model.run(&batch, &HookSpec::new().capture(hooks.iter().copied()))?;
+        for (h, sum) in hooks.iter().zip(sums.iter_mut()) {
+            let x = out.cache.get(*h)?;
+            let flat = hook_rows(x, x.elem_count() / (batch.rows() * batch.seq_len))?;
+            let idx = Tensor::from_slice(&keep_idx, keep_idx.len(), flat.device())?;
+            let s = flat.index_select(&idx, 0)?.sum(0)?;
+            *sum = Some(match sum.take() {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+    }
+    if n == 0 {
+        bail!("no tokens to take the mean activation over: every token is padding, BOS or EOS");
+    }
+    sums.into_iter().map(|s| Ok((s.expect("n > 0") / n as f64)?)).collect()
+}
+
+/// The state of one `evaluate_many` pass.
+struct Run<'a> {
+    model: &'a Model,
+    saes: &'a [&'a Sae],
+    hooks: &'a [HookPoint],
+    /// Mean activation per hook (empty without mean ablation).
+    means: &'a [Tensor],
+    special: &'a [u32],
+    cfg: &'a EvalConfig,
+    recon: Vec<Accum>,
+    loss: Vec<LossAccum>,
+    ablation: Vec<AblationAccum>,
+}
+
+impl Run<'_> {
+    /// One batch; `first` is the index of its first sequence; `downstream`: it runs the spliced
+    /// passes; `ablate`: also the ablations.
+    fn batch(&mut self, batch: &Batch, first: usize, ablate: bool, downstream: bool) -> Result<()> {
+        let (model, cfg) = (self.model, self.cfg);
+        let (b, s) = (batch.rows(), batch.seq_len);
+        let keep = counted_mask(batch, self.special);
+        let n_tokens = (0..b).map(|r| batch.len_of(r)).sum::<usize>();
+        self.recon.iter_mut().for_each(|a| a.n_tokens += n_tokens);
+        let keep_idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        if keep_idx.is_empty() {
+            return Ok(());
+        }
+        let mut capture = self.hooks.to_vec();
+        if downstream {
+            capture.push(HookPoint::LnFinal);
+        }
+        let clean = model.run(batch, &HookSpec::new().capture(capture))?;
+        let dev = clean.cache.get(self.hooks[0])?.device().clone();
+        let idx = Tensor::from_slice(&keep_idx, keep_idx.len(), &dev)?;
+        // Splice at the counted tokens only; excluded ones keep their clean activation.
+        let mask_col = Tensor::from_vec(keep.iter().map(|&k| k as u8).collect::<Vec<_>>(), (b * s, 1), &dev)?;
+        let d = model.cfg().d_model;
+        let final_rows = |t: &Tensor| -> Result<Tensor> { Ok(t.reshape((b * s, d))?) };
+        let edited = |hook: HookPoint, v: Tensor| -> Result<Tensor> {
+            let spec =
+                HookSpec::new().capture([HookPoint::LnFinal]).edit(hook, Positions::All, Intervention::Replace(v));
+            final_rows(model.run(batch, &spec)?.cache.get(HookPoint::LnFinal)?)
+        };
+        let mut y_sae = Vec::with_capacity(self.saes.len());
+        for (sae, acc) in self.saes.iter().zip(self.recon.iter_mut()) {
+            let x = clean.cache.get(sae.hook)?;
+            let flat = hook_rows(x, sae.d_in())?;
+            let f_all = sae.encode(&flat)?;
+            let xh_all = sae.decode(&f_all)?;
+            acc.add_reconstruction(
+                &flat.index_select(&idx, 0)?,
+                &xh_all.index_select(&idx, 0)?,
+                &f_all.index_select(&idx, 0)?,
+            )?;
+            if downstream {
+                let mask = mask_col.broadcast_as(flat.shape())?;
+                y_sae.push(edited(sae.hook, mask.where_cond(&xh_all, &flat)?.reshape(x.shape())?)?);
+            }
+        }
+        if !downstream {
+            return Ok(());
+        }
+        // Ablations per hook: zero, and the mean activation where asked for.
+        let mut y_abl: Vec<Vec<Tensor>> = Vec::new();
+        if ablate {
+            for (h, hook) in self.hooks.iter().enumerate() {
+                let x = clean.cache.get(*hook)?;
+                let flat = hook_rows(x, x.elem_count() / (b * s))?;
+                let mask = mask_col.broadcast_as(flat.shape())?;
+                let mut ys = vec![edited(*hook, mask.where_cond(&flat.zeros_like()?, &flat)?.reshape(x.shape())?)?];
+                if let Some(mean) = self.means.get(h) {
+                    let m = mean.unsqueeze(0)?.broadcast_as(flat.shape())?;
+                    ys.push(edited(*hook, mask.where_cond(&m, &flat)?.reshape(x.shape())?)?);
+                }
+                y_abl.push(ys);
+            }
+        }
+        let y_clean = final_rows(clean.cache.get(HookPoint::LnFinal)?)?;
+        drop(clean);
+
+        // Losses, a few positions at a time so that logits stay small: the clean logits of a
+        // chunk are computed once and compared with each edited run's in turn.
+        for chunk in keep_idx.chunks(cfg.logit_rows) {
+            let n = chunk.len();
+            let ix = Tensor::from_slice(chunk, n, &dev)?;
+            let targets: Vec<Option<u32>> = chunk
+                .iter()
+                .map(|&i| {
+                    let (r, t) = (i as usize / s, i as usize % s);
+                    (t + 1 < s).then(|| batch.ids[r][t + 1])
+                })
+                .collect();
+            let seq_of: Vec<usize> = chunk.iter().map(|&i| first + i as usize / s).collect();
+            let logits = |y: &Tensor| -> Result<Vec<f32>> {
+                Ok(model.transformer.unembed(&y.index_select(&ix, 0)?)?.flatten_all()?.to_vec1::<f32>()?)
+            };
+            let clean = CleanRows::new(logits(&y_clean)?, n, &targets);
+            for (y, acc) in y_sae.iter().zip(self.loss.iter_mut()) {
+                let rows = clean.compare(&logits(y)?, &targets);
+                acc.add(&clean, &rows, &seq_of, ablate);
+            }
+            for (ys, acc) in y_abl.iter().zip(self.ablation.iter_mut()) {
+                for (k, y) in ys.iter().enumerate() {
+                    let rows = clean.compare(&logits(y)?, &targets);
+                    acc.add(k, &rows);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// BOS and EOS ids of the model's tokenizer: tokens left out of every metric.
@@ -189,125 +431,181 @@ pub(crate) fn hook_rows(x: &Tensor, d_in: usize) -> Result<Tensor> {
     Ok(x.reshape((b * s, d_in))?)
 }
 
-fn eval_batch(
-    model: &Model,
-    sae: &Sae,
-    batch: &Batch,
-    special: &[u32],
-    cfg: &EvalConfig,
-    acc: &mut Accum,
-) -> Result<()> {
-    let hook = sae.hook;
-    let (b, s) = (batch.rows(), batch.seq_len);
-    let keep = counted_mask(batch, special);
-    acc.n_tokens += (0..b).map(|r| batch.len_of(r)).sum::<usize>();
-    let keep_idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
-    if keep_idx.is_empty() {
-        return Ok(());
-    }
-    let mut capture = vec![hook];
-    if cfg.downstream {
-        capture.push(HookPoint::LnFinal);
-    }
-    let clean = model.run(batch, &HookSpec::new().capture(capture))?;
-    let x = clean.cache.get(hook)?;
-    let flat = hook_rows(x, sae.d_in())?;
-    let f_all = sae.encode(&flat)?;
-    let xh_all = sae.decode(&f_all)?;
+/// The clean logits of a chunk of positions, with what every comparison needs: each row's
+/// log-sum-exp, its probabilities and the clean cross-entropy of the next token. Losses are in
+/// f64 and never materialise log-probabilities: with lse the log-sum-exp, CE = lse − z[target]
+/// and KL(p_c ‖ p_e) = Σ p_c (z_c − z_e) − lse_c + lse_e.
+struct CleanRows {
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    lse: Vec<f64>,
+    ce: Vec<Option<f64>>,
+    vocab: usize,
+}
 
-    let dev = flat.device();
-    let idx = Tensor::from_slice(&keep_idx, keep_idx.len(), dev)?;
-    acc.add_reconstruction(
-        &flat.index_select(&idx, 0)?,
-        &xh_all.index_select(&idx, 0)?,
-        &f_all.index_select(&idx, 0)?,
-    )?;
+/// One edited run's losses at one position.
+struct RowLoss {
+    /// Cross-entropy of the next token, when there is one.
+    ce: Option<f64>,
+    /// KL(clean ‖ edited).
+    kl: f64,
+}
 
-    if !cfg.downstream {
-        return Ok(());
-    }
-    // Splice at the counted tokens only; excluded ones keep their clean activation.
-    let mask = Tensor::from_vec(keep.iter().map(|&k| k as u8).collect::<Vec<_>>(), (b * s, 1), dev)?
-        .broadcast_as(flat.shape())?;
-    let spliced = mask.where_cond(&xh_all, &flat)?.reshape(x.shape())?;
-    let zeroed = mask.where_cond(&flat.zeros_like()?, &flat)?.reshape(x.shape())?;
-    let d = model.cfg().d_model;
-    let final_rows = |t: &Tensor| -> Result<Tensor> { Ok(t.reshape((b * s, d))?) };
-    let edited = |v: Tensor| -> Result<Tensor> {
-        let spec = HookSpec::new().capture([HookPoint::LnFinal]).edit(hook, Positions::All, Intervention::Replace(v));
-        final_rows(model.run(batch, &spec)?.cache.get(HookPoint::LnFinal)?)
-    };
-    let y_clean = final_rows(clean.cache.get(HookPoint::LnFinal)?)?;
-    drop(clean);
-    let y_sae = edited(spliced)?;
-    let y_zero = edited(zeroed)?;
-
-    // Losses, a few positions at a time so that logits stay small.
-    for chunk in keep_idx.chunks(cfg.logit_rows) {
-        let n = chunk.len();
-        let ix = Tensor::from_slice(chunk, n, dev)?;
-        let targets: Vec<Option<u32>> = chunk
+impl CleanRows {
+    fn new(logits: Vec<f32>, n: usize, targets: &[Option<u32>]) -> Self {
+        let vocab = logits.len() / n;
+        let lse: Vec<f64> = logits.par_chunks(vocab).map(log_sum_exp).collect();
+        let mut probs = vec![0f32; logits.len()];
+        probs.par_chunks_mut(vocab).zip(logits.par_chunks(vocab)).zip(&lse).for_each(|((p, z), &l)| {
+            p.iter_mut().zip(z).for_each(|(p, &z)| *p = (z - l as f32).exp());
+        });
+        let ce = targets
             .iter()
-            .map(|&i| {
-                let (r, t) = (i as usize / s, i as usize % s);
-                (t + 1 < s).then(|| batch.ids[r][t + 1])
-            })
+            .enumerate()
+            .map(|(j, t)| t.map(|t| lse[j] - logits[j * vocab + t as usize] as f64))
             .collect();
-        let logits = |y: &Tensor| -> Result<Vec<f32>> {
-            Ok(model.transformer.unembed(&y.index_select(&ix, 0)?)?.flatten_all()?.to_vec1::<f32>()?)
-        };
-        let (lc, ls, lz) = (logits(&y_clean)?, logits(&y_sae)?, logits(&y_zero)?);
-        let v = lc.len() / n;
-        let per_row: Vec<RowLoss> = (0..n)
+        Self { logits, probs, lse, ce, vocab }
+    }
+
+    fn compare(&self, edited: &[f32], targets: &[Option<u32>]) -> Vec<RowLoss> {
+        let v = self.vocab;
+        (0..self.lse.len())
             .into_par_iter()
             .map(|j| {
-                let (a, b) = (j * v, (j + 1) * v);
-                RowLoss::new(&lc[a..b], &ls[a..b], &lz[a..b], targets[j])
+                let (c, e, p) =
+                    (&self.logits[j * v..(j + 1) * v], &edited[j * v..(j + 1) * v], &self.probs[j * v..(j + 1) * v]);
+                let lse_e = log_sum_exp(e);
+                let d: f64 = c.iter().zip(e).zip(p).map(|((&c, &e), &p)| p as f64 * (c - e) as f64).sum();
+                RowLoss { ce: targets[j].map(|t| lse_e - e[t as usize] as f64), kl: d - self.lse[j] + lse_e }
             })
-            .collect();
-        for r in per_row {
-            if let Some(ce) = r.ce {
-                acc.ce.iter_mut().zip(ce).for_each(|(a, c)| *a += c);
-                acc.n_ce += 1;
-            }
-            acc.kl[0] += r.kl[0];
-            acc.kl[1] += r.kl[1];
-            acc.n_kl += 1;
-        }
-    }
-    Ok(())
-}
-
-/// One position's losses from its clean, SAE and ablated logits, in f64, without materialising
-/// log-probabilities: with lse the log-sum-exp, CE = lse − z[target] and
-/// KL(p_c ‖ p_e) = Σ p_c (z_c − z_e) − lse_c + lse_e.
-struct RowLoss {
-    /// Cross-entropy of the next token (clean, SAE, ablated), when there is one.
-    ce: Option<[f64; 3]>,
-    /// KL(clean ‖ SAE), KL(clean ‖ ablated).
-    kl: [f64; 2],
-}
-
-impl RowLoss {
-    fn new(clean: &[f32], sae: &[f32], zero: &[f32], target: Option<u32>) -> Self {
-        let (lse_c, lse_s, lse_z) = (log_sum_exp(clean), log_sum_exp(sae), log_sum_exp(zero));
-        let (mut ds, mut dz) = (0f64, 0f64);
-        for ((&c, &s), &z) in clean.iter().zip(sae).zip(zero) {
-            let p = (c - lse_c as f32).exp() as f64;
-            ds += p * (c - s) as f64;
-            dz += p * (c - z) as f64;
-        }
-        let ce = target.map(|t| {
-            let t = t as usize;
-            [lse_c - clean[t] as f64, lse_s - sae[t] as f64, lse_z - zero[t] as f64]
-        });
-        Self { ce, kl: [ds - lse_c + lse_s, dz - lse_c + lse_z] }
+            .collect()
     }
 }
 
 fn log_sum_exp(z: &[f32]) -> f64 {
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     m as f64 + z.iter().map(|&x| (x - m).exp() as f64).sum::<f64>().ln()
+}
+
+/// An SAE's loss sums: over every sequence, and over the ablated subset (where the ratios
+/// against the ablations are taken), with per-sequence sums of CE_sae − CE_clean for the
+/// bootstrap interval of the delta LM loss.
+#[derive(Clone, Default)]
+struct LossAccum {
+    /// CE clean, CE with the SAE; tokens with a next token; KL sum; positions.
+    ce: [f64; 2],
+    n_ce: usize,
+    kl: f64,
+    n_kl: usize,
+    /// The same over the ablated subset.
+    sub_ce: [f64; 2],
+    sub_n_ce: usize,
+    sub_kl: f64,
+    /// Sequence index → (Σ CE_sae − CE_clean, tokens).
+    per_seq: std::collections::BTreeMap<usize, (f64, usize)>,
+}
+
+impl LossAccum {
+    fn add(&mut self, clean: &CleanRows, rows: &[RowLoss], seq_of: &[usize], ablated: bool) {
+        for ((r, c), &q) in rows.iter().zip(&clean.ce).zip(seq_of) {
+            if let (Some(c), Some(e)) = (c, r.ce) {
+                self.ce[0] += c;
+                self.ce[1] += e;
+                self.n_ce += 1;
+                let s = self.per_seq.entry(q).or_default();
+                s.0 += e - c;
+                s.1 += 1;
+                if ablated {
+                    self.sub_ce[0] += c;
+                    self.sub_ce[1] += e;
+                    self.sub_n_ce += 1;
+                }
+            }
+            self.kl += r.kl;
+            self.n_kl += 1;
+            if ablated {
+                self.sub_kl += r.kl;
+            }
+        }
+    }
+
+    fn finish(&self, abl: &AblationAccum, cfg: &EvalConfig) -> Option<Downstream> {
+        if self.n_kl == 0 {
+            return None;
+        }
+        let ratio = |a: f64, b: f64| (b != 0.0 && (a / b).is_finite()).then(|| a / b);
+        let mean = |s: f64, n: usize| if n > 0 { s / n as f64 } else { f64::NAN };
+        let (ce_clean, ce_sae) = (mean(self.ce[0], self.n_ce), mean(self.ce[1], self.n_ce));
+        // Ratios against an ablation use the subset it ran on, for all three terms.
+        let (sub_clean, sub_sae) = (mean(self.sub_ce[0], self.sub_n_ce), mean(self.sub_ce[1], self.sub_n_ce));
+        let sub_kl = mean(self.sub_kl, abl.n_kl);
+        let recovered =
+            |ce_abl: f64| if self.sub_n_ce > 0 { ratio(ce_abl - sub_sae, ce_abl - sub_clean) } else { None };
+        let ce_zero = mean(abl.ce[0], abl.n_ce);
+        let kl_zero = mean(abl.kl[0], abl.n_kl);
+        let (ce_mean, kl_mean) = if abl.has_mean {
+            (Some(mean(abl.ce[1], abl.n_ce)), Some(mean(abl.kl[1], abl.n_kl)))
+        } else {
+            (None, None)
+        };
+        let seqs: Vec<(f64, usize)> = self.per_seq.values().copied().collect();
+        let delta_ci = (cfg.bootstrap > 0 && seqs.len() > 1)
+            .then(|| {
+                crate::stats::bootstrap(&seqs, cfg.bootstrap, cfg.seed, |v| {
+                    let (s, n) = v.iter().fold((0.0, 0usize), |(s, n), x| (s + x.0, n + x.1));
+                    s / n.max(1) as f64
+                })
+            })
+            .flatten()
+            .map(|e| [e.lo, e.hi]);
+        Some(Downstream {
+            ce_loss_clean: ce_clean,
+            ce_loss_sae: ce_sae,
+            ce_loss_zero: ce_zero,
+            ce_loss_recovered: recovered(ce_zero),
+            delta_lm_loss: ce_sae - ce_clean,
+            delta_lm_loss_ci95: delta_ci,
+            kl_div_sae: mean(self.kl, self.n_kl),
+            kl_div_zero: kl_zero,
+            kl_div_score: ratio(kl_zero - sub_kl, kl_zero),
+            ce_loss_mean_ablation: ce_mean,
+            ce_loss_recovered_mean_ablation: ce_mean.and_then(recovered),
+            kl_div_mean_ablation: kl_mean,
+            n_loss_tokens: self.n_ce,
+            n_ablation_loss_tokens: abl.n_ce,
+        })
+    }
+}
+
+/// A hook's ablation sums over the ablated subset: [zero, mean].
+#[derive(Clone, Default)]
+struct AblationAccum {
+    ce: [f64; 2],
+    n_ce: usize,
+    kl: [f64; 2],
+    n_kl: usize,
+    has_mean: bool,
+}
+
+impl AblationAccum {
+    /// `k`: 0 zero ablation, 1 mean ablation (added after the zero one of the same rows).
+    fn add(&mut self, k: usize, rows: &[RowLoss]) {
+        for r in rows {
+            if let Some(c) = r.ce {
+                self.ce[k] += c;
+                if k == 0 {
+                    self.n_ce += 1;
+                }
+            }
+            self.kl[k] += r.kl;
+            if k == 0 {
+                self.n_kl += 1;
+            }
+        }
+        if k == 1 {
+            self.has_mean = true;
+        }
+    }
 }
 
 /// Running sums, in f64, over every counted token.
@@ -326,10 +624,6 @@ struct Accum {
     norm_out: f64,
     sum_x: Vec<f64>,
     fired: Vec<u64>,
-    ce: [f64; 3],
-    n_ce: usize,
-    kl: [f64; 2],
-    n_kl: usize,
 }
 
 impl Accum {
@@ -349,10 +643,6 @@ impl Accum {
             norm_out: 0.0,
             sum_x: vec![0.0; d_in],
             fired: vec![0; d_sae],
-            ce: [0.0; 3],
-            n_ce: 0,
-            kl: [0.0; 2],
-            n_kl: 0,
         }
     }
 
@@ -391,7 +681,14 @@ impl Accum {
         Ok(())
     }
 
-    fn finish(self, sae: &Sae, n_sequences: usize, cfg: &EvalConfig, seconds: f64) -> Result<SaeEval> {
+    fn finish(
+        self,
+        sae: &Sae,
+        n_sequences: usize,
+        cfg: &EvalConfig,
+        downstream: Option<Downstream>,
+        seconds: f64,
+    ) -> Result<SaeEval> {
         if self.n == 0 {
             bail!("no tokens to evaluate on: every token is padding, BOS or EOS");
         }
@@ -403,21 +700,6 @@ impl Accum {
         let n_dead = self.fired.iter().filter(|&&c| c == 0).count();
         let n_dense = self.fired.iter().filter(|&&c| c as f64 / n > cfg.dense_threshold).count();
         let d_sae = sae.d_sae();
-        let downstream = (cfg.downstream && self.n_kl > 0).then(|| {
-            let ce = self.ce.map(|c| c / self.n_ce.max(1) as f64);
-            let kl = self.kl.map(|k| k / self.n_kl as f64);
-            Downstream {
-                ce_loss_clean: ce[0],
-                ce_loss_sae: ce[1],
-                ce_loss_zero: ce[2],
-                ce_loss_recovered: if self.n_ce > 0 { ratio(ce[2] - ce[1], ce[2] - ce[0]) } else { None },
-                delta_lm_loss: ce[1] - ce[0],
-                kl_div_sae: kl[0],
-                kl_div_zero: kl[1],
-                kl_div_score: ratio(kl[1] - kl[0], kl[1]),
-                n_loss_tokens: self.n_ce,
-            }
-        });
         Ok(SaeEval {
             sae: sae.source.display().to_string(),
             hook: sae.hook.to_string(),
@@ -446,6 +728,49 @@ impl Accum {
             seconds,
         })
     }
+}
+
+/// One Markdown table row per evaluation: the suite's summary (what data/saes/ commits).
+pub fn markdown_table(results: &[SaeEval]) -> String {
+    let mut out = String::from(
+        "| SAE | hook | width | tokens | L0 | FVU | cosine | dead | dense | loss tokens (ablations) | CE clean | CE with SAE \
+         | Δ LM loss [95% CI] | CE zero | recovered (zero) | recovered (mean) | KL score |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
+    );
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into());
+    for r in results {
+        let ds = r.downstream.as_ref();
+        // The folder and its parent: `saes/blocks.5...` and `saes-wide/blocks.5...` differ.
+        let parts: Vec<_> = Path::new(&r.sae).components().rev().take(2).collect();
+        let name = parts.iter().rev().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        let loss_tokens =
+            ds.map(|d| format!("{} ({})", d.n_loss_tokens, d.n_ablation_loss_tokens)).unwrap_or_else(|| "–".into());
+        let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+        let delta = ds
+            .map(|d| match d.delta_lm_loss_ci95 {
+                Some([lo, hi]) => format!("{:.3} [{lo:.3}, {hi:.3}]", d.delta_lm_loss),
+                None => format!("{:.3}", d.delta_lm_loss),
+            })
+            .unwrap_or_else(|| "–".into());
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {:.1} | {:.3} | {:.3} | {} | {} | {loss_tokens} | {} | {} | {delta} | {} | {} | {} | {} |\n",
+            r.hook,
+            r.d_sae,
+            r.n_counted_tokens,
+            r.l0,
+            r.fvu,
+            r.cossim,
+            pct(r.dead_fraction),
+            pct(r.dense_fraction),
+            opt(ds.map(|d| d.ce_loss_clean)),
+            opt(ds.map(|d| d.ce_loss_sae)),
+            opt(ds.map(|d| d.ce_loss_zero)),
+            opt(ds.and_then(|d| d.ce_loss_recovered)),
+            opt(ds.and_then(|d| d.ce_loss_recovered_mean_ablation)),
+            opt(ds.and_then(|d| d.kl_div_score)),
+        ));
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------------
