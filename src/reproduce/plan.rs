@@ -210,10 +210,9 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         ],
         json_output: false,
     });
-    v.push(Stage {
-        name: "sae-train",
-        about: "train the SAEs from the store",
-        args: vec![
+    // Both widths train from the same store with the same recipe; only hooks, size and output differ.
+    let train = |hooks: String, epochs: usize, k: usize, width: usize, out: &Path| -> Vec<String> {
+        let mut args = vec![
             s("sae"),
             s("train"),
             s("--model"),
@@ -223,54 +222,39 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s("--store"),
             p(&d.store),
             s("--epochs"),
-            s(c.saes.epochs),
+            s(epochs),
             s("--arch"),
             c.saes.arch.clone(),
             s("--k"),
-            s(c.saes.k),
+            s(k),
             s("--width"),
-            s(c.saes.width),
+            s(width),
             s("--per-dim-scale"),
             s("--seed"),
             s(c.seed),
             s("--out"),
-            p(&d.saes),
-        ]
-        .into_iter()
-        .chain(lr.clone())
-        .collect(),
+            p(out),
+        ];
+        args.extend(lr.iter().cloned());
+        args
+    };
+    v.push(Stage {
+        name: "sae-train",
+        about: "train the SAEs from the store",
+        args: train(hooks, c.saes.epochs, c.saes.k, c.saes.width, &d.saes),
         json_output: false,
     });
     if !c.saes.wide_layers.is_empty() {
         v.push(Stage {
             name: "sae-train-wide",
             about: "train the wide SAEs from the same store",
-            args: vec![
-                s("sae"),
-                s("train"),
-                s("--model"),
-                c.base.model.clone(),
-                s("--hooks"),
+            args: train(
                 hooks_of(&c.saes.wide_layers).join(","),
-                s("--store"),
-                p(&d.store),
-                s("--epochs"),
-                s(c.saes.wide_epochs.unwrap_or(c.saes.epochs)),
-                s("--arch"),
-                c.saes.arch.clone(),
-                s("--k"),
-                s(c.saes.wide_k.unwrap_or(c.saes.k)),
-                s("--width"),
-                s(c.saes.wide_width),
-                s("--per-dim-scale"),
-                s("--seed"),
-                s(c.seed),
-                s("--out"),
-                p(&d.saes_wide),
-            ]
-            .into_iter()
-            .chain(lr)
-            .collect(),
+                c.saes.wide_epochs.unwrap_or(c.saes.epochs),
+                c.saes.wide_k.unwrap_or(c.saes.k),
+                c.saes.wide_width,
+                &d.saes_wide,
+            ),
             json_output: false,
         });
     }

@@ -275,7 +275,7 @@ fn hook_means(
     for rows in seqs.chunks(batch_size) {
         let batch = model.batch_from_ids(rows)?;
         let keep = counted_mask(&batch, special);
-        let keep_idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        let keep_idx = counted_rows(&keep);
         if keep_idx.is_empty() {
             continue;
         }
@@ -321,7 +321,7 @@ impl Run<'_> {
         let keep = counted_mask(batch, self.special);
         let n_tokens = (0..b).map(|r| batch.len_of(r)).sum::<usize>();
         self.recon.iter_mut().for_each(|a| a.n_tokens += n_tokens);
-        let keep_idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        let keep_idx = counted_rows(&keep);
         if keep_idx.is_empty() {
             return Ok(());
         }
@@ -422,6 +422,11 @@ pub fn counted_mask(batch: &Batch, special: &[u32]) -> Vec<bool> {
         keep.extend(ids.iter().enumerate().map(|(t, id)| t >= batch.pad[r] && !special.contains(id)));
     }
     keep
+}
+
+/// The rows of a flattened batch that count (`counted_mask`), as indices for `index_select`.
+fn counted_rows(keep: &[bool]) -> Vec<u32> {
+    (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect()
 }
 
 /// The hook's activations of a batch as rows [b·s, d_in] (hook_z flattened over heads, as
