@@ -78,6 +78,15 @@ fn the_full_preset_builds_the_sae_suite_from_one_store() {
     assert_eq!(arg("sae-train-wide", "--hooks"), "blocks.5.hook_resid_post,blocks.8.hook_resid_post");
     assert_eq!(arg("sae-train-wide", "--width"), "16384");
     assert_eq!(arg("sae-train-wide", "--store"), arg("sae-train", "--store"));
+    // The swept learning rate and batch size reach both trainings; the wide SAEs have their own rate.
+    assert_eq!(arg("sae-train", "--batch-size"), "1024");
+    assert_eq!(arg("sae-train-wide", "--batch-size"), "1024");
+    assert_eq!(arg("sae-train", "--lr"), "0.0016");
+    assert_eq!(arg("sae-train-wide", "--lr"), "0.0008");
+    let same_lr = knowlens::reproduce::config::FULL.replace("wide_lr = 0.0008", "");
+    let st = plan::stages(&Config::parse(&same_lr, "f.toml").unwrap(), dir);
+    let wide = st.iter().find(|s| s.name == "sae-train-wide").unwrap();
+    assert!(wide.args.windows(2).any(|w| w[0] == "--lr" && w[1] == "0.0016"), "{:?}", wide.args);
     // Every SAE is evaluated in one stage, on at least 100,000 held-out tokens.
     let saes = arg("sae-eval", "--sae");
     assert_eq!(saes.split(',').count(), 7, "{saes}");
@@ -87,8 +96,15 @@ fn the_full_preset_builds_the_sae_suite_from_one_store() {
     // The quick preset has no wide SAEs and a short evaluation.
     let q = plan::stages(&Config::preset("quick").unwrap(), dir);
     assert!(!q.iter().any(|s| s.name == "sae-train-wide") && q.iter().any(|s| s.name == "sae-eval"));
-    let bad = knowlens::reproduce::config::FULL.replace("wide_width = 16384", "wide_width = 0");
-    assert!(Config::parse(&bad, "f.toml").is_err());
+    for (from, to) in [
+        ("wide_width = 16384", "wide_width = 0"),
+        ("batch_size = 1024", "batch_size = 0"),
+        ("wide_lr = 0.0008", "wide_lr = -1.0"),
+    ] {
+        let bad = knowlens::reproduce::config::FULL.replace(from, to);
+        assert_ne!(bad, knowlens::reproduce::config::FULL, "{from}");
+        assert!(Config::parse(&bad, "f.toml").is_err(), "{to}");
+    }
 }
 
 fn rate(v: f64, lo: f64, hi: f64) -> serde_json::Value {

@@ -56,6 +56,9 @@ pub struct Saes {
     /// Adam's learning rate (default: the trainer's).
     #[serde(default)]
     pub lr: Option<f64>,
+    /// Activation rows per training step (default: the trainer's, 4,096).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Wider SAEs (the paper's width) at a few layers, trained from the same store.
     #[serde(default)]
     pub wide_layers: Vec<usize>,
@@ -67,6 +70,9 @@ pub struct Saes {
     /// Passes over the store for the wide SAEs (default: `epochs`).
     #[serde(default)]
     pub wide_epochs: Option<usize>,
+    /// Learning rate of the wide SAEs (default: `lr`).
+    #[serde(default)]
+    pub wide_lr: Option<f64>,
     /// Held-out corpus tokens every SAE is evaluated on (0: no evaluation stage).
     #[serde(default)]
     pub eval_tokens: usize,
@@ -152,8 +158,13 @@ impl Config {
         if self.saes.wide_width == 0 || self.saes.wide_epochs == Some(0) || self.saes.wide_k == Some(0) {
             bail!("[saes] wide_width, wide_k and wide_epochs must be at least 1");
         }
-        if self.saes.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
-            bail!("[saes] lr must be a positive number");
+        for (key, lr) in [("lr", self.saes.lr), ("wide_lr", self.saes.wide_lr)] {
+            if lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+                bail!("[saes] {key} must be a positive number");
+            }
+        }
+        if self.saes.batch_size == Some(0) {
+            bail!("[saes] batch_size must be at least 1");
         }
         if self.base.known_min == 0 || self.chat.known_min == 0 {
             bail!("known_min must be at least 1");

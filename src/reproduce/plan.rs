@@ -132,7 +132,7 @@ impl Dirs {
 
 pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
     let d = Dirs::new(out, c);
-    let lr = c.saes.lr.map(|lr| vec![s("--lr"), s(lr)]).unwrap_or_default();
+    let lr_args = |lr: Option<f64>| lr.map(|lr| vec![s("--lr"), s(lr)]).unwrap_or_default();
     let hooks = sae_hooks(c).join(",");
     let sae_dirs: Vec<String> = sae_hooks(c).iter().map(|h| p(&d.saes.join(h))).collect();
     let types = if c.chat.types.is_empty() { Vec::new() } else { vec![s("--types"), c.chat.types.join(",")] };
@@ -211,7 +211,7 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         json_output: false,
     });
     // Both widths train from the same store with the same recipe; only hooks, size and output differ.
-    let train = |hooks: String, epochs: usize, k: usize, width: usize, out: &Path| -> Vec<String> {
+    let train = |hooks: String, epochs: usize, k: usize, width: usize, lr: Option<f64>, out: &Path| -> Vec<String> {
         let mut args = vec![
             s("sae"),
             s("train"),
@@ -235,13 +235,16 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             s("--out"),
             p(out),
         ];
-        args.extend(lr.iter().cloned());
+        args.extend(lr_args(lr));
+        if let Some(b) = c.saes.batch_size {
+            args.extend([s("--batch-size"), s(b)]);
+        }
         args
     };
     v.push(Stage {
         name: "sae-train",
         about: "train the SAEs from the store",
-        args: train(hooks, c.saes.epochs, c.saes.k, c.saes.width, &d.saes),
+        args: train(hooks, c.saes.epochs, c.saes.k, c.saes.width, c.saes.lr, &d.saes),
         json_output: false,
     });
     if !c.saes.wide_layers.is_empty() {
@@ -253,6 +256,7 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
                 c.saes.wide_epochs.unwrap_or(c.saes.epochs),
                 c.saes.wide_k.unwrap_or(c.saes.k),
                 c.saes.wide_width,
+                c.saes.wide_lr.or(c.saes.lr),
                 &d.saes_wide,
             ),
             json_output: false,
