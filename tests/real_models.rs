@@ -104,3 +104,37 @@ fn smollm2_f32_matches_transformers() {
 fn smollm2_quantized_matches_llamacpp() {
     check_quantized_against_llamacpp("smollm2-135m-instruct");
 }
+
+/// Greedy answers to labelling questions with the int8 candidate pass over the unembedding are
+/// the full float32 product's tokens (src/model/greedy.rs), on the default model and the chat
+/// model's chat questions. The whole default dataset: BENCHMARKS.md.
+#[test]
+fn greedy_int8_pass_gives_the_full_products_tokens_on_labelling_questions() {
+    use knowlens::entities::{dataset, label};
+    use knowlens::model::generate::{generate_many, GenerateOptions};
+    let files = dataset::discover(&[std::path::PathBuf::from("data/entities/v1")]).unwrap();
+    let ds = files.load().unwrap();
+    // A few entities of every type, spread over the files.
+    let mut picked: Vec<dataset::Entity> = Vec::new();
+    for t in ["city", "movie", "player", "song"] {
+        picked.extend(ds.entities.iter().filter(|e| e.entity_type.to_string() == t).step_by(97).take(3).cloned());
+    }
+    for (preset, chat) in [("gemma-3-270m", false), ("smollm2-135m-instruct", true)] {
+        let Some(mut m) = real_or_skip(preset, Precision::F32) else { return };
+        let qs = label::questions_for(&m, &picked, &Default::default(), chat).unwrap();
+        let prompts: Vec<Vec<u32>> = qs.iter().map(|q| q.ids.clone()).collect();
+        let opts = GenerateOptions { max_tokens: if chat { 16 } else { 12 }, ..Default::default() };
+        let mut runs = Vec::new();
+        for fast in [true, false] {
+            m.transformer.fast_greedy = fast;
+            let gens = generate_many(&m, &prompts, &HookSpec::new(), &opts, 1, 8).unwrap();
+            runs.push(gens.into_iter().map(|g| g[0].ids.clone()).collect::<Vec<_>>());
+        }
+        for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
+            assert_eq!(a, b, "{preset}: question {i} ({:?})", qs[i].prompt);
+        }
+        let stats = m.transformer.greedy_stats();
+        eprintln!("{preset}: {} questions, greedy picks {stats:?}", qs.len());
+        assert!(stats.fast > stats.fallback, "{preset}: the int8 pass settled too few picks: {stats:?}");
+    }
+}

@@ -10,6 +10,15 @@ Workloads (all on Gemma 3 270M, the same token ids everywhere, median of --reps 
   prefill  one prompt of 128 tokens, logits at the last position
   decode   greedy decoding of 32 tokens after an 8-token prompt, batch 1
   decode32 the same with 32 prompts at once (aggregate generated tokens / s)
+knowlens float32 decoding runs twice: with the int8 candidate pass over the unembedding (the
+default) and with --full-unembed (full float32 logits at every step); the tokens are the same.
+
+--roofline: float32 GEMM on the model's own shapes (q/k/v/o, gate/up, down at 1..1024 rows, the
+  unembedding at 1 and 32) by knowlens (`knowlens bench --workload gemm`), numpy's BLAS and torch,
+  2 threads each, in this run; the best of them per shape turns the model's FLOPs into the
+  tokens/s ceiling of each workload, printed beside every figure.
+--busy: every measurement again while another process keeps one core busy (a spinning loop at
+  normal priority), reported beside the quiet figure.
 """
 import argparse
 import json
@@ -107,23 +116,136 @@ def worker_llamacpp(workload, gguf, reps):
     return timed(fn, reps)
 
 
+def worker_gemm(impl, shapes_file, reps):
+    """GFLOP/s of `impl` (numpy or torch) on the shapes knowlens measured: one JSON line each."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(N_THREADS)
+    import numpy as np
+    shapes = json.load(open(shapes_file))
+    if impl == "torch":
+        import torch
+        torch.set_num_threads(N_THREADS)
+    rng = np.random.default_rng(0)
+    out = []
+    for sh in shapes:
+        m, k, n, name = sh["m"], sh["k"], sh["n"], sh["matrix"]
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        # The unembedding is a [vocab, d] table used transposed, as the model stores it.
+        w = rng.standard_normal((n, k) if name == "unembed" else (k, n), dtype=np.float32) * 0.02
+        if impl == "torch":
+            x, w = torch.from_numpy(x), torch.from_numpy(w)
+            run = (lambda: x @ w.T) if name == "unembed" else (lambda: x @ w)
+        else:
+            run = (lambda: x @ w.T) if name == "unembed" else (lambda: x @ w)
+        run()
+        t0 = time.perf_counter()
+        run()
+        once = max(time.perf_counter() - t0, 1e-6)
+        ts = []
+        for _ in range(max(reps, min(10000, int(0.3 / once)))):
+            t0 = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t0)
+        sec = statistics.median(ts)
+        out.append(dict(sh, impl=impl, seconds=sec, gflops=2 * m * k * n / sec / 1e9))
+    for o in out:
+        print(json.dumps(o))
+    return out
+
+
 def run_worker(args):
+    if args.workload == "gemm":
+        worker_gemm(args.impl, args.shapes, args.reps)
+        return
     fn = {"transformers": worker_transformers, "llamacpp": worker_llamacpp}[args.impl]
     n, secs = fn(args.workload, args.gguf, args.reps)
     print(json.dumps({"impl": args.impl, "workload": args.workload, "tokens": n, "seconds": secs,
                       "tokens_per_s": (n / secs) if secs else None}))
 
 
-def measure(cmd):
-    """Runs cmd under /usr/bin/time; returns (its last JSON line, max RSS in MB)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+class Busy:
+    """Keeps one core busy while active: a spinning process at normal priority, as a browser tab
+    or a second job would."""
+
+    def __init__(self, on):
+        self.on, self.proc = on, None
+
+    def __enter__(self):
+        if self.on:
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def measure(cmd, busy=False, all_lines=False):
+    """Runs cmd under /usr/bin/time (with one core kept busy if asked); returns (its last JSON
+    line, or all of them, and its max RSS in MB)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf, Busy(busy):
         p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name] + cmd, capture_output=True, text=True)
         if p.returncode != 0:
             sys.stderr.write(p.stderr[-2000:])
             return None, None
         rss_mb = int(tf.read().strip().splitlines()[-1]) / 1024
-    line = [l for l in p.stdout.splitlines() if l.startswith("{")][-1]
-    return json.loads(line), rss_mb
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return (lines if all_lines else lines[-1]), rss_mb
+
+
+# Rows per forward pass and whether it unembeds one position per row, for the ceilings.
+PASSES = {"cache": (1024, False), "prefill": (128, "last"), "decode": (1, True), "decode32": (32, True)}
+
+
+def roofline(args):
+    """GEMM GFLOP/s per shape (knowlens, numpy, torch) and each workload's tokens/s ceiling."""
+    kl, _ = measure([args.knowlens, "bench", "--workload", "gemm", "--reps", str(args.reps)], all_lines=True)
+    shapes = [{k: r[k] for k in ("matrix", "m", "k", "n")} for r in kl]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(shapes, f)
+    results = {"knowlens": kl}
+    for impl in ["numpy", "torch"]:
+        env_cmd = [sys.executable, __file__, "--gguf", args.gguf, "--reps", str(args.reps), "--shapes", f.name,
+                   "--worker", impl, "gemm"]
+        res, _ = measure(env_cmd, all_lines=True)
+        results[impl] = res or []
+    os.unlink(f.name)
+    by = {}
+    for impl, rows in results.items():
+        for r in rows:
+            by.setdefault((r["matrix"], r["m"]), {})[impl] = r["gflops"]
+    print("| matrix | rows | k × n | knowlens GFLOP/s | numpy (BLAS) | torch | knowlens / best |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for r in kl:
+        g = by[(r["matrix"], r["m"])]
+        best = max(g.values())
+        fmt = lambda v: f"{v:,.1f}" if v is not None else "—"
+        print(f"| {r['matrix']} | {r['m']} | {r['k']} × {r['n']} | {fmt(g.get('knowlens'))} | {fmt(g.get('numpy'))} "
+              f"| {fmt(g.get('torch'))} | {g['knowlens'] / best:.2f} |")
+    n_layers = kl[0]["n_layers"]
+    dims = {r["matrix"]: (r["k"], r["n"]) for r in kl}
+    ceilings = {}
+    for workload, (rows, unembed) in PASSES.items():
+        m_blocks = min((m for (_, m) in by if m >= rows), default=rows)
+        secs = 0.0
+        for name, (k, n) in dims.items():
+            if name == "unembed":
+                if not unembed:
+                    continue
+                m = 1 if unembed == "last" else rows
+                secs += 2 * m * k * n / (max(by[(name, m)].values()) * 1e9)
+            else:
+                secs += n_layers * 2 * rows * k * n / (max(by[(name, m_blocks)].values()) * 1e9)
+        ceilings[workload] = rows / secs
+    print()
+    print("| workload | GEMM-bound ceiling (tokens/s) |")
+    print("|---|---:|")
+    for w, c in ceilings.items():
+        print(f"| {w} | {c:,.0f} |")
+    print(json.dumps({"roofline": ceilings, "kernel": kl[0].get("kernel"), "gemm": results}))
+    return ceilings
 
 
 def main():
@@ -132,6 +254,11 @@ def main():
     ap.add_argument("--gguf", default=None, help="defaults to the knowlens cache copy")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--worker", nargs=2, metavar=("IMPL", "WORKLOAD"))
+    ap.add_argument("--shapes", help=argparse.SUPPRESS)
+    ap.add_argument("--roofline", action="store_true", help="GEMM roofline and per-workload ceilings first")
+    ap.add_argument("--busy", action="store_true", help="also measure everything with one core kept busy")
+    ap.add_argument("--only", default="cache,prefill,decode,decode32", help="workloads to run")
+    ap.add_argument("--skip", default="", help="implementations to skip, e.g. llamacpp,transformers")
     args = ap.parse_args()
     if args.gguf is None:
         args.gguf = subprocess.run([args.knowlens, "fetch"], capture_output=True, text=True, check=True).stdout.strip()
@@ -139,28 +266,41 @@ def main():
         args.impl, args.workload = args.worker
         return run_worker(args)
 
+    ceilings = roofline(args) if args.roofline else {}
     kl = {"cache": ["--workload", "cache", "--batch", "16", "--tokens", "64"],
           "prefill": ["--workload", "prefill", "--tokens", "128"],
           "decode": ["--workload", "decode", "--batch", "1", "--new-tokens", "32"],
           "decode32": ["--workload", "decode", "--batch", "32", "--new-tokens", "32"]}
+    skip = set(filter(None, args.skip.split(",")))
     rows = []
-    for workload in ["cache", "prefill", "decode", "decode32"]:
-        for impl in ["transformers", "llamacpp"]:
-            res, rss = measure([sys.executable, __file__, "--gguf", args.gguf, "--reps", str(args.reps),
-                                "--worker", impl, workload])
-            rows.append((workload, impl, "f32" if impl == "transformers" else "quantized", res, rss))
-        for precision in ["f32", "quantized"]:
-            res, rss = measure([args.knowlens, "bench", "--precision", precision, "--reps", str(args.reps)] + kl[workload])
-            rows.append((workload, "knowlens", precision, res, rss))
-    print("| workload | implementation | weights | tokens/s | peak RSS (MB) |")
-    print("|---|---|---|---:|---:|")
-    for workload, impl, precision, res, rss in rows:
+    for workload in args.only.split(","):
+        for busy in ([False, True] if args.busy else [False]):
+            for impl in ["transformers", "llamacpp"]:
+                if impl in skip:
+                    continue
+                res, rss = measure([sys.executable, __file__, "--gguf", args.gguf, "--reps", str(args.reps),
+                                    "--worker", impl, workload], busy)
+                rows.append((workload, busy, impl, "f32" if impl == "transformers" else "quantized", res, rss))
+            variants = [("f32", []), ("quantized", [])]
+            if workload.startswith("decode"):
+                variants.insert(1, ("f32, full unembedding", ["--full-unembed"]))
+            for label, extra in variants:
+                precision = label.split(",")[0]
+                res, rss = measure([args.knowlens, "bench", "--precision", precision, "--reps", str(args.reps)]
+                                   + kl[workload] + extra, busy)
+                rows.append((workload, busy, "knowlens", label, res, rss))
+    print("| workload | one core busy | implementation | weights | tokens/s | % of ceiling | peak RSS (MB) |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for workload, busy, impl, precision, res, rss in rows:
         tps = res.get("tokens_per_s") if res else None
         tps_s = f"{tps:,.1f}" if tps else "not measured"
         rss_s = f"{rss:,.0f}" if (rss and tps) else "—"
-        print(f"| {workload} | {impl} | {precision} | {tps_s} | {rss_s} |")
+        ceil = ceilings.get(workload)
+        pct = f"{100 * tps / ceil:.0f}%" if (tps and ceil and precision.startswith("f32")) else ""
+        print(f"| {workload} | {'yes' if busy else 'no'} | {impl} | {precision} | {tps_s} | {pct} | {rss_s} |")
     for r in rows:
-        print(json.dumps({"workload": r[0], "impl": r[1], "precision": r[2], "result": r[3], "rss_mb": r[4]}))
+        print(json.dumps({"workload": r[0], "busy": r[1], "impl": r[2], "precision": r[3], "result": r[4],
+                          "rss_mb": r[5]}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ pub enum Workload {
     Prefill,
     /// Greedy decoding of `new_tokens` after a short prompt, `batch` streams at once.
     Decode,
+    /// knowlens' float32 matmul on the model's own weight shapes and layouts, at 1, 32, 64,
+    /// 128 and 1024 rows: one JSON line per shape with its GFLOP/s (tools/bench.py --roofline
+    /// sets these beside the best BLAS of the machine).
+    Gemm,
 }
 
 #[derive(Args)]
@@ -63,6 +67,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if matches!(a.workload, Workload::Decode) && a.new_tokens == 0 {
         bail!("--new-tokens must be at least 1 for the decode workload");
     }
+    if matches!(a.workload, Workload::Gemm) {
+        return gemm(&a);
+    }
     let m = a.model.load()?;
     let cfg = m.cfg();
     let bos = if m.tokenizer.add_bos { m.tokenizer.bos } else { None };
@@ -71,6 +78,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Workload::Cache => (a.batch, a.tokens),
         Workload::Prefill => (1, a.tokens),
         Workload::Decode => (a.batch, 8),
+        Workload::Gemm => unreachable!("handled above"),
     };
     let batch = m.batch_from_ids(&bench_ids(rows, per_row, bos, cfg.vocab_size))?;
     let mut produced = 0usize;
@@ -93,6 +101,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let (gens, _) = generate(&m, &batch, &HookSpec::new(), &opts)?;
                 gens.iter().map(|g| g.ids.len()).sum()
             }
+            Workload::Gemm => unreachable!("handled above"),
         };
         if rep > 0 {
             times.push(t0.elapsed().as_secs_f64());
@@ -105,12 +114,95 @@ pub fn run(a: BenchArgs) -> Result<()> {
         json!({
             "impl": "knowlens",
             "precision": format!("{:?}", m.precision).to_lowercase(),
-            "workload": match a.workload { Workload::Cache => "cache", Workload::Prefill => "prefill", Workload::Decode => "decode" },
+            "workload": match a.workload {
+                Workload::Cache => "cache",
+                Workload::Prefill => "prefill",
+                Workload::Decode => "decode",
+                Workload::Gemm => unreachable!("handled above"),
+            },
             "batch": rows,
             "tokens": produced,
             "seconds": median,
             "tokens_per_s": produced as f64 / median,
+            "full_unembed": a.model.full_unembed,
+            "greedy_picks": m.transformer.greedy_stats(),
+            "kernel": knowlens::model::simd_level(),
         })
     );
+    Ok(())
+}
+
+/// The matmuls of one forward pass, as `Linear::forward` runs them: (name, in, out, whether the
+/// weight is the unembedding's [out, in] table read transposed), from the model's header only.
+type Matmul = (&'static str, usize, usize, bool);
+
+fn model_matmuls(a: &BenchArgs) -> Result<(usize, Vec<Matmul>)> {
+    let path = knowlens::fetch::resolve_model(&a.model.model)?;
+    let cfg = if path.is_dir() { a.model.load()?.cfg().clone() } else { knowlens::model::config_of_gguf(&path)? };
+    let (d, q, kv, ff) = (cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.d_ff);
+    Ok((
+        cfg.n_layers,
+        vec![
+            ("q", d, q, false),
+            ("k", d, kv, false),
+            ("v", d, kv, false),
+            ("o", q, d, false),
+            ("gate", d, ff, false),
+            ("up", d, ff, false),
+            ("down", ff, d, false),
+            ("unembed", d, cfg.vocab_size, true),
+        ],
+    ))
+}
+
+fn gemm(a: &BenchArgs) -> Result<()> {
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    let (n_layers, matmuls) = model_matmuls(a)?;
+    for (name, inp, out, rows_layout) in matmuls {
+        // The weight as the model stores it: Wᵀ [in, out], or the tied table [out, in].
+        let w = if rows_layout {
+            Tensor::randn(0f32, 0.02, (out, inp), &dev)?
+        } else {
+            Tensor::randn(0f32, 0.02, (inp, out), &dev)?
+        };
+        let sizes: &[usize] = if rows_layout { &[1, 32] } else { &[1, 32, 64, 128, 1024] };
+        for &m in sizes {
+            let x = Tensor::randn(0f32, 1.0, (m, inp), &dev)?;
+            let run = || -> Result<()> {
+                let y = if rows_layout { x.matmul(&w.t()?)? } else { x.matmul(&w)? };
+                debug_assert_eq!(y.dims(), &[m, out]);
+                Ok(())
+            };
+            run()?;
+            let flops = 2.0 * (m * inp * out) as f64;
+            // Enough repetitions for ~0.3 s per shape, at least `reps`.
+            let t0 = Instant::now();
+            run()?;
+            let once = t0.elapsed().as_secs_f64().max(1e-6);
+            let n = ((0.3 / once) as usize).clamp(a.reps, 10_000);
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                run()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            println!(
+                "{}",
+                json!({
+                    "impl": "knowlens",
+                    "workload": "gemm",
+                    "matrix": name,
+                    "m": m, "k": inp, "n": out,
+                    "seconds": median,
+                    "gflops": flops / median / 1e9,
+                    "kernel": knowlens::model::simd_level(),
+                    "n_layers": n_layers,
+                })
+            );
+        }
+    }
     Ok(())
 }

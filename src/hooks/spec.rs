@@ -74,6 +74,10 @@ pub enum LogitsAt {
     /// Chosen positions (e.g. the entity's last token), the same number k in every row:
     /// [b, k, vocab], in the order given.
     At(Positions),
+    /// Only the index of the largest logit at the last token of each row, in
+    /// `ForwardOutput::greedy`: greedy decoding's next token, computed without the full float32
+    /// unembedding where that is provably the same token (see `model/greedy.rs`).
+    GreedyLast,
 }
 
 /// Everything a forward pass should capture, edit and return.

@@ -206,7 +206,14 @@ struct Row {
     rng: SplitMix64,
 }
 
-/// The decoding state: rows, their KV cache and key masks, and the logits of each row's next
+/// What decides each row's next token: its logits (sampling), or the greedy pick itself, which
+/// the forward pass computes without full logits where it can (`LogitsAt::GreedyLast`).
+enum Pending {
+    Logits(Tensor),
+    Tokens(Vec<u32>),
+}
+
+/// The decoding state: rows, their KV cache and key masks, and what decides each row's next
 /// token (all in the order of `rows`).
 struct Decoder<'a> {
     model: &'a Model,
@@ -216,11 +223,14 @@ struct Decoder<'a> {
     rows: Vec<Row>,
     kv: KvCache,
     key_valid: Vec<Vec<bool>>,
-    logits: Option<Tensor>,
+    pending: Option<Pending>,
+    /// What the forward passes return: greedy picks, or logits to sample from.
+    next_at: LogitsAt,
 }
 
 impl<'a> Decoder<'a> {
     fn new(model: &'a Model, spec: &HookSpec, opts: &'a GenerateOptions) -> Self {
+        let next_at = if opts.temperature == 0.0 { LogitsAt::GreedyLast } else { LogitsAt::Last };
         // Edits for generated positions, if asked: the same ops at every new position.
         let step_spec = HookSpec {
             capture: Default::default(),
@@ -229,7 +239,7 @@ impl<'a> Decoder<'a> {
             } else {
                 Vec::new()
             },
-            logits: LogitsAt::Last,
+            logits: next_at.clone(),
         };
         Self {
             model,
@@ -239,7 +249,8 @@ impl<'a> Decoder<'a> {
             rows: Vec::new(),
             kv: KvCache::default(),
             key_valid: Vec::new(),
-            logits: None,
+            pending: None,
+            next_at,
         }
     }
 
@@ -248,13 +259,18 @@ impl<'a> Decoder<'a> {
     fn admit(&mut self, batch: &Batch, spec: &HookSpec, slots: &[Slot]) -> Result<ActivationCache> {
         let t = &self.model.transformer;
         let mut kv = KvCache::default();
-        let prefill_spec = HookSpec { logits: LogitsAt::Last, ..spec.clone() };
+        let prefill_spec = HookSpec { logits: self.next_at.clone(), ..spec.clone() };
         let out = t.forward(&ForwardInput::batch(batch), &prefill_spec, Some(&mut kv))?;
-        let mut logits = out.logits.expect("logits were asked for");
+        let mut next = pending_of(out.logits, out.greedy);
         let from: Vec<u32> = slots.iter().map(|s| s.batch_row as u32).collect();
         if from.iter().enumerate().any(|(i, &r)| i != r as usize) || from.len() != batch.rows() {
             kv.retain_rows(&from)?;
-            logits = logits.index_select(&Tensor::from_slice(&from, from.len(), logits.device())?, 0)?;
+            next = match next {
+                Pending::Logits(l) => {
+                    Pending::Logits(l.index_select(&Tensor::from_slice(&from, from.len(), l.device())?, 0)?)
+                }
+                Pending::Tokens(t) => Pending::Tokens(from.iter().map(|&r| t[r as usize]).collect()),
+            };
         }
         let mut key_valid: Vec<Vec<bool>> = {
             let kvalid = batch.key_valid();
@@ -268,9 +284,14 @@ impl<'a> Decoder<'a> {
             k.splice(0..0, std::iter::repeat_n(false, pad_new));
         }
         self.key_valid.extend(key_valid);
-        self.logits = Some(match self.logits.take() {
-            Some(old) => Tensor::cat(&[&old, &logits], 0)?,
-            None => logits,
+        self.pending = Some(match (self.pending.take(), next) {
+            (None, next) => next,
+            (Some(Pending::Logits(old)), Pending::Logits(new)) => Pending::Logits(Tensor::cat(&[&old, &new], 0)?),
+            (Some(Pending::Tokens(mut old)), Pending::Tokens(new)) => {
+                old.extend(new);
+                Pending::Tokens(old)
+            }
+            _ => unreachable!("one decoder asks for one kind of output"),
         });
         for s in slots {
             self.rows.push(Row {
@@ -288,7 +309,7 @@ impl<'a> Decoder<'a> {
     /// Picks every row's next token; finished rows leave (returned with their output index);
     /// the others run one step, which leaves their next logits.
     fn step(&mut self) -> Result<Vec<(usize, Generation)>> {
-        let logits = self.logits.take().expect("rows always have pending logits");
+        let pending = self.pending.take().expect("rows always have a pending next token");
         if self.opts.max_tokens == 0 {
             self.kv = KvCache::default();
             self.key_valid.clear();
@@ -308,7 +329,10 @@ impl<'a> Decoder<'a> {
                 })
                 .collect());
         }
-        let next = pick(&logits, self.opts.temperature, &mut self.rows)?;
+        let next = match pending {
+            Pending::Tokens(t) => t,
+            Pending::Logits(l) => pick(&l, self.opts.temperature, &mut self.rows)?,
+        };
         let mut finished = Vec::new();
         let mut keep: Vec<u32> = Vec::with_capacity(self.rows.len());
         for (i, (row, &tok)) in self.rows.iter_mut().zip(&next).enumerate() {
@@ -365,8 +389,16 @@ impl<'a> Decoder<'a> {
         let input =
             ForwardInput::continuation(next.iter().map(|&id| vec![id]).collect(), positions, self.key_valid.clone())?;
         let out = self.model.transformer.forward(&input, &self.step_spec, Some(&mut self.kv))?;
-        self.logits = Some(out.logits.expect("logits were asked for"));
+        self.pending = Some(pending_of(out.logits, out.greedy));
         Ok(done)
+    }
+}
+
+fn pending_of(logits: Option<Tensor>, greedy: Option<Vec<u32>>) -> Pending {
+    match (logits, greedy) {
+        (Some(l), _) => Pending::Logits(l),
+        (None, Some(t)) => Pending::Tokens(t),
+        (None, None) => unreachable!("the decoder always asks for logits or greedy picks"),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 mod gemma2;
 mod gemma3;
 pub mod generate;
+mod greedy;
 mod llama;
 mod meta;
 pub mod score;
@@ -23,9 +24,47 @@ pub use crate::gguf::read_gguf_header;
 use crate::hooks::HookSpec;
 use crate::tokenizer::Tokenizer;
 pub use config::{Arch, ModelConfig};
+pub use greedy::GreedyStats;
 use meta::{GgufMeta, HfConfig};
 pub use transformer::{ForwardInput, ForwardOutput, KvCache, Orthogonalization, Transformer};
 pub use weights::Precision;
+
+/// The configuration a GGUF header describes (no weights read).
+fn config_from_gguf(content: &candle_core::quantized::gguf_file::Content, path: &Path) -> Result<ModelConfig> {
+    let meta = GgufMeta::new(content, path)?;
+    match meta.arch.as_str() {
+        "gemma3" => gemma3::from_gguf(&meta),
+        "gemma2" => gemma2::from_gguf(&meta),
+        "llama" => llama::from_gguf(&meta),
+        other => bail!("{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)", path.display()),
+    }
+}
+
+/// The configuration of a GGUF file, from its header alone.
+pub fn config_of_gguf(path: &Path) -> Result<ModelConfig> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let content = read_gguf_header(&mut BufReader::new(file), path)?;
+    config_from_gguf(&content, path)
+}
+
+/// The widest SIMD the float32 kernels can use on this CPU, detected at run time: the `gemm`
+/// crate (candle's matmul) picks its AVX-512 or AVX2 kernels the same way.
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+        "sse2"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
+}
 
 /// A model ready to run: weights, configuration and tokenizer.
 pub struct Model {
@@ -62,13 +101,7 @@ impl Model {
         precision: Precision,
     ) -> Result<Self> {
         let content = read_gguf_header(&mut reader, path)?;
-        let meta = GgufMeta::new(&content, path)?;
-        let cfg = match meta.arch.as_str() {
-            "gemma3" => gemma3::from_gguf(&meta)?,
-            "gemma2" => gemma2::from_gguf(&meta)?,
-            "llama" => llama::from_gguf(&meta)?,
-            other => bail!("{}: unsupported architecture '{other}' (supported: gemma3, gemma2, llama)", path.display()),
-        };
+        let cfg = config_from_gguf(&content, path)?;
         let tokenizer = Tokenizer::from_gguf(&content, path)?;
         let mut source = weights::WeightSource::gguf(path, content, Box::new(reader));
         let mut cfg = cfg;

@@ -20,11 +20,14 @@
 //! logits = y W_U  [Gemma 2: c * tanh(logits / c)]   (only at the positions asked for)
 //! ```
 
+use std::sync::{Arc, OnceLock};
+
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 
 use super::activation::gelu_tanh_mul;
 use super::config::{Activation, ModelConfig, RopeLayout};
+use super::greedy::{self, ArgmaxIndex, GreedyStats};
 use super::weights::{Embedding, Linear, Precision, WeightSource};
 use crate::batch::{Batch, Layout};
 use crate::hooks::{ActivationCache, HookPoint, HookRuntime, HookSpec, LogitsAt};
@@ -68,6 +71,11 @@ pub struct Transformer {
     output_norm: RmsNorm,
     unembed: Linear,
     device: Device,
+    /// Greedy picks through the int8 copy of the unembedding (on by default; identical tokens).
+    /// Off: every greedy pick computes the full float32 logits, as before.
+    pub fast_greedy: bool,
+    /// Built on the first greedy pick; `None` where the unembedding is not a float32 table.
+    greedy_index: OnceLock<Option<Arc<ArgmaxIndex>>>,
 }
 
 /// Keys and values of earlier positions, per layer, for incremental decoding.
@@ -214,6 +222,8 @@ impl ForwardInput {
 pub struct ForwardOutput {
     /// [b, vocab] for `LogitsAt::Last`, [b, s, vocab] for `LogitsAt::All`, [b, k, vocab] for `At`.
     pub logits: Option<Tensor>,
+    /// One token per row for `LogitsAt::GreedyLast`.
+    pub greedy: Option<Vec<u32>>,
     pub cache: ActivationCache,
 }
 
@@ -256,7 +266,16 @@ impl Transformer {
             });
         }
         let output_norm = RmsNorm::load(w, "output_norm.weight", d, eps)?;
-        Ok(Self { cfg, embed, blocks, output_norm, unembed, device: Device::Cpu })
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            output_norm,
+            unembed,
+            device: Device::Cpu,
+            fast_greedy: true,
+            greedy_index: OnceLock::new(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -290,10 +309,15 @@ impl Transformer {
         let mut hooks = HookRuntime::new(spec, &input.layout, &keys, &self.device)?;
         let n_blocks = if kv.is_some() { cfg.n_layers } else { spec.blocks_needed(cfg.n_layers) };
         let x = self.blocks_forward(input, n_blocks, kv, &mut hooks)?;
+        let mut greedy = None;
         let logits = if spec.needs_final_norm() {
             let y = hooks.apply(HookPoint::LnFinal, self.output_norm.forward(&x)?)?;
             match &spec.logits {
                 LogitsAt::None => None,
+                LogitsAt::GreedyLast => {
+                    greedy = Some(self.greedy_next(&y.narrow(1, input.len() - 1, 1)?.squeeze(1)?)?);
+                    None
+                }
                 LogitsAt::Last => Some(self.unembed(&y.narrow(1, input.len() - 1, 1)?.squeeze(1)?)?),
                 LogitsAt::All => Some(self.unembed(&y)?),
                 LogitsAt::At(positions) => {
@@ -319,6 +343,7 @@ impl Transformer {
         };
         Ok(ForwardOutput {
             logits,
+            greedy,
             cache: ActivationCache { tensors: hooks.into_captured(), layout: input.layout.clone() },
         })
     }
@@ -438,6 +463,52 @@ impl Transformer {
             logits = ((logits / c)?.tanh()? * c)?;
         }
         Ok(logits)
+    }
+
+    /// The index of the largest logit for each row of `y` ([b, d], after the final norm): the
+    /// token greedy decoding picks. Small batches go through the int8 copy of the unembedding,
+    /// which returns the same token as the full product or hands the row back to it.
+    pub fn greedy_next(&self, y: &Tensor) -> Result<Vec<u32>> {
+        let b = y.dim(0)?;
+        let index = if self.fast_greedy && b <= greedy::MAX_ROWS && self.cfg.final_softcap.is_none() {
+            self.greedy_index()?
+        } else {
+            None
+        };
+        let Some(index) = index else { return self.full_argmax(y) };
+        let picks = index.argmax(&y.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)?;
+        let rest: Vec<u32> = (0..b as u32).filter(|&r| picks[r as usize].is_none()).collect();
+        let mut rest_picks = if rest.is_empty() {
+            Vec::new()
+        } else {
+            self.full_argmax(&y.index_select(&Tensor::from_slice(&rest, rest.len(), y.device())?, 0)?)?
+        }
+        .into_iter();
+        Ok(picks
+            .into_iter()
+            .map(|p| p.unwrap_or_else(|| rest_picks.next().expect("one pick per fallback row")))
+            .collect())
+    }
+
+    fn full_argmax(&self, y: &Tensor) -> Result<Vec<u32>> {
+        Ok(self.unembed(y)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    }
+
+    fn greedy_index(&self) -> Result<Option<Arc<ArgmaxIndex>>> {
+        if let Some(index) = self.greedy_index.get() {
+            return Ok(index.clone());
+        }
+        let built = match self.unembed.rows_f32() {
+            Some(table) => Some(Arc::new(ArgmaxIndex::new(table)?)),
+            None => None,
+        };
+        Ok(self.greedy_index.get_or_init(|| built).clone())
+    }
+
+    /// How many greedy picks the int8 copy settled and how many took the full product, since
+    /// the model was loaded.
+    pub fn greedy_stats(&self) -> GreedyStats {
+        self.greedy_index.get().and_then(|i| i.as_ref().map(|i| i.stats())).unwrap_or_default()
     }
 
     /// Removes `direction` [d_model] from every matrix that writes to the residual stream: the

@@ -57,6 +57,14 @@ impl Linear {
 }
 
 impl Linear {
+    /// The float32 table of a tied unembedding ([out, in]), if this is one.
+    pub fn rows_f32(&self) -> Option<&Tensor> {
+        match self {
+            Linear::DenseRows(w) if w.dtype() == DType::F32 => Some(w),
+            _ => None,
+        }
+    }
+
     /// The same map with the component of every output along `u` removed: `W ← (I − ûûᵀ) W`,
     /// so `forward(x) · û = 0` for every x. Float32 weights only.
     pub fn without_output_direction(&self, u: &Tensor) -> Result<Linear> {
