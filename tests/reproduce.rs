@@ -200,4 +200,11 @@ fn stage_records_name_the_output_directory_relatively() {
     let args: Vec<String> =
         ["--out", "/x/run/labels", "/x/runner", "/x/run", "7"].iter().map(|s| s.to_string()).collect();
     assert_eq!(plan::relative_args(&args, out), vec!["--out", "$OUT/labels", "/x/runner", "$OUT", "7"]);
+    // Lists are rewritten item by item, and a record written before that (only the first item
+    // relative) still matches the same arguments.
+    let list: Vec<String> = vec!["--sae".into(), "/x/run/saes/a,/x/run/saes/b,/y/c".into()];
+    assert_eq!(plan::relative_args(&list, out)[1], "$OUT/saes/a,$OUT/saes/b,/y/c");
+    let old_record: Vec<String> = vec!["--sae".into(), "$OUT/saes/a,/x/run/saes/b,/y/c".into()];
+    assert_eq!(plan::absolute_args(&old_record, out), list);
+    assert_eq!(plan::absolute_args(&plan::relative_args(&list, out), out), list);
 }

@@ -77,7 +77,8 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         let args = plan::resolve(&stage.args, out).with_context(|| format!("stage {}", stage.name))?;
         let recorded = plan::relative_args(&args, out);
         if let Some(rec) = StageRecord::read(out, stage.name) {
-            if rec.args == recorded && !a.redo.iter().any(|r| r == stage.name) {
+            let same = rec.args == recorded || plan::absolute_args(&rec.args, out) == args;
+            if same && !a.redo.iter().any(|r| r == stage.name) {
                 eprintln!("{head}: done earlier ({:.0} s), skipped", rec.seconds);
                 if a.until.as_deref() == Some(stage.name) {
                     eprintln!("stopped after stage {} (--until)", stage.name);

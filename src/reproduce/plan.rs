@@ -54,15 +54,25 @@ impl StageRecord {
 
 /// `args` with the output directory written as `$OUT`, as stage records keep them: a run's
 /// directory can be moved or copied and still resume, since a stage's settings compare equal
-/// wherever its outputs now live.
+/// wherever its outputs now live. Comma-separated lists (`--sae A,B`) are rewritten item by item.
 pub fn relative_args(args: &[String], out: &Path) -> Vec<String> {
     let prefix = out.display().to_string();
-    args.iter()
-        .map(|a| match a.strip_prefix(&prefix) {
-            Some(rest) if rest.is_empty() || rest.starts_with(std::path::MAIN_SEPARATOR) => format!("$OUT{rest}"),
-            _ => a.clone(),
-        })
-        .collect()
+    let one = |a: &str| match a.strip_prefix(&prefix) {
+        Some(rest) if rest.is_empty() || rest.starts_with(std::path::MAIN_SEPARATOR) => format!("$OUT{rest}"),
+        _ => a.to_string(),
+    };
+    args.iter().map(|a| a.split(',').map(one).collect::<Vec<_>>().join(",")).collect()
+}
+
+/// Stage-record `args` with `$OUT` written out as `out`: records written before lists were
+/// rewritten item by item (only their first item said `$OUT`) compare equal to today's.
+pub fn absolute_args(args: &[String], out: &Path) -> Vec<String> {
+    let prefix = out.display().to_string();
+    let one = |a: &str| match a.strip_prefix("$OUT") {
+        Some(rest) => format!("{prefix}{rest}"),
+        None => a.to_string(),
+    };
+    args.iter().map(|a| a.split(',').map(one).collect::<Vec<_>>().join(",")).collect()
 }
 
 fn s(x: impl ToString) -> String {
