@@ -476,6 +476,7 @@ impl Transformer {
             None
         };
         let Some(index) = index else { return self.full_argmax(y) };
+        let y = y.contiguous()?;
         let picks = index.argmax(&y.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)?;
         let rest: Vec<u32> = (0..b as u32).filter(|&r| picks[r as usize].is_none()).collect();
         let mut rest_picks = if rest.is_empty() {
@@ -499,7 +500,7 @@ impl Transformer {
             return Ok(index.clone());
         }
         let built = match self.unembed.rows_f32() {
-            Some(table) => Some(Arc::new(ArgmaxIndex::new(table)?)),
+            Some(table) => ArgmaxIndex::new(table)?.map(Arc::new),
             None => None,
         };
         Ok(self.greedy_index.get_or_init(|| built).clone())
