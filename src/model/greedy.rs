@@ -198,8 +198,8 @@ impl ArgmaxIndex {
             });
         with_f32_slice(&self.table, |table| {
             let mut picks = Vec::with_capacity(b);
-            for r in 0..b {
-                let pick = if l2[r].is_finite() { self.pick_row(table, &approx, &weight, h, l2[r], r) } else { None };
+            for (r, &norm) in l2.iter().enumerate() {
+                let pick = if norm.is_finite() { self.pick_row(table, &approx, &weight, h, norm, r) } else { None };
                 match pick {
                     Some(_) => self.fast.fetch_add(1, Ordering::Relaxed),
                     None => self.fallback.fetch_add(1, Ordering::Relaxed),
