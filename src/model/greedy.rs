@@ -31,7 +31,7 @@ use rayon::prelude::*;
 
 /// Above this many rows the full product is cheaper: it is a GEMM whose cost per row falls with
 /// the batch, while the int8 pass costs the same per row (measured in BENCHMARKS.md).
-pub const MAX_ROWS: usize = 8;
+pub const MAX_ROWS: usize = 4;
 
 /// More candidates than this means the bound did not separate the top tokens; the full product
 /// is then the cheaper way to the answer.
