@@ -157,6 +157,7 @@ fn model_matmuls(a: &BenchArgs) -> Result<(usize, Vec<Matmul>)> {
 
 fn gemm(a: &BenchArgs) -> Result<()> {
     use candle_core::{Device, Tensor};
+    use knowlens::model::weights::Linear;
     let dev = Device::Cpu;
     let (n_layers, matmuls) = model_matmuls(a)?;
     for (name, inp, out, rows_layout) in matmuls {
@@ -166,11 +167,13 @@ fn gemm(a: &BenchArgs) -> Result<()> {
         } else {
             Tensor::randn(0f32, 0.02, (inp, out), &dev)?
         };
-        let sizes: &[usize] = if rows_layout { &[1, 32] } else { &[1, 32, 64, 128, 1024] };
+        let sizes: &[usize] = if rows_layout { &[1, 4, 32] } else { &[1, 4, 8, 32, 64, 128, 1024] };
         for &m in sizes {
             let x = Tensor::randn(0f32, 1.0, (m, inp), &dev)?;
+            // Through `Linear::forward`, so each shape runs the kernel the model would use.
+            let lin = if rows_layout { Linear::DenseRows(w.clone()) } else { Linear::DenseT(w.clone()) };
             let run = || -> Result<()> {
-                let y = if rows_layout { x.matmul(&w.t()?)? } else { x.matmul(&w)? };
+                let y = lin.forward(&x)?;
                 debug_assert_eq!(y.dims(), &[m, out]);
                 Ok(())
             };

@@ -25,13 +25,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Storage, Tensor};
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+
+use super::gemv::with_f32_slice;
 use rayon::prelude::*;
 
-/// Above this many rows the full product is cheaper: it is a GEMM whose cost per row falls with
-/// the batch, while the int8 pass costs the same per row (measured in BENCHMARKS.md).
-pub const MAX_ROWS: usize = 4;
+/// Above this many rows the full product is cheaper (measured: 1.14× at one row, 1.11× at two,
+/// 0.90× at four, BENCHMARKS.md): its cost per row falls with the batch, the int8 pass's does not.
+pub const MAX_ROWS: usize = 2;
 
 /// More candidates than this means the bound did not separate the top tokens; the full product
 /// is then the cheaper way to the answer.
@@ -70,15 +72,6 @@ pub struct ArgmaxIndex {
 pub struct GreedyStats {
     pub fast: u64,
     pub fallback: u64,
-}
-
-/// Runs `f` on the contiguous float32 data of `t`.
-fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else { bail!("the greedy index needs a CPU tensor") };
-    let (start, end) = layout.contiguous_offsets().context("the greedy index needs a contiguous table")?;
-    let data = cpu.as_slice::<f32>()?;
-    f(&data[start..end])
 }
 
 impl ArgmaxIndex {

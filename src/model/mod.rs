@@ -5,6 +5,7 @@ mod activation;
 pub mod config;
 mod gemma2;
 mod gemma3;
+mod gemv;
 pub mod generate;
 mod greedy;
 mod llama;

@@ -14,6 +14,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::config::Arch;
+use super::gemv;
 
 /// How linear layers are stored.
 /// Parsed from and displayed as `f32` / `quantized`.
@@ -46,6 +47,10 @@ impl Linear {
         let rows = x.elem_count() / inner.max(1);
         let x2 = x.reshape((rows, inner))?;
         let y = match self {
+            // A few rows through the tied unembedding (decoding): one streaming dot product per
+            // weight row beats the matmul there (BENCHMARKS.md). The [in, out] weights of the
+            // blocks stay with the matmul, which measured faster on them at every row count.
+            Linear::DenseRows(w) if gemv::applies(&x2, w) => gemv::rows_times_out_in(&x2, w)?,
             Linear::DenseT(wt) => x2.matmul(wt)?,
             Linear::DenseRows(w) => x2.matmul(&w.t()?)?,
             Linear::Quant(q) => q.forward(&x2)?,
