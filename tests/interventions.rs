@@ -207,10 +207,13 @@ fn logits_at_chosen_positions_equal_those_of_a_full_run() {
         .logits
         .unwrap();
     assert_eq!(at.dims(), &[2, 2, m.cfg().vocab_size]);
-    // Row 1 is left-padded by 3, so its positions 0 and 1 are columns 3 and 4.
+    // Row 1 is left-padded by 3, so its positions 0 and 1 are columns 3 and 4. Equal up to float
+    // rounding: four rows through the tied unembedding take the streaming kernel (model/gemv.rs),
+    // the full run's many rows the matmul, which sum in different orders.
     for (r, c, k) in [(0, 2, 0), (0, 6, 1), (1, 3, 0), (1, 4, 1)] {
         let want = all.get(r).unwrap().get(c).unwrap();
-        assert_eq!(max_abs_diff(&at.get(r).unwrap().get(k).unwrap(), &want), 0.0, "row {r} column {c}");
+        let d = max_abs_diff(&at.get(r).unwrap().get(k).unwrap(), &want);
+        assert!(d <= 1e-5 * max_abs(&want).max(1.0), "row {r} column {c}: {d}");
     }
     let uneven = m.run(&b, &HookSpec::new().logits(LogitsAt::At(Positions::Rows(vec![vec![1], vec![1, 2]]))));
     assert!(format!("{:#}", uneven.err().unwrap()).contains("same number"));
