@@ -125,6 +125,9 @@ fn command_line_errors_exit_non_zero_with_a_message() {
     assert!(!ok && msg.contains("unknown hook point 'blocks.0.hook_foo'"), "{msg}");
     let (ok, msg) = cli(&["logits", "--model", model, "--prompt", ""]);
     assert!(!ok && msg.contains("empty"), "{msg}");
+    // A float32 checkpoint has no quantized precision to compare with.
+    let (ok, msg) = cli(&["precision", "--model", model, "--per-type", "0"]);
+    assert!(!ok && msg.contains("float32 weights") && msg.contains("tiny/gemma3"), "{msg}");
     let (ok, msg) = cli(&["logits", "--model", "/nonexistent/model.gguf", "--prompt", "x"]);
     assert!(!ok && msg.contains("/nonexistent/model.gguf"), "{msg}");
     assert!(!msg.contains("panicked"), "{msg}");

@@ -139,3 +139,27 @@ fn greedy_int8_pass_gives_the_full_products_tokens_on_labelling_questions() {
         assert!(stats.fast > stats.fallback, "{preset}: the int8 pass settled too few picks: {stats:?}");
     }
 }
+
+/// `knowlens precision`'s comparison on the golden prompts: every real position is compared once
+/// (padding left out), and the quantized blocks stay close to float32 from the same file. The
+/// bounds hold the figures measured on 2026-12-03 (BENCHMARKS.md: 85/85 positions, mean KL
+/// 0.0073 nats) with a margin; a kernel that
+/// broke the quantized path, or a comparison that read padded positions, fails them.
+#[test]
+fn quantized_and_f32_next_token_distributions_agree_at_every_prompt_position() {
+    use knowlens::model::agreement::{compare, Compared};
+    let Some(f) = real_or_skip("gemma-3-270m", Precision::F32) else { return };
+    let Some(q) = real_or_skip("gemma-3-270m", Precision::Quantized) else { return };
+    let rows: Vec<Vec<u32>> = prompts("gemma-3-270m").into_iter().map(|p| p.ids).collect();
+    let ag = compare(&f, &q, &rows, Compared::All, 4).unwrap();
+    assert_eq!(ag.positions(), rows.iter().map(Vec::len).sum::<usize>());
+    let same = ag.top1_agreeing() as f64 / ag.positions() as f64;
+    let mean_kl = ag.kl.iter().sum::<f64>() / ag.kl.len() as f64;
+    eprintln!("quantized vs f32 on {} positions: top-1 same {same:.3}, mean KL {mean_kl:.4}", ag.positions());
+    assert!(same >= 0.90, "top-1 agreement {same:.3}");
+    assert!(mean_kl <= 0.05, "mean KL {mean_kl:.4} nats");
+    // The same model against itself: identical distributions.
+    let own = compare(&f, &f, &rows[..3], Compared::Last, 2).unwrap();
+    assert_eq!(own.top1_agreeing(), 3);
+    assert!(own.kl.iter().all(|&k| k == 0.0), "{:?}", own.kl);
+}

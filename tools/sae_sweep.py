@@ -20,11 +20,11 @@ Standard library only.
         --corpus ~/.cache/knowlens/corpus/gemma-3-270m/v1-edd29d82 --tokens 1024000 \\
         --grid 4096:2e-4,4096:4e-4,4096:8e-4,4096:1.6e-3,1024:2e-4,1024:4e-4 --out runs/sweep
 """
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, shlex, subprocess, sys, time
 
 
-def run_name(batch, lr):
-    return f"b{batch}-lr{lr:g}"
+def run_name(batch, lr, coef=None):
+    return f"b{batch}-lr{lr:g}" + ("" if coef is None else f"-c{coef:g}")
 
 
 def tail_fvu(log_path, hook, fraction=0.1):
@@ -46,6 +46,15 @@ def tail_fvu(log_path, hook, fraction=0.1):
     }
 
 
+def sparsity_args(a, batch, coef):
+    """The coefficient flag of a jumprelu / standard run and its warm-up in steps."""
+    if coef is None:
+        return []
+    flag = "--l0-coefficient" if a.arch == "jumprelu" else "--l1-coefficient"
+    warm = max(1, round(a.sparsity_warm_up * a.tokens / batch))
+    return [flag, repr(coef), "--sparsity-warm-up-steps", str(warm)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default="target/release/knowlens")
@@ -57,7 +66,13 @@ def main():
     ap.add_argument("--arch", default="batchtopk")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--width", type=int, default=4096)
-    ap.add_argument("--grid", required=True, help="comma-separated batch:lr pairs")
+    ap.add_argument("--grid", required=True,
+                    help="comma-separated batch:lr pairs, or batch:lr:coefficient triples for --arch jumprelu "
+                         "(the L0 coefficient) and standard (the L1 coefficient)")
+    ap.add_argument("--sparsity-warm-up", type=float, default=0.05,
+                    help="jumprelu / standard: the sparsity coefficient ramps up over this fraction of each run's steps")
+    ap.add_argument("--train-args", default="",
+                    help="more `knowlens sae train` options for every run, e.g. \"--jumprelu-init-threshold 1\"")
     ap.add_argument("--eval-tokens", type=int, default=16384)
     ap.add_argument("--downstream-tokens", type=int, default=0, help="0: reconstruction only")
     ap.add_argument("--seed", type=int, default=0)
@@ -66,22 +81,25 @@ def main():
 
     grid = []
     for item in a.grid.split(","):
-        b, lr = item.split(":")
-        grid.append((int(b), float(lr)))
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3) != (a.arch in ("jumprelu", "standard")):
+            raise SystemExit(f"--grid item {item!r}: want batch:lr for topk/batchtopk, batch:lr:coefficient for jumprelu/standard")
+        grid.append((int(parts[0]), float(parts[1]), float(parts[2]) if len(parts) == 3 else None))
     os.makedirs(a.out, exist_ok=True)
     results = []
-    for batch, lr in grid:
-        name = run_name(batch, lr)
+    for batch, lr, coef in grid:
+        name = run_name(batch, lr, coef)
         d = os.path.join(a.out, name)
         t0 = time.time()
         subprocess.run([a.binary, "sae", "train", "--model", a.model, "--hooks", a.hook,
                         "--store", a.store, "--tokens", str(a.tokens), "--arch", a.arch,
                         "--k", str(a.k), "--width", str(a.width), "--per-dim-scale",
                         "--batch-size", str(batch), "--lr", repr(lr), "--seed", str(a.seed),
-                        "--no-progress", "--out", d], check=True, stdout=subprocess.DEVNULL)
+                        "--no-progress", "--out", d] + sparsity_args(a, batch, coef) + shlex.split(a.train_args),
+                       check=True, stdout=subprocess.DEVNULL)
         # Wall time of this call (0 when the run had finished before); the log's elapsed_s is the
         # training time whenever it ran.
-        row = {"run": name, "batch_size": batch, "lr": lr, "call_wall_s": round(time.time() - t0, 1)}
+        row = {"run": name, "batch_size": batch, "lr": lr, "coefficient": coef, "call_wall_s": round(time.time() - t0, 1)}
         row.update(tail_fvu(os.path.join(d, "train_log.jsonl"), a.hook))
         ev_path = os.path.join(d, "eval.json")
         if not os.path.exists(ev_path):
@@ -103,13 +121,14 @@ def main():
         print(json.dumps(row), flush=True)
 
     json.dump({"store": a.store, "hook": a.hook, "tokens": a.tokens, "arch": a.arch, "k": a.k,
+               "train_args": a.train_args,
                "width": a.width, "seed": a.seed, "runs": results},
               open(os.path.join(a.out, "sweep.json"), "w"), indent=1)
     fmt = lambda v, f: "–" if v is None else format(v, f)
-    lines = ["| batch | lr | steps | train FVU (last 10%) | held-out FVU | held-out L0 | dead | dense | Δ LM loss | training s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| batch | lr | coefficient | steps | train FVU (last 10%) | held-out FVU | held-out L0 | dead | dense | Δ LM loss | training s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['batch_size']} | {r['lr']:g} | {r['train_steps']} | {r['train_fvu_tail']:.4f} | "
+        lines.append(f"| {r['batch_size']} | {r['lr']:g} | {fmt(r['coefficient'], 'g')} | {r['train_steps']} | {r['train_fvu_tail']:.4f} | "
                      f"{fmt(r['heldout_fvu'], '.4f')} | {fmt(r['heldout_l0'], '.1f')} | "
                      f"{fmt(r['heldout_dead'], '.2%')} | {fmt(r['heldout_dense'], '.2%')} | "
                      f"{fmt(r['delta_lm_loss'], '.3f')} | {r['train_elapsed_s']:.0f} |")

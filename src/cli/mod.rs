@@ -9,6 +9,7 @@ mod geometry;
 mod inspect;
 mod label;
 mod patch;
+mod precision;
 mod progress;
 mod reproduce;
 mod sae;
@@ -71,6 +72,9 @@ enum Command {
     Generate(inspect::GenerateArgs),
     /// Time a fixed workload (used by tools/bench.py to compare with transformers and llama.cpp).
     Bench(bench::BenchArgs),
+    /// What `--precision quantized` costs in exactness and buys in speed against float32: top-1
+    /// agreement and KL of next-token distributions, identical greedy answers, seconds of each.
+    Precision(precision::PrecisionArgs),
     /// Ask the model about every entity's attributes and label entities known / unknown.
     Label(label::LabelArgs),
     /// Sparse autoencoders: info, encode a prompt, convert to SAELens, train, benchmark training.
@@ -126,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cache(a) => inspect::cache(a),
         Command::Generate(a) => inspect::generate(a),
         Command::Label(a) => label::run(a),
+        Command::Precision(a) => precision::run(a),
         Command::Sae(c) => sae::run(c),
         Command::Fetch { model } => {
             let path = fetch::resolve_model(&model)?;

@@ -2,6 +2,7 @@
 //! generation.
 
 mod activation;
+pub mod agreement;
 pub mod config;
 mod gemma2;
 mod gemma3;
