@@ -37,9 +37,12 @@ PIP="$REFENV/bin/pip"
 "$PIP" install sae-lens==6.54.12
 
 if [ "${SKIP_LLAMA_CPP:-0}" != "1" ]; then
-    # Portable x86-64 build with AVX2/AVX-512 kernels (no -march=native), so
-    # results do not depend on the build host's CPU flags beyond these.
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
+    # x86-64 build with explicit kernels (no -march=native), so results do not depend on the
+    # build host's CPU flags beyond these: AVX-512 where this CPU has it (an AVX-512 build
+    # dies with an illegal instruction on an AVX2-only CPU such as AMD Zen 3), else AVX2.
+    if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then AVX512=ON; else AVX512=OFF; fi
+    echo "llama.cpp: building with GGML_AVX512=$AVX512"
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=$AVX512 -DGGML_FMA=ON -DGGML_F16C=ON}" \
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
         "$PIP" install --no-cache-dir llama-cpp-python==0.3.36
 fi
