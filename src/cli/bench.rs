@@ -67,41 +67,64 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if matches!(a.workload, Workload::Decode) && a.new_tokens == 0 {
         bail!("--new-tokens must be at least 1 for the decode workload");
     }
-    if matches!(a.workload, Workload::Gemm) {
-        return gemm(&a);
+    match a.workload {
+        Workload::Gemm => gemm(&a),
+        Workload::Cache => forward_workload(&a, Forward::Cache),
+        Workload::Prefill => forward_workload(&a, Forward::Prefill),
+        Workload::Decode => forward_workload(&a, Forward::Decode),
     }
+}
+
+/// The workloads that run the model (all but `Gemm`).
+#[derive(Clone, Copy)]
+enum Forward {
+    Cache,
+    Prefill,
+    Decode,
+}
+
+impl Forward {
+    fn name(self) -> &'static str {
+        match self {
+            Forward::Cache => "cache",
+            Forward::Prefill => "prefill",
+            Forward::Decode => "decode",
+        }
+    }
+}
+
+/// Times one model workload: a warm-up run, then `reps` timed ones; prints the median.
+fn forward_workload(a: &BenchArgs, w: Forward) -> Result<()> {
     let m = a.model.load()?;
     let cfg = m.cfg();
     let bos = if m.tokenizer.add_bos { m.tokenizer.bos } else { None };
     let mut times = Vec::new();
-    let (rows, per_row) = match a.workload {
-        Workload::Cache => (a.batch, a.tokens),
-        Workload::Prefill => (1, a.tokens),
-        Workload::Decode => (a.batch, 8),
-        Workload::Gemm => unreachable!("handled above"),
+    let (rows, per_row) = match w {
+        Forward::Cache => (a.batch, a.tokens),
+        Forward::Prefill => (1, a.tokens),
+        Forward::Decode => (a.batch, 8),
     };
     let batch = m.batch_from_ids(&bench_ids(rows, per_row, bos, cfg.vocab_size))?;
     let mut produced = 0usize;
     for rep in 0..=a.reps {
         let t0 = Instant::now();
-        produced = match a.workload {
-            Workload::Cache => {
+        produced = match w {
+            Forward::Cache => {
                 let spec = HookSpec::new().capture((0..cfg.n_layers).map(HookPoint::ResidPost));
                 let out = m.run(&batch, &spec)?;
                 assert_eq!(out.cache.tensors.len(), cfg.n_layers);
                 rows * per_row
             }
-            Workload::Prefill => {
+            Forward::Prefill => {
                 let out = m.run(&batch, &HookSpec::new().logits(LogitsAt::Last))?;
                 assert!(out.logits.is_some());
                 per_row
             }
-            Workload::Decode => {
+            Forward::Decode => {
                 let opts = GenerateOptions { max_tokens: a.new_tokens, ..Default::default() };
                 let (gens, _) = generate(&m, &batch, &HookSpec::new(), &opts)?;
                 gens.iter().map(|g| g.ids.len()).sum()
             }
-            Workload::Gemm => unreachable!("handled above"),
         };
         if rep > 0 {
             times.push(t0.elapsed().as_secs_f64());
@@ -114,12 +137,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         json!({
             "impl": "knowlens",
             "precision": format!("{:?}", m.precision).to_lowercase(),
-            "workload": match a.workload {
-                Workload::Cache => "cache",
-                Workload::Prefill => "prefill",
-                Workload::Decode => "decode",
-                Workload::Gemm => unreachable!("handled above"),
-            },
+            "workload": w.name(),
             "batch": rows,
             "tokens": produced,
             "seconds": median,
