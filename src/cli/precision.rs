@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use knowlens::entities::dataset::discover;
-use knowlens::entities::label::{answer, max_new_tokens, questions_for, LabelOptions, Question, TemplateTable};
+use knowlens::entities::label::{answer, answer_batches, questions_for, LabelOptions, Question, TemplateTable};
 use knowlens::entities::matching::Outcome;
 use knowlens::entities::run::spread_subset;
 use knowlens::model::agreement::{compare, Agreement, Compared};
@@ -132,21 +132,14 @@ type Answers = BTreeMap<String, (String, bool)>;
 fn greedy_answers(model: &Model, qs: &[Question], batch_size: usize) -> Result<(Answers, f64)> {
     let opts = LabelOptions { batch_size, ..Default::default() };
     let mut order: Vec<&Question> = qs.iter().collect();
-    order.sort_by_key(|q| (max_new_tokens(q.spec.kind), q.ids.len()));
     let mut out = BTreeMap::new();
     let t = Instant::now();
-    let mut i = 0;
-    while i < order.len() {
-        let kind = max_new_tokens(order[i].spec.kind);
-        let mut j = i;
-        while j < order.len() && j - i < batch_size && max_new_tokens(order[j].spec.kind) == kind {
-            j += 1;
-        }
-        for (q, r) in order[i..j].iter().zip(answer(model, &order[i..j], &opts)?) {
+    for range in answer_batches(&mut order, batch_size) {
+        let batch = &order[range];
+        for (q, r) in batch.iter().zip(answer(model, batch, &opts)?) {
             let g = r.greedy.context("a greedy record without its completion")?;
             out.insert(q.key(), (g.text, g.outcome == Outcome::Correct));
         }
-        i = j;
     }
     Ok((out, t.elapsed().as_secs_f64()))
 }

@@ -275,6 +275,25 @@ pub fn max_new_tokens(kind: AnswerKind) -> usize {
     }
 }
 
+/// Orders questions for `answer` and cuts them into its batches: each batch holds at most
+/// `batch_size` questions of one answer length (`max_new_tokens`), and similar prompt lengths sit
+/// together, which wastes the least padding. Returns index ranges into the reordered `qs`.
+pub fn answer_batches(qs: &mut [&Question], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+    qs.sort_by_key(|q| (max_new_tokens(q.spec.kind), q.ids.len(), q.key()));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < qs.len() {
+        let kind = max_new_tokens(qs[i].spec.kind);
+        let mut j = i;
+        while j < qs.len() && j - i < batch_size.max(1) && max_new_tokens(qs[j].spec.kind) == kind {
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
+}
+
 /// A seed that depends only on what is asked, so a sample is the same whatever its batch (sample
 /// s of the question draws from the stream (seed, s)).
 fn sample_seed(seed: u64, key: &str) -> u64 {

@@ -11,7 +11,7 @@ use super::chance;
 pub use super::config::{mode_dir, RunConfig, TemplateChoice};
 use super::dataset::Entity;
 use super::decide::{self, EntityLabel};
-use super::label::{self, answer, max_new_tokens, LabelOptions, Mode, QuestionRecord, TemplateTable};
+use super::label::{self, answer, LabelOptions, Mode, QuestionRecord, TemplateTable};
 use super::matching::Outcome;
 use super::questions::{self, EntityType};
 use super::rule::{self, Guessable};
@@ -172,8 +172,7 @@ pub fn run(
     let done: HashSet<String> = records.iter().map(|r| label::question_key(&r.entity_id, &r.attribute)).collect();
     let mut todo: Vec<&label::Question> = questions.iter().filter(|q| !done.contains(&q.key())).collect();
     let already_done = questions.len() - todo.len();
-    // Batches of one answer length and similar prompt lengths waste the least padding.
-    todo.sort_by_key(|q| (max_new_tokens(q.spec.kind), q.ids.len(), q.key()));
+    let batches = label::answer_batches(&mut todo, cfg.opts.batch_size);
     progress.log(&format!(
         "labeling {} entities ({} questions, {} already answered, {} to ask) in {} mode → {}",
         entities.len(),
@@ -186,20 +185,14 @@ pub fn run(
     let start = std::time::Instant::now();
     progress.start("questions", Some(todo.len() as u64));
     let mut correct = 0usize;
-    let mut i = 0;
-    while i < todo.len() {
-        let kind = max_new_tokens(todo[i].spec.kind);
-        let mut j = i;
-        while j < todo.len() && j - i < cfg.opts.batch_size && max_new_tokens(todo[j].spec.kind) == kind {
-            j += 1;
-        }
-        let recs = answer(model, &todo[i..j], &cfg.opts)?;
+    for range in batches {
+        let (n, j) = (range.len(), range.end);
+        let recs = answer(model, &todo[range], &cfg.opts)?;
         store.append(&recs)?;
         correct += recs.iter().filter(|r| r.correct).count();
         records.extend(recs);
-        progress.advance((j - i) as u64);
+        progress.advance(n as u64);
         progress.message(&format!("{:.1}% correct", 100.0 * correct as f64 / (j.max(1)) as f64));
-        i = j;
     }
     progress.finish();
     let seconds = start.elapsed().as_secs_f64();
