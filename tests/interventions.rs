@@ -208,8 +208,8 @@ fn logits_at_chosen_positions_equal_those_of_a_full_run() {
         .unwrap();
     assert_eq!(at.dims(), &[2, 2, m.cfg().vocab_size]);
     // Row 1 is left-padded by 3, so its positions 0 and 1 are columns 3 and 4. Equal up to float
-    // rounding: four rows through the tied unembedding take the streaming kernel (model/gemv.rs),
-    // the full run's many rows the matmul, which sum in different orders.
+    // rounding, which covers a full run long enough to take the matmul instead of the packed
+    // unembedding kernel (model/unembed.rs): the two sum in different orders.
     for (r, c, k) in [(0, 2, 0), (0, 6, 1), (1, 3, 0), (1, 4, 1)] {
         let want = all.get(r).unwrap().get(c).unwrap();
         let d = max_abs_diff(&at.get(r).unwrap().get(k).unwrap(), &want);

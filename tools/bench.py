@@ -10,8 +10,6 @@ Workloads (all on Gemma 3 270M, the same token ids everywhere, median of --reps 
   prefill  one prompt of 128 tokens, logits at the last position
   decode   greedy decoding of 32 tokens after an 8-token prompt, batch 1
   decode32 the same with 32 prompts at once (aggregate generated tokens / s)
-knowlens float32 decoding runs twice: with the int8 candidate pass over the unembedding (the
-default) and with --full-unembed (full float32 logits at every step); the tokens are the same.
 
 --roofline: float32 GEMM on the model's own shapes (q/k/v/o, gate/up, down at 1..1024 rows, the
   unembedding at 1 and 32) by knowlens (`knowlens bench --workload gemm`), numpy's BLAS and torch,
@@ -282,8 +280,6 @@ def main():
                                     "--worker", impl, workload], busy)
                 rows.append((workload, busy, impl, "f32" if impl == "transformers" else "quantized", res, rss))
             variants = [("f32", []), ("quantized", [])]
-            if workload.startswith("decode"):
-                variants.insert(1, ("f32, full unembedding", ["--full-unembed"]))
             for label, extra in variants:
                 precision = label.split(",")[0]
                 res, rss = measure([args.knowlens, "bench", "--precision", precision, "--reps", str(args.reps)]

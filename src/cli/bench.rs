@@ -142,9 +142,8 @@ fn forward_workload(a: &BenchArgs, w: Forward) -> Result<()> {
             "tokens": produced,
             "seconds": median,
             "tokens_per_s": produced as f64 / median,
-            "full_unembed": a.model.full_unembed,
-            "greedy_picks": m.transformer.greedy_stats(),
             "kernel": knowlens::model::simd_level(),
+            "unembedding": m.transformer.unembedding_form(),
         })
     );
     Ok(())
@@ -173,23 +172,36 @@ fn model_matmuls(a: &BenchArgs) -> Result<(usize, Vec<Matmul>)> {
     ))
 }
 
+/// A random [rows, cols] table on Q8_0's grid: int8 codes, one ±127 per block of 32, times a
+/// float16 scale per block.
+fn q8_grid(rows: usize, cols: usize) -> Result<candle_core::Tensor> {
+    let mut rng = knowlens::rng::SplitMix64::derive(7, 0, 0);
+    let mut v = vec![0f32; rows * cols];
+    for (i, block) in v.chunks_mut(32).enumerate() {
+        let scale = half::f16::from_f32(0.0002 + 0.0001 * (i % 7) as f32).to_f32();
+        for (j, x) in block.iter_mut().enumerate() {
+            let q = if j == 0 { 127.0 } else { ((rng.normal() * 40.0) as f32).round().clamp(-127.0, 127.0) };
+            *x = q * scale;
+        }
+    }
+    Ok(candle_core::Tensor::from_vec(v, (rows, cols), &candle_core::Device::Cpu)?)
+}
+
 fn gemm(a: &BenchArgs) -> Result<()> {
     use candle_core::{Device, Tensor};
-    use knowlens::model::weights::Linear;
+    use knowlens::model::weights::{Linear, RowsTable};
     let dev = Device::Cpu;
     let (n_layers, matmuls) = model_matmuls(a)?;
     for (name, inp, out, rows_layout) in matmuls {
         // The weight as the model stores it: Wᵀ [in, out], or the tied table [out, in].
-        let w = if rows_layout {
-            Tensor::randn(0f32, 0.02, (out, inp), &dev)?
-        } else {
-            Tensor::randn(0f32, 0.02, (inp, out), &dev)?
-        };
-        let sizes: &[usize] = if rows_layout { &[1, 4, 32] } else { &[1, 4, 8, 32, 64, 128, 1024] };
+        // The unembedding as the default GGUF holds it: int8 codes times one scale per 32 values
+        // (Q8_0), which its kernel keeps in int8 form (`model/unembed.rs`).
+        let w = if rows_layout { q8_grid(out, inp)? } else { Tensor::randn(0f32, 0.02, (inp, out), &dev)? };
+        let sizes: &[usize] = if rows_layout { &[1, 4, 32, 64, 128, 256, 1024] } else { &[1, 4, 8, 32, 64, 128, 1024] };
+        // Through `Linear::forward`, so each shape runs the kernel the model would use.
+        let lin = if rows_layout { Linear::DenseRows(RowsTable::new(w.clone())) } else { Linear::DenseT(w.clone()) };
         for &m in sizes {
             let x = Tensor::randn(0f32, 1.0, (m, inp), &dev)?;
-            // Through `Linear::forward`, so each shape runs the kernel the model would use.
-            let lin = if rows_layout { Linear::DenseRows(w.clone()) } else { Linear::DenseT(w.clone()) };
             let run = || -> Result<()> {
                 let y = lin.forward(&x)?;
                 debug_assert_eq!(y.dims(), &[m, out]);

@@ -39,17 +39,12 @@ pub struct ModelArgs {
     /// f32: dequantize to float32 (exact, matches transformers); quantized: GGUF blocks as stored.
     #[arg(long, value_parser = progress::named::<Precision>(&["f32", "quantized"]), default_value = "f32")]
     pub precision: Precision,
-    /// Greedy decoding from the full float32 logits at every step, skipping the int8 candidate
-    /// pass over the unembedding (which returns the same tokens; see src/model/greedy.rs).
-    #[arg(long)]
-    pub full_unembed: bool,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let path = fetch::resolve_model(&self.model)?;
-        let mut model = Model::load(&path, self.precision)?;
-        model.transformer.fast_greedy = !self.full_unembed;
+        let model = Model::load(&path, self.precision)?;
         if model.precision != self.precision {
             eprintln!("note: {} holds float32 weights; running in float32", path.display());
         }

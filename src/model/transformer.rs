@@ -20,14 +20,11 @@
 //! logits = y W_U  [Gemma 2: c * tanh(logits / c)]   (only at the positions asked for)
 //! ```
 
-use std::sync::{Arc, OnceLock};
-
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
 
 use super::activation::gelu_tanh_mul;
 use super::config::{Activation, ModelConfig, RopeLayout};
-use super::greedy::{self, ArgmaxIndex, GreedyStats};
 use super::weights::{Embedding, Linear, Precision, WeightSource};
 use crate::batch::{Batch, Layout};
 use crate::hooks::{ActivationCache, HookPoint, HookRuntime, HookSpec, LogitsAt};
@@ -71,11 +68,6 @@ pub struct Transformer {
     output_norm: RmsNorm,
     unembed: Linear,
     device: Device,
-    /// Greedy picks through the int8 copy of the unembedding (on by default; identical tokens).
-    /// Off: every greedy pick computes the full float32 logits, as before.
-    pub fast_greedy: bool,
-    /// Built on the first greedy pick; `None` where the unembedding is not a float32 table.
-    greedy_index: OnceLock<Option<Arc<ArgmaxIndex>>>,
 }
 
 /// Keys and values of earlier positions, per layer, for incremental decoding.
@@ -266,16 +258,7 @@ impl Transformer {
             });
         }
         let output_norm = RmsNorm::load(w, "output_norm.weight", d, eps)?;
-        Ok(Self {
-            cfg,
-            embed,
-            blocks,
-            output_norm,
-            unembed,
-            device: Device::Cpu,
-            fast_greedy: true,
-            greedy_index: OnceLock::new(),
-        })
+        Ok(Self { cfg, embed, blocks, output_norm, unembed, device: Device::Cpu })
     }
 
     pub fn device(&self) -> &Device {
@@ -465,51 +448,21 @@ impl Transformer {
         Ok(logits)
     }
 
+    /// The tied unembedding's float32 table [vocab, d] (W_Uᵀ), if the model has one.
+    pub fn unembedding_table(&self) -> Option<&Tensor> {
+        self.unembed.rows_f32()
+    }
+
+    /// How the packed unembedding kernel holds the table ("int8" or "f32") once it has run.
+    pub fn unembedding_form(&self) -> Option<&'static str> {
+        self.unembed.packed_form()
+    }
+
     /// The index of the largest logit for each row of `y` ([b, d], after the final norm): the
-    /// token greedy decoding picks. Small batches go through the int8 copy of the unembedding,
-    /// which returns the same token as the full product or hands the row back to it.
+    /// token greedy decoding picks. Decoding's few rows take the packed unembedding kernel
+    /// (`unembed.rs`), whose logits of a row do not depend on the batch it came in.
     pub fn greedy_next(&self, y: &Tensor) -> Result<Vec<u32>> {
-        let b = y.dim(0)?;
-        let index = if self.fast_greedy && b <= greedy::MAX_ROWS && self.cfg.final_softcap.is_none() {
-            self.greedy_index()?
-        } else {
-            None
-        };
-        let Some(index) = index else { return self.full_argmax(y) };
-        let y = y.contiguous()?;
-        let picks = index.argmax(&y.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)?;
-        let rest: Vec<u32> = (0..b as u32).filter(|&r| picks[r as usize].is_none()).collect();
-        let mut rest_picks = if rest.is_empty() {
-            Vec::new()
-        } else {
-            self.full_argmax(&y.index_select(&Tensor::from_slice(&rest, rest.len(), y.device())?, 0)?)?
-        }
-        .into_iter();
-        Ok(picks
-            .into_iter()
-            .map(|p| p.unwrap_or_else(|| rest_picks.next().expect("one pick per fallback row")))
-            .collect())
-    }
-
-    fn full_argmax(&self, y: &Tensor) -> Result<Vec<u32>> {
         Ok(self.unembed(y)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
-    }
-
-    fn greedy_index(&self) -> Result<Option<Arc<ArgmaxIndex>>> {
-        if let Some(index) = self.greedy_index.get() {
-            return Ok(index.clone());
-        }
-        let built = match self.unembed.rows_f32() {
-            Some(table) => ArgmaxIndex::new(table)?.map(Arc::new),
-            None => None,
-        };
-        Ok(self.greedy_index.get_or_init(|| built).clone())
-    }
-
-    /// How many greedy picks the int8 copy settled and how many took the full product, since
-    /// the model was loaded.
-    pub fn greedy_stats(&self) -> GreedyStats {
-        self.greedy_index.get().and_then(|i| i.as_ref().map(|i| i.stats())).unwrap_or_default()
     }
 
     /// Removes `direction` [d_model] from every matrix that writes to the residual stream: the

@@ -14,7 +14,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::config::Arch;
-use super::gemv;
+pub use super::unembed::RowsTable;
 
 /// How linear layers are stored.
 /// Parsed from and displayed as `f32` / `quantized`.
@@ -34,8 +34,9 @@ pub enum Linear {
     /// Wᵀ stored contiguous, [in, out]: the matmul then reads it without repacking, which is up
     /// to 10× faster at the few rows of prefill and decoding (measured in BENCHMARKS.md).
     DenseT(Tensor),
-    /// W as stored, [out, in]: the tied unembedding, which shares the embedding table.
-    DenseRows(Tensor),
+    /// W as stored, [out, in]: the tied unembedding, which shares the embedding table (and, for
+    /// up to `unembed::MAX_ROWS` rows, its own packed kernel: `unembed.rs`).
+    DenseRows(RowsTable),
     Quant(QMatMul),
 }
 
@@ -47,12 +48,11 @@ impl Linear {
         let rows = x.elem_count() / inner.max(1);
         let x2 = x.reshape((rows, inner))?;
         let y = match self {
-            // A few rows through the tied unembedding (decoding): one streaming dot product per
-            // weight row beats the matmul there (BENCHMARKS.md). The [in, out] weights of the
-            // blocks stay with the matmul, which measured faster on them at every row count.
-            Linear::DenseRows(w) if gemv::applies(&x2, w) => gemv::rows_times_out_in(&x2, w)?,
+            // Decoding's and scoring's few rows through the tied unembedding: the packed kernel
+            // (BENCHMARKS.md). The blocks' [in, out] weights stay with the matmul.
+            Linear::DenseRows(t) if t.applies(&x2) => t.product(&x2)?,
             Linear::DenseT(wt) => x2.matmul(wt)?,
-            Linear::DenseRows(w) => x2.matmul(&w.t()?)?,
+            Linear::DenseRows(t) => x2.matmul(&t.tensor().t()?)?,
             Linear::Quant(q) => q.forward(&x2)?,
         };
         let mut out = dims;
@@ -65,7 +65,16 @@ impl Linear {
     /// The float32 table of a tied unembedding ([out, in]), if this is one.
     pub fn rows_f32(&self) -> Option<&Tensor> {
         match self {
-            Linear::DenseRows(w) if w.dtype() == DType::F32 => Some(w),
+            Linear::DenseRows(t) if t.tensor().dtype() == DType::F32 => Some(t.tensor()),
+            _ => None,
+        }
+    }
+
+    /// The packed unembedding kernel's weight form, once it has run: "int8" (a table exactly on
+    /// Q8_0's grid, kept as codes and scales) or "f32"; `None` before, or for other layers.
+    pub fn packed_form(&self) -> Option<&'static str> {
+        match self {
+            Linear::DenseRows(t) => t.is_int8().map(|q| if q { "int8" } else { "f32" }),
             _ => None,
         }
     }
@@ -78,7 +87,10 @@ impl Linear {
             // Wᵀ [in, out]: Wᵀ − (Wᵀ û) ûᵀ.
             Linear::DenseT(wt) => Linear::DenseT((wt - wt.matmul(&u.unsqueeze(1)?)?.matmul(&u.unsqueeze(0)?)?)?),
             // W [out, in]: W − û (ûᵀ W).
-            Linear::DenseRows(w) => Linear::DenseRows((w - u.unsqueeze(1)?.matmul(&u.unsqueeze(0)?.matmul(w)?)?)?),
+            Linear::DenseRows(t) => {
+                let w = t.tensor();
+                Linear::DenseRows(RowsTable::new((w - u.unsqueeze(1)?.matmul(&u.unsqueeze(0)?.matmul(w)?)?)?))
+            }
             Linear::Quant(_) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
         })
     }
@@ -125,7 +137,7 @@ impl Embedding {
     /// The same table used as the (tied) unembedding.
     pub fn as_linear(&self) -> Result<Linear> {
         Ok(match self {
-            Embedding::Dense(w) => Linear::DenseRows(w.clone()),
+            Embedding::Dense(w) => Linear::DenseRows(RowsTable::new(w.clone())),
             Embedding::Quant(q) => Linear::Quant(QMatMul::from_arc(q.clone())?),
         })
     }

@@ -1,0 +1,508 @@
+//! Products of a few to a few hundred rows with the tied unembedding table: the shape of
+//! decoding (1–32 rows) and of answer scoring.
+//!
+//! Why not the matmul: the `gemm` crate behind candle's matmul repacks its right-hand side at
+//! every call, and for the 262,144 × 640 table of Gemma 3 that is 671 MB read and written again
+//! per decoding step: at 32 rows it ran at 176 GFLOP/s where the same crate reaches 450 on
+//! well-shaped products (BENCHMARKS.md). This kernel packs the table once, the first time it is
+//! used, in the layout its inner loop reads: panels of 16 table rows, stored k-major, so one
+//! vector load gives 16 outputs' weights for one input column, and each input value is broadcast
+//! against it (an outer-product update, no horizontal sums).
+//!
+//! Why it is still the exact float32 product: the default model's table comes from GGUF Q8_0
+//! blocks, i.e. every 32 consecutive values of a row are int8 codes times one scale. When every
+//! block reproduces its float32 values exactly (`scale × code == value`, checked bit for bit when
+//! the panels are built), the panels keep the codes and scales, 189 MB instead of 671 MB, and
+//! the kernel rebuilds each weight exactly before its multiply-add. Any other table (a Hugging
+//! Face checkpoint's, an edited one) is packed as float32. Either way the result is a float32 dot
+//! product of the exact weights with the input, each output summed in input order; it differs
+//! from the matmul's only in summation order (as any two GEMMs do).
+//!
+//! Kernels are chosen at run time: AVX-512, AVX2 with FMA, or portable code.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Outputs per panel: one AVX-512 vector of float32 (two AVX2 vectors).
+const LANES: usize = 16;
+
+/// Values per scale in the int8 form: GGUF's Q8_0 block.
+const BLOCK: usize = 32;
+
+/// Panels per parallel work unit (256 table rows): many small pieces, so that a core slowed by
+/// another job delays only a sliver of the product.
+const PANELS_PER_TASK: usize = 16;
+
+/// Up to this many rows the kernel here beats the matmul (measured in BENCHMARKS.md).
+pub const MAX_ROWS: usize = 128;
+
+/// Runs `f` on the contiguous float32 data of `t`.
+pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { bail!("a CPU tensor was expected") };
+    let (start, end) = layout.contiguous_offsets().context("a contiguous tensor was expected")?;
+    let data = cpu.as_slice::<f32>()?;
+    f(&data[start..end])
+}
+
+/// A table used as `x Wᵀ` with W stored [out, in] (the tied unembedding), and its panels.
+#[derive(Clone)]
+pub struct RowsTable {
+    w: Tensor,
+    panels: Arc<OnceLock<Panels>>,
+}
+
+impl std::fmt::Debug for RowsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowsTable").field("w", &self.w.shape()).finish()
+    }
+}
+
+/// The table in the kernel's layout.
+struct Panels {
+    out: usize,
+    d: usize,
+    source: PanelSource,
+}
+
+enum PanelSource {
+    /// codes [panel][k][lane], scales [panel][k / BLOCK][lane]; rows past the table are zero.
+    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+    /// weights [panel][k][lane].
+    F32(Vec<f32>),
+}
+
+impl RowsTable {
+    pub fn new(w: Tensor) -> Self {
+        Self { w, panels: Arc::new(OnceLock::new()) }
+    }
+
+    /// The table as stored, [out, in].
+    pub fn tensor(&self) -> &Tensor {
+        &self.w
+    }
+
+    /// Whether this kernel takes `x` [rows, in]: float32 on the CPU, 1..=MAX_ROWS rows.
+    pub fn applies(&self, x: &Tensor) -> bool {
+        x.dtype() == DType::F32
+            && self.w.dtype() == DType::F32
+            && x.device().is_cpu()
+            && self.w.device().is_cpu()
+            && x.dims().len() == 2
+            && x.dim(0).is_ok_and(|m| (1..=MAX_ROWS).contains(&m))
+    }
+
+    /// Whether the panels hold int8 codes (the table is exactly on a Q8_0 grid), once built.
+    pub fn is_int8(&self) -> Option<bool> {
+        self.panels.get().map(|p| matches!(p.source, PanelSource::Int8 { .. }))
+    }
+
+    fn panels(&self) -> Result<&Panels> {
+        if let Some(p) = self.panels.get() {
+            return Ok(p);
+        }
+        let built = Panels::new(&self.w)?;
+        Ok(self.panels.get_or_init(|| built))
+    }
+
+    /// `x Wᵀ`: x [rows, in] → [rows, out].
+    pub fn product(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, k) = x.dims2()?;
+        let (n, k2) = self.w.dims2()?;
+        if k != k2 {
+            bail!("unembedding: input has {k} columns, the table {k2}");
+        }
+        let panels = self.panels()?;
+        let x = x.contiguous()?;
+        let mut out = vec![0f32; m * n];
+        with_f32_slice(&x, |xs| {
+            panels.product(xs, m, &mut out);
+            Ok(())
+        })?;
+        Ok(Tensor::from_vec(out, (m, n), x.device())?)
+    }
+}
+
+impl Panels {
+    fn new(w: &Tensor) -> Result<Self> {
+        if w.dtype() != DType::F32 {
+            bail!("the unembedding kernel needs a float32 table, got {:?}", w.dtype());
+        }
+        let (out, d) = w.dims2()?;
+        let w = w.contiguous()?;
+        let source = with_f32_slice(&w, |w| Ok(int8_panels(w, out, d).unwrap_or_else(|| f32_panels(w, out, d))))?;
+        Ok(Self { out, d, source })
+    }
+
+    /// out [m][self.out] = x [m][d] · tableᵀ, with the widest kernels this CPU has.
+    fn product(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.product_with(x, m, out, super::simd_level())
+    }
+
+    /// The same with the kernels of `level` ("avx512", "avx2", anything else: portable code).
+    fn product_with(&self, x: &[f32], m: usize, out: &mut [f32], level: &str) {
+        let d = self.d;
+        // x transposed, [d][m]: the m values broadcast at one input column are contiguous.
+        let mut xt = vec![0f32; d * m];
+        for (r, row) in x.chunks(d).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                xt[k * m + r] = v;
+            }
+        }
+        let n_panels = self.out.div_ceil(LANES);
+        assert_eq!(out.len(), m * self.out, "output size");
+        let dst = SharedOut(out.as_mut_ptr());
+        (0..n_panels.div_ceil(PANELS_PER_TASK)).into_par_iter().for_each(|task| {
+            let mut acc = vec![[0f32; LANES]; m];
+            let first = task * PANELS_PER_TASK;
+            for p in first..(first + PANELS_PER_TASK).min(n_panels) {
+                // Int8 weights are rebuilt inside the tiles (measured faster at every row count
+                // than rebuilding a panel once into a float32 scratch that the tiles share).
+                let panel = match &self.source {
+                    PanelSource::Int8 { codes, scales } => {
+                        let nb = d.div_ceil(BLOCK);
+                        PanelRef::Int8 {
+                            codes: &codes[p * d * LANES..(p + 1) * d * LANES],
+                            scales: &scales[p * nb * LANES..(p + 1) * nb * LANES],
+                        }
+                    }
+                    PanelSource::F32(w) => PanelRef::F32(&w[p * d * LANES..(p + 1) * d * LANES]),
+                };
+                panel_times_rows(panel, &xt, m, d, &mut acc, level);
+                let valid = LANES.min(self.out - p * LANES);
+                for (r, a) in acc.iter().enumerate() {
+                    // SAFETY: each task writes only its own panels' columns of each output row,
+                    // inside `out` ([m][self.out]); no two tasks share a column.
+                    unsafe {
+                        let at = dst.at(r * self.out + p * LANES);
+                        std::ptr::copy_nonoverlapping(a.as_ptr(), at, valid);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The output pointer shared by the tasks, which write disjoint columns.
+struct SharedOut(*mut f32);
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    fn at(&self, i: usize) -> *mut f32 {
+        // SAFETY (of the callers): `i` stays inside the output the pointer was taken from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// The int8 panels, if every block of every row is exactly `scale × code` in float32.
+fn int8_panels(w: &[f32], out: usize, d: usize) -> Option<PanelSource> {
+    let n_panels = out.div_ceil(LANES);
+    let nb = d.div_ceil(BLOCK);
+    let mut codes = vec![0i8; n_panels * d * LANES];
+    let mut scales = vec![0f32; n_panels * nb * LANES];
+    let exact = codes.par_chunks_mut(d * LANES).zip(scales.par_chunks_mut(nb * LANES)).enumerate().all(
+        |(p, (codes, scales))| {
+            for lane in 0..LANES {
+                let row = p * LANES + lane;
+                if row >= out {
+                    break;
+                }
+                let values = &w[row * d..(row + 1) * d];
+                for (b, block) in values.chunks(BLOCK).enumerate() {
+                    let max = block.iter().fold(0f32, |m, &v| m.max(v.abs()));
+                    if !max.is_finite() {
+                        return false;
+                    }
+                    let scale = max / 127.0;
+                    scales[b * LANES + lane] = scale;
+                    for (j, &v) in block.iter().enumerate() {
+                        let q = if scale == 0.0 { 0.0 } else { (v / scale).round().clamp(-127.0, 127.0) };
+                        if scale * q != v {
+                            return false;
+                        }
+                        codes[(b * BLOCK + j) * LANES + lane] = q as i8;
+                    }
+                }
+            }
+            true
+        },
+    );
+    exact.then_some(PanelSource::Int8 { codes, scales })
+}
+
+fn f32_panels(w: &[f32], out: usize, d: usize) -> PanelSource {
+    let n_panels = out.div_ceil(LANES);
+    let mut panels = vec![0f32; n_panels * d * LANES];
+    panels.par_chunks_mut(d * LANES).enumerate().for_each(|(p, panel)| {
+        for lane in 0..LANES.min(out - p * LANES) {
+            let row = &w[(p * LANES + lane) * d..(p * LANES + lane + 1) * d];
+            for (k, &v) in row.iter().enumerate() {
+                panel[k * LANES + lane] = v;
+            }
+        }
+    });
+    PanelSource::F32(panels)
+}
+
+/// One panel's weights as a kernel reads them: float32, or int8 codes rebuilt in the kernel.
+#[derive(Clone, Copy)]
+enum PanelRef<'a> {
+    F32(&'a [f32]),
+    Int8 { codes: &'a [i8], scales: &'a [f32] },
+}
+
+/// acc[r] = Σ_k x[r][k] · w[k] (16 lanes, k in order) for every row r of the input (xt is [d][m]).
+fn panel_times_rows(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]], level: &str) {
+    let need = d * LANES;
+    match w {
+        PanelRef::F32(w) => assert!(w.len() >= need),
+        PanelRef::Int8 { codes, scales } => assert!(codes.len() >= need && scales.len() >= d.div_ceil(BLOCK) * LANES),
+    }
+    assert!(xt.len() >= d * m && acc.len() >= m);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level == "avx512" {
+            // SAFETY: AVX-512F was detected at run time; the lengths were checked above.
+            return unsafe { x86::rows_avx512(w, xt, m, d, acc) };
+        }
+        if level == "avx2" {
+            // SAFETY: AVX2 and FMA were detected at run time; the lengths were checked above.
+            return unsafe { x86::rows_avx2(w, xt, m, d, acc) };
+        }
+    }
+    let _ = level;
+    for (r, a) in acc.iter_mut().enumerate().take(m) {
+        *a = [0f32; LANES];
+        for k in 0..d {
+            let x = xt[k * m + r];
+            for l in 0..LANES {
+                let wl = match w {
+                    PanelRef::F32(w) => w[k * LANES + l],
+                    PanelRef::Int8 { codes, scales } => codes[k * LANES + l] as f32 * scales[(k / BLOCK) * LANES + l],
+                };
+                a[l] = x.mul_add(wl, a[l]);
+            }
+        }
+    }
+}
+
+/// Row tiles of at most `tile` rows, as even as possible: (first row, rows).
+fn tiles(m: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
+    let n = m.div_ceil(tile).max(1);
+    let (base, extra) = (m / n, m % n);
+    (0..n).scan(0, move |start, t| {
+        let rows = base + usize::from(t < extra);
+        let at = *start;
+        *start += rows;
+        Some((at, rows))
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{tiles, PanelRef, BLOCK, LANES};
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile: 24 accumulators of 16 lanes (AVX-512 has 32 registers).
+    const TILE_512: usize = 24;
+    /// 6 rows × 2 half-panels = 12 accumulators (AVX2 has 16 registers).
+    const TILE_256: usize = 6;
+
+    macro_rules! by_rows {
+        ($rows:expr, $f:ident, $q:literal, $($n:literal)+) => {
+            match $rows { $($n => $f::<$n, $q>,)+ _ => unreachable!("tile rows are 1..=the tile") }
+        };
+    }
+
+    /// The caller has checked the panel's, `xt`'s and `acc`'s lengths.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn rows_avx512(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
+        for (r0, rows) in tiles(m, TILE_512) {
+            let (x, out) = (xt.as_ptr().add(r0), acc[r0..].as_mut_ptr());
+            match w {
+                PanelRef::F32(w) => {
+                    let f = by_rows!(rows, tile_avx512, false, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
+                    f(w.as_ptr(), std::ptr::null(), std::ptr::null(), x, m, d, out)
+                }
+                PanelRef::Int8 { codes, scales } => {
+                    let f = by_rows!(rows, tile_avx512, true, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
+                    f(std::ptr::null(), codes.as_ptr(), scales.as_ptr(), x, m, d, out)
+                }
+            }
+        }
+    }
+
+    /// One tile of R rows; `Q`: the weights are int8 codes × scales, rebuilt exactly per column.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_avx512<const R: usize, const Q: bool>(
+        w: *const f32,
+        codes: *const i8,
+        scales: *const f32,
+        x: *const f32,
+        m: usize,
+        d: usize,
+        acc: *mut [f32; LANES],
+    ) {
+        let mut a = [_mm512_setzero_ps(); R];
+        for k in 0..d {
+            let wk = if Q {
+                let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add(k * LANES) as *const __m128i));
+                _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales.add((k / BLOCK) * LANES)))
+            } else {
+                _mm512_loadu_ps(w.add(k * LANES))
+            };
+            let xk = x.add(k * m);
+            for (r, a) in a.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_set1_ps(*xk.add(r)), wk, *a);
+            }
+        }
+        for (r, a) in a.iter().enumerate() {
+            _mm512_storeu_ps((*acc.add(r)).as_mut_ptr(), *a);
+        }
+    }
+
+    /// The caller has checked the panel's, `xt`'s and `acc`'s lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows_avx2(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
+        for (r0, rows) in tiles(m, TILE_256) {
+            let (x, out) = (xt.as_ptr().add(r0), acc[r0..].as_mut_ptr());
+            match w {
+                PanelRef::F32(w) => {
+                    let f = by_rows!(rows, tile_avx2, false, 1 2 3 4 5 6);
+                    f(w.as_ptr(), std::ptr::null(), std::ptr::null(), x, m, d, out)
+                }
+                PanelRef::Int8 { codes, scales } => {
+                    let f = by_rows!(rows, tile_avx2, true, 1 2 3 4 5 6);
+                    f(std::ptr::null(), codes.as_ptr(), scales.as_ptr(), x, m, d, out)
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_avx2<const R: usize, const Q: bool>(
+        w: *const f32,
+        codes: *const i8,
+        scales: *const f32,
+        x: *const f32,
+        m: usize,
+        d: usize,
+        acc: *mut [f32; LANES],
+    ) {
+        let mut lo = [_mm256_setzero_ps(); R];
+        let mut hi = [_mm256_setzero_ps(); R];
+        for k in 0..d {
+            let (w0, w1) = if Q {
+                let c = codes.add(k * LANES);
+                let s = scales.add((k / BLOCK) * LANES);
+                let q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c as *const __m128i));
+                let q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c.add(8) as *const __m128i));
+                (
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(s)),
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(q1), _mm256_loadu_ps(s.add(8))),
+                )
+            } else {
+                (_mm256_loadu_ps(w.add(k * LANES)), _mm256_loadu_ps(w.add(k * LANES + 8)))
+            };
+            let xk = x.add(k * m);
+            for r in 0..R {
+                let b = _mm256_broadcast_ss(&*xk.add(r));
+                lo[r] = _mm256_fmadd_ps(b, w0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(b, w1, hi[r]);
+            }
+        }
+        for r in 0..R {
+            let p = (*acc.add(r)).as_mut_ptr();
+            _mm256_storeu_ps(p, lo[r]);
+            _mm256_storeu_ps(p.add(8), hi[r]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// A table on Q8_0's grid: int8 codes (one ±127 per block) times one scale per 32 values.
+    fn q8_table(out: usize, d: usize) -> Tensor {
+        let dev = Device::Cpu;
+        let codes = Tensor::randn(0f32, 40.0, (out, d), &dev).unwrap().clamp(-127f32, 127f32).unwrap().round().unwrap();
+        let mut rows = codes.to_vec2::<f32>().unwrap();
+        for (i, row) in rows.iter_mut().enumerate() {
+            for (b, block) in row.chunks_mut(BLOCK).enumerate() {
+                block[0] = if (i + b) % 2 == 0 { 127.0 } else { -127.0 };
+                let scale = half::f16::from_f32(0.0004 * (1 + (i * 7 + b) % 13) as f32).to_f32();
+                block.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        Tensor::from_vec(rows.concat(), (out, d), &dev).unwrap()
+    }
+
+    #[test]
+    fn every_kernel_matches_the_matmul_for_both_table_forms() {
+        let dev = Device::Cpu;
+        // Odd sizes: a short last panel, a short last block, tiles cut in the middle.
+        for (m, d, out) in [(1, 64, 300), (3, 70, 129), (7, 96, 33), (30, 640, 1000), (57, 40, 17)] {
+            let x = Tensor::randn(0f32, 1.0, (m, d), &dev).unwrap();
+            for (form, w) in [("f32", Tensor::randn(0f32, 0.05, (out, d), &dev).unwrap()), ("int8", q8_table(out, d))] {
+                let want = x.matmul(&w.t().unwrap()).unwrap();
+                let table = RowsTable::new(w.clone());
+                let got = table.product(&x).unwrap();
+                assert_eq!(table.is_int8(), Some(form == "int8"), "{form} table {out}x{d}");
+                assert!(max_diff(&got, &want) < 1e-4, "{form} {m}x{d}x{out}");
+                // Every kernel this machine has, and the portable one, on the same panels.
+                let panels = table.panels().unwrap();
+                let xs = x.to_vec2::<f32>().unwrap().concat();
+                let mut base = vec![0f32; m * out];
+                panels.product_with(&xs, m, &mut base, "portable");
+                for level in ["avx2", "avx512"].into_iter().filter(|&l| supported(l)) {
+                    let mut o = vec![0f32; m * out];
+                    panels.product_with(&xs, m, &mut o, level);
+                    let diff = o.iter().zip(&base).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(diff < 1e-4, "{level} vs portable, {form} {m}x{d}x{out}: {diff}");
+                }
+            }
+        }
+    }
+
+    fn supported(level: &str) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match level {
+                "avx512" => std::arch::is_x86_feature_detected!("avx512f"),
+                "avx2" => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+                _ => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            level == "portable"
+        }
+    }
+
+    #[test]
+    fn a_table_off_the_int8_grid_or_not_finite_is_kept_as_float32() {
+        let dev = Device::Cpu;
+        let mut rows = q8_table(20, 64).to_vec2::<f32>().unwrap();
+        rows[5][3] += 1e-7;
+        let table = RowsTable::new(Tensor::from_vec(rows.concat(), (20, 64), &dev).unwrap());
+        table.product(&Tensor::ones((1, 64), DType::F32, &dev).unwrap()).unwrap();
+        assert_eq!(table.is_int8(), Some(false));
+        let mut rows = q8_table(20, 64).to_vec2::<f32>().unwrap();
+        rows[2][9] = f32::INFINITY;
+        let table = RowsTable::new(Tensor::from_vec(rows.concat(), (20, 64), &dev).unwrap());
+        table.product(&Tensor::ones((1, 64), DType::F32, &dev).unwrap()).unwrap();
+        assert_eq!(table.is_int8(), Some(false));
+    }
+}
