@@ -462,6 +462,13 @@ impl Transformer {
     /// token greedy decoding picks. Decoding's few rows take the packed unembedding kernel
     /// (`unembed.rs`), whose logits of a row do not depend on the batch it came in.
     pub fn greedy_next(&self, y: &Tensor) -> Result<Vec<u32>> {
+        // A final softcap is monotonic but can round distinct logits to one value; the full
+        // logits then decide, as sampling and scoring see them.
+        if self.cfg.final_softcap.is_none() {
+            if let Some(picks) = self.unembed.rows_argmax(y)? {
+                return Ok(picks);
+            }
+        }
         Ok(self.unembed(y)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
     }
 

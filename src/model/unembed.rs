@@ -32,9 +32,9 @@ const LANES: usize = 16;
 /// Values per scale in the int8 form: GGUF's Q8_0 block.
 const BLOCK: usize = 32;
 
-/// Panels per parallel work unit (256 table rows): many small pieces, so that a core slowed by
-/// another job delays only a sliver of the product.
-const PANELS_PER_TASK: usize = 16;
+/// Panels per parallel work unit (384 table rows): many small pieces, so that a core slowed by
+/// another job delays only a sliver of the product; a multiple of every tile's panel count.
+const PANELS_PER_TASK: usize = 24;
 
 /// Up to this many rows the kernel here beats the matmul (measured in BENCHMARKS.md).
 pub const MAX_ROWS: usize = 128;
@@ -108,6 +108,23 @@ impl RowsTable {
         Ok(self.panels.get_or_init(|| built))
     }
 
+    /// The index of each row's largest output of `x Wᵀ` (the lowest among equal ones), without
+    /// materializing the [rows, out] product: greedy decoding's pick. x [rows, in].
+    pub fn argmax(&self, x: &Tensor) -> Result<Vec<u32>> {
+        let (m, k) = x.dims2()?;
+        let (_, k2) = self.w.dims2()?;
+        if k != k2 {
+            bail!("unembedding: input has {k} columns, the table {k2}");
+        }
+        let panels = self.panels()?;
+        let x = x.contiguous()?;
+        let best = with_f32_slice(&x, |xs| Ok(panels.argmax(xs, m)))?;
+        if let Some(r) = best.iter().position(|b| b.1 == u32::MAX) {
+            bail!("unembedding: row {r} has no comparable logit (all NaN)");
+        }
+        Ok(best.into_iter().map(|b| b.1).collect())
+    }
+
     /// `x Wᵀ`: x [rows, in] → [rows, out].
     pub fn product(&self, x: &Tensor) -> Result<Tensor> {
         let (m, k) = x.dims2()?;
@@ -144,6 +161,55 @@ impl Panels {
 
     /// The same with the kernels of `level` ("avx512", "avx2", anything else: portable code).
     fn product_with(&self, x: &[f32], m: usize, out: &mut [f32], level: &str) {
+        assert_eq!(out.len(), m * self.out, "output size");
+        let dst = SharedOut(out.as_mut_ptr());
+        self.for_each_task(x, m, level, |first, n, acc| {
+            for r in 0..m {
+                for j in 0..n {
+                    let p = first + j;
+                    let valid = LANES.min(self.out - p * LANES);
+                    // SAFETY: each task writes only its own panels' columns of each output row,
+                    // inside `out` ([m][self.out]); no two tasks share a column.
+                    unsafe {
+                        let at = dst.at(r * self.out + p * LANES);
+                        std::ptr::copy_nonoverlapping(acc[r * n + j].as_ptr(), at, valid);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Each row's largest output and its index (the lowest index among equal values; NaN never
+    /// wins), without writing the [m][out] product out.
+    fn argmax(&self, x: &[f32], m: usize) -> Vec<(f32, u32)> {
+        let none = (f32::NEG_INFINITY, u32::MAX);
+        let best = std::sync::Mutex::new(vec![none; m]);
+        self.for_each_task(x, m, super::simd_level(), |first, n, acc| {
+            let mut local = vec![none; m];
+            for (r, l) in local.iter_mut().enumerate() {
+                for j in 0..n {
+                    let p = first + j;
+                    for (lane, &v) in acc[r * n + j].iter().enumerate().take(LANES.min(self.out - p * LANES)) {
+                        if v > l.0 || (l.1 == u32::MAX && v == l.0) {
+                            *l = (v, (p * LANES + lane) as u32);
+                        }
+                    }
+                }
+            }
+            let mut best = best.lock().unwrap_or_else(|e| e.into_inner());
+            for (b, l) in best.iter_mut().zip(local) {
+                if l.0 > b.0 || (l.0 == b.0 && l.1 < b.1) {
+                    *b = l;
+                }
+            }
+        });
+        best.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the product in parallel tasks of `PANELS_PER_TASK` panels and hands each task's
+    /// results to `visit(first panel, panels, acc)`, acc[r * panels + j] being row r's 16
+    /// outputs of panel `first + j`.
+    fn for_each_task(&self, x: &[f32], m: usize, level: &str, visit: impl Fn(usize, usize, &[[f32; LANES]]) + Sync) {
         let d = self.d;
         // x transposed, [d][m]: the m values broadcast at one input column are contiguous.
         let mut xt = vec![0f32; d * m];
@@ -153,35 +219,22 @@ impl Panels {
             }
         }
         let n_panels = self.out.div_ceil(LANES);
-        assert_eq!(out.len(), m * self.out, "output size");
-        let dst = SharedOut(out.as_mut_ptr());
+        let nb = d.div_ceil(BLOCK);
         (0..n_panels.div_ceil(PANELS_PER_TASK)).into_par_iter().for_each(|task| {
-            let mut acc = vec![[0f32; LANES]; m];
             let first = task * PANELS_PER_TASK;
-            for p in first..(first + PANELS_PER_TASK).min(n_panels) {
-                // Int8 weights are rebuilt inside the tiles (measured faster at every row count
-                // than rebuilding a panel once into a float32 scratch that the tiles share).
-                let panel = match &self.source {
-                    PanelSource::Int8 { codes, scales } => {
-                        let nb = d.div_ceil(BLOCK);
-                        PanelRef::Int8 {
-                            codes: &codes[p * d * LANES..(p + 1) * d * LANES],
-                            scales: &scales[p * nb * LANES..(p + 1) * nb * LANES],
-                        }
-                    }
-                    PanelSource::F32(w) => PanelRef::F32(&w[p * d * LANES..(p + 1) * d * LANES]),
-                };
-                panel_times_rows(panel, &xt, m, d, &mut acc, level);
-                let valid = LANES.min(self.out - p * LANES);
-                for (r, a) in acc.iter().enumerate() {
-                    // SAFETY: each task writes only its own panels' columns of each output row,
-                    // inside `out` ([m][self.out]); no two tasks share a column.
-                    unsafe {
-                        let at = dst.at(r * self.out + p * LANES);
-                        std::ptr::copy_nonoverlapping(a.as_ptr(), at, valid);
-                    }
-                }
-            }
+            let n = PANELS_PER_TASK.min(n_panels - first);
+            // Int8 weights are rebuilt inside the tiles (measured faster at every row count than
+            // rebuilding a panel once into a float32 scratch that the tiles share).
+            let panels = match &self.source {
+                PanelSource::Int8 { codes, scales } => PanelRef::Int8 {
+                    codes: &codes[first * d * LANES..(first + n) * d * LANES],
+                    scales: &scales[first * nb * LANES..(first + n) * nb * LANES],
+                },
+                PanelSource::F32(w) => PanelRef::F32(&w[first * d * LANES..(first + n) * d * LANES]),
+            };
+            let mut acc = vec![[0f32; LANES]; m * n];
+            panels_times_rows(panels, n, &xt, m, d, &mut acc, level);
+            visit(first, n, &acc);
         });
     }
 }
@@ -248,43 +301,53 @@ fn f32_panels(w: &[f32], out: usize, d: usize) -> PanelSource {
     PanelSource::F32(panels)
 }
 
-/// One panel's weights as a kernel reads them: float32, or int8 codes rebuilt in the kernel.
+/// A run of consecutive panels as a kernel reads them: float32, or int8 codes rebuilt exactly
+/// in the kernel (`scale × code`, checked when packed).
 #[derive(Clone, Copy)]
 enum PanelRef<'a> {
     F32(&'a [f32]),
     Int8 { codes: &'a [i8], scales: &'a [f32] },
 }
 
-/// acc[r] = Σ_k x[r][k] · w[k] (16 lanes, k in order) for every row r of the input (xt is [d][m]).
-fn panel_times_rows(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]], level: &str) {
-    let need = d * LANES;
+/// acc[r * n + j] = Σ_k x[r][k] · w_j[k] (16 lanes, k in order) for every row r of the input (xt
+/// is [d][m]) and each of the `n` panels j. Every output is summed the same way whatever the
+/// tile, so a row's logits do not depend on the other rows.
+fn panels_times_rows(w: PanelRef, n: usize, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]], level: &str) {
     match w {
-        PanelRef::F32(w) => assert!(w.len() >= need),
-        PanelRef::Int8 { codes, scales } => assert!(codes.len() >= need && scales.len() >= d.div_ceil(BLOCK) * LANES),
+        PanelRef::F32(w) => assert!(w.len() >= n * d * LANES),
+        PanelRef::Int8 { codes, scales } => {
+            assert!(codes.len() >= n * d * LANES && scales.len() >= n * d.div_ceil(BLOCK) * LANES)
+        }
     }
-    assert!(xt.len() >= d * m && acc.len() >= m);
+    assert!(xt.len() >= d * m && acc.len() >= m * n);
     #[cfg(target_arch = "x86_64")]
     {
         if level == "avx512" {
             // SAFETY: AVX-512F was detected at run time; the lengths were checked above.
-            return unsafe { x86::rows_avx512(w, xt, m, d, acc) };
+            return unsafe { x86::panels_avx512(w, n, xt, m, d, acc) };
         }
         if level == "avx2" {
             // SAFETY: AVX2 and FMA were detected at run time; the lengths were checked above.
-            return unsafe { x86::rows_avx2(w, xt, m, d, acc) };
+            return unsafe { x86::panels_avx2(w, n, xt, m, d, acc) };
         }
     }
     let _ = level;
-    for (r, a) in acc.iter_mut().enumerate().take(m) {
-        *a = [0f32; LANES];
-        for k in 0..d {
-            let x = xt[k * m + r];
-            for l in 0..LANES {
-                let wl = match w {
-                    PanelRef::F32(w) => w[k * LANES + l],
-                    PanelRef::Int8 { codes, scales } => codes[k * LANES + l] as f32 * scales[(k / BLOCK) * LANES + l],
-                };
-                a[l] = x.mul_add(wl, a[l]);
+    let nb = d.div_ceil(BLOCK);
+    for r in 0..m {
+        for j in 0..n {
+            let a = &mut acc[r * n + j];
+            *a = [0f32; LANES];
+            for k in 0..d {
+                let x = xt[k * m + r];
+                for l in 0..LANES {
+                    let wl = match w {
+                        PanelRef::F32(w) => w[(j * d + k) * LANES + l],
+                        PanelRef::Int8 { codes, scales } => {
+                            codes[(j * d + k) * LANES + l] as f32 * scales[(j * nb + k / BLOCK) * LANES + l]
+                        }
+                    };
+                    a[l] = x.mul_add(wl, a[l]);
+                }
             }
         }
     }
@@ -304,123 +367,171 @@ fn tiles(m: usize, tile: usize) -> impl Iterator<Item = (usize, usize)> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! Register tiles of P panels × R rows: P·R accumulators, P weight vectors per input column
+    //! (each used R times) and one broadcast input value per row (used P times). Few rows take
+    //! more panels, so that enough independent sums are in flight to hide the multiply-add
+    //! latency; many rows take fewer, so that the weights' loads and int8 rebuilding are shared.
+
     use super::{tiles, PanelRef, BLOCK, LANES};
     use std::arch::x86_64::*;
 
-    /// Rows per register tile: 24 accumulators of 16 lanes (AVX-512 has 32 registers).
-    const TILE_512: usize = 24;
-    /// 6 rows × 2 half-panels = 12 accumulators (AVX2 has 16 registers).
-    const TILE_256: usize = 6;
+    /// Rows per tile: AVX-512 has 32 vector registers (at most 24 accumulators here).
+    const ROWS_512: usize = 12;
+    /// AVX2 has 16 (at most 12 accumulators of two 8-lane halves).
+    const ROWS_256: usize = 6;
 
-    macro_rules! by_rows {
-        ($rows:expr, $f:ident, $q:literal, $($n:literal)+) => {
-            match $rows { $($n => $f::<$n, $q>,)+ _ => unreachable!("tile rows are 1..=the tile") }
+    type Tile = unsafe fn(*const f32, *const i8, *const f32, usize, *const f32, usize, *mut [f32; LANES], usize);
+
+    /// The tile for `rows` rows: (panels per tile, the tile, the one-panel tile for leftovers).
+    macro_rules! choose {
+        ($f:ident, $q:literal, $rows:expr, $($r:literal => $p:literal),+) => {
+            match $rows {
+                $($r => ($p, $f::<$p, $r, $q> as Tile, $f::<1, $r, $q> as Tile),)+
+                _ => unreachable!("tile rows are 1..=the tile"),
+            }
         };
     }
 
-    /// The caller has checked the panel's, `xt`'s and `acc`'s lengths.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows_avx512(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
-        for (r0, rows) in tiles(m, TILE_512) {
-            let (x, out) = (xt.as_ptr().add(r0), acc[r0..].as_mut_ptr());
-            match w {
-                PanelRef::F32(w) => {
-                    let f = by_rows!(rows, tile_avx512, false, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
-                    f(w.as_ptr(), std::ptr::null(), std::ptr::null(), x, m, d, out)
-                }
-                PanelRef::Int8 { codes, scales } => {
-                    let f = by_rows!(rows, tile_avx512, true, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
-                    f(std::ptr::null(), codes.as_ptr(), scales.as_ptr(), x, m, d, out)
-                }
+    /// Runs the tiles over `n` panels and `m` rows with the given (panels, tile, leftover tile).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        w: PanelRef,
+        n: usize,
+        xt: &[f32],
+        m: usize,
+        d: usize,
+        acc: &mut [[f32; LANES]],
+        max_rows: usize,
+        pick: impl Fn(usize, bool) -> (usize, Tile, Tile),
+    ) {
+        let nb = d.div_ceil(BLOCK);
+        for (r0, rows) in tiles(m, max_rows) {
+            let (p, tile, one) = pick(rows, matches!(w, PanelRef::Int8 { .. }));
+            let mut j = 0;
+            while j < n {
+                let (f, step) = if j + p <= n { (tile, p) } else { (one, 1) };
+                let (wp, cp, sp) = match w {
+                    PanelRef::F32(w) => (w.as_ptr().add(j * d * LANES), std::ptr::null(), std::ptr::null()),
+                    PanelRef::Int8 { codes, scales } => {
+                        (std::ptr::null(), codes.as_ptr().add(j * d * LANES), scales.as_ptr().add(j * nb * LANES))
+                    }
+                };
+                f(wp, cp, sp, d, xt.as_ptr().add(r0), m, acc.as_mut_ptr().add(r0 * n + j), n);
+                j += step;
             }
         }
     }
 
-    /// One tile of R rows; `Q`: the weights are int8 codes × scales, rebuilt exactly per column.
+    /// The caller has checked the panels', `xt`'s and `acc`'s lengths.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn panels_avx512(w: PanelRef, n: usize, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
+        run(w, n, xt, m, d, acc, ROWS_512, |rows, q| {
+            if q {
+                choose!(tile_avx512, true, rows, 1 => 8, 2 => 8, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
+            } else {
+                choose!(tile_avx512, false, rows, 1 => 8, 2 => 8, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
+            }
+        })
+    }
+
+    /// P panels × R rows. `Q`: int8 codes and scales (w unused), else float32 panels.
+    /// Panels are `d * LANES` apart; acc row r, panel j is at `acc + r * stride + j`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_avx512<const R: usize, const Q: bool>(
+    unsafe fn tile_avx512<const P: usize, const R: usize, const Q: bool>(
         w: *const f32,
         codes: *const i8,
         scales: *const f32,
+        d: usize,
         x: *const f32,
         m: usize,
-        d: usize,
         acc: *mut [f32; LANES],
+        stride: usize,
     ) {
-        let mut a = [_mm512_setzero_ps(); R];
+        let nb = d.div_ceil(BLOCK);
+        let mut a = [[_mm512_setzero_ps(); P]; R];
         for k in 0..d {
-            let wk = if Q {
-                let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add(k * LANES) as *const __m128i));
-                _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales.add((k / BLOCK) * LANES)))
-            } else {
-                _mm512_loadu_ps(w.add(k * LANES))
-            };
+            let mut wk = [_mm512_setzero_ps(); P];
+            for (j, wk) in wk.iter_mut().enumerate() {
+                *wk = if Q {
+                    let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add((j * d + k) * LANES) as *const __m128i));
+                    _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales.add((j * nb + k / BLOCK) * LANES)))
+                } else {
+                    _mm512_loadu_ps(w.add((j * d + k) * LANES))
+                };
+            }
             let xk = x.add(k * m);
             for (r, a) in a.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(_mm512_set1_ps(*xk.add(r)), wk, *a);
+                let b = _mm512_set1_ps(*xk.add(r));
+                for (a, &wk) in a.iter_mut().zip(&wk) {
+                    *a = _mm512_fmadd_ps(b, wk, *a);
+                }
             }
         }
         for (r, a) in a.iter().enumerate() {
-            _mm512_storeu_ps((*acc.add(r)).as_mut_ptr(), *a);
-        }
-    }
-
-    /// The caller has checked the panel's, `xt`'s and `acc`'s lengths.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn rows_avx2(w: PanelRef, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
-        for (r0, rows) in tiles(m, TILE_256) {
-            let (x, out) = (xt.as_ptr().add(r0), acc[r0..].as_mut_ptr());
-            match w {
-                PanelRef::F32(w) => {
-                    let f = by_rows!(rows, tile_avx2, false, 1 2 3 4 5 6);
-                    f(w.as_ptr(), std::ptr::null(), std::ptr::null(), x, m, d, out)
-                }
-                PanelRef::Int8 { codes, scales } => {
-                    let f = by_rows!(rows, tile_avx2, true, 1 2 3 4 5 6);
-                    f(std::ptr::null(), codes.as_ptr(), scales.as_ptr(), x, m, d, out)
-                }
+            for (j, a) in a.iter().enumerate() {
+                _mm512_storeu_ps((*acc.add(r * stride + j)).as_mut_ptr(), *a);
             }
         }
     }
 
+    /// The caller has checked the panels', `xt`'s and `acc`'s lengths.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn panels_avx2(w: PanelRef, n: usize, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
+        run(w, n, xt, m, d, acc, ROWS_256, |rows, q| {
+            if q {
+                choose!(tile_avx2, true, rows, 1 => 3, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1)
+            } else {
+                choose!(tile_avx2, false, rows, 1 => 3, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1)
+            }
+        })
+    }
+
+    /// P panels (two 8-lane halves each) × R rows; the layout of `tile_avx512`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_avx2<const R: usize, const Q: bool>(
+    unsafe fn tile_avx2<const P: usize, const R: usize, const Q: bool>(
         w: *const f32,
         codes: *const i8,
         scales: *const f32,
+        d: usize,
         x: *const f32,
         m: usize,
-        d: usize,
         acc: *mut [f32; LANES],
+        stride: usize,
     ) {
-        let mut lo = [_mm256_setzero_ps(); R];
-        let mut hi = [_mm256_setzero_ps(); R];
+        let nb = d.div_ceil(BLOCK);
+        let mut a = [[[_mm256_setzero_ps(); 2]; P]; R];
         for k in 0..d {
-            let (w0, w1) = if Q {
-                let c = codes.add(k * LANES);
-                let s = scales.add((k / BLOCK) * LANES);
-                let q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c as *const __m128i));
-                let q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c.add(8) as *const __m128i));
-                (
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(s)),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(q1), _mm256_loadu_ps(s.add(8))),
-                )
-            } else {
-                (_mm256_loadu_ps(w.add(k * LANES)), _mm256_loadu_ps(w.add(k * LANES + 8)))
-            };
+            let mut wk = [[_mm256_setzero_ps(); 2]; P];
+            for (j, wk) in wk.iter_mut().enumerate() {
+                for (h, wk) in wk.iter_mut().enumerate() {
+                    *wk = if Q {
+                        let c = codes.add((j * d + k) * LANES + h * 8);
+                        let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c as *const __m128i));
+                        let s = _mm256_loadu_ps(scales.add((j * nb + k / BLOCK) * LANES + h * 8));
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(q), s)
+                    } else {
+                        _mm256_loadu_ps(w.add((j * d + k) * LANES + h * 8))
+                    };
+                }
+            }
             let xk = x.add(k * m);
-            for r in 0..R {
+            for (r, a) in a.iter_mut().enumerate() {
                 let b = _mm256_broadcast_ss(&*xk.add(r));
-                lo[r] = _mm256_fmadd_ps(b, w0, lo[r]);
-                hi[r] = _mm256_fmadd_ps(b, w1, hi[r]);
+                for (a, wk) in a.iter_mut().zip(&wk) {
+                    a[0] = _mm256_fmadd_ps(b, wk[0], a[0]);
+                    a[1] = _mm256_fmadd_ps(b, wk[1], a[1]);
+                }
             }
         }
-        for r in 0..R {
-            let p = (*acc.add(r)).as_mut_ptr();
-            _mm256_storeu_ps(p, lo[r]);
-            _mm256_storeu_ps(p.add(8), hi[r]);
+        for (r, a) in a.iter().enumerate() {
+            for (j, a) in a.iter().enumerate() {
+                let p = (*acc.add(r * stride + j)).as_mut_ptr();
+                _mm256_storeu_ps(p, a[0]);
+                _mm256_storeu_ps(p.add(8), a[1]);
+            }
         }
     }
 }
@@ -488,6 +599,31 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         {
             level == "portable"
+        }
+    }
+
+    #[test]
+    fn argmax_is_the_products_argmax_with_ties_to_the_lowest_index() {
+        let dev = Device::Cpu;
+        for (m, d, out) in [(1, 64, 1000), (5, 40, 17), (13, 96, 777)] {
+            let mut rows = q8_table(out, d).to_vec2::<f32>().unwrap();
+            // Two equal rows far apart (other tasks' panels), 64 times longer than any other
+            // (a power of two keeps them on the grid): x along them makes them tie for the top.
+            rows[3].iter_mut().for_each(|v| *v *= 64.0);
+            rows[out - 1] = rows[3].clone();
+            let w = Tensor::from_vec(rows.concat(), (out, d), &dev).unwrap();
+            let mut xs = Tensor::randn(0f32, 1.0, (m, d), &dev).unwrap().to_vec2::<f32>().unwrap();
+            xs[0] = w.get(3).unwrap().to_vec1::<f32>().unwrap();
+            let x = Tensor::from_vec(xs.concat(), (m, d), &dev).unwrap();
+            let table = RowsTable::new(w);
+            let logits = table.product(&x).unwrap().to_vec2::<f32>().unwrap();
+            let picks = table.argmax(&x).unwrap();
+            for (r, (row, &pick)) in logits.iter().zip(&picks).enumerate() {
+                let best = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let first = row.iter().position(|&v| v == best).unwrap();
+                assert_eq!(pick as usize, first, "row {r} of {m}x{d}x{out}");
+            }
+            assert_eq!(picks[0], 3, "the tie goes to the lower index");
         }
     }
 

@@ -70,6 +70,15 @@ impl Linear {
         }
     }
 
+    /// Each row's argmax of `forward(x)` for x [rows, in], where the packed unembedding kernel
+    /// takes it (it never writes the [rows, out] product); `None` elsewhere.
+    pub fn rows_argmax(&self, x: &Tensor) -> Result<Option<Vec<u32>>> {
+        match self {
+            Linear::DenseRows(t) if t.applies(x) => Ok(Some(t.argmax(x)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The packed unembedding kernel's weight form, once it has run: "int8" (a table exactly on
     /// Q8_0's grid, kept as codes and scales) or "f32"; `None` before, or for other layers.
     pub fn packed_form(&self) -> Option<&'static str> {
