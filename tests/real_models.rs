@@ -78,7 +78,10 @@ fn check_quantized_against_llamacpp(preset: &str) {
         let ids = exp[&format!("p{i}.llamacpp_top20_ids")].to_dtype(candle_core::DType::U32).unwrap();
         let d = max_abs_diff(&row.index_select(&ids, 0).unwrap(), &exp[&format!("p{i}.llamacpp_top20_logits")]);
         worst = worst.max(d);
-        assert!(d <= 1.0, "{preset} prompt {i}: top-20 logits differ from llama.cpp by {d}");
+        // Measured worst 1.05 (Gemma 3, prompt 0; float32 itself is 0.75 from llama.cpp there): for more
+        // than one row the Q8_0/Q5_0 layers run on the packed kernel with float32 inputs, where
+        // llama.cpp rounds the inputs to 8 bits; the K-quant layers still round them as it does.
+        assert!(d <= 1.25, "{preset} prompt {i}: top-20 logits differ from llama.cpp by {d}");
         let top1 = row.argmax(0).unwrap().to_scalar::<u32>().unwrap();
         assert_eq!(top1, ids.get(0).unwrap().to_scalar::<u32>().unwrap(), "{preset} prompt {i}: top-1 vs llama.cpp");
     }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use knowlens::model::generate::{generate, GenerateOptions};
 use knowlens::{HookPoint, HookSpec, LogitsAt};
@@ -151,23 +151,58 @@ fn forward_workload(a: &BenchArgs, w: Forward) -> Result<()> {
 
 /// The matmuls of one forward pass, as `Linear::forward` runs them: (name, in, out, whether the
 /// weight is the unembedding's [out, in] table read transposed), from the model's header only.
-type Matmul = (&'static str, usize, usize, bool);
+type Matmul = (&'static str, usize, usize, Stored);
+
+/// How the model holds a matmul's weight, which decides the kernel `Linear::forward` runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Stored {
+    /// Wᵀ [in, out] in float32: the matmul.
+    Transposed,
+    /// GGUF blocks of int8 codes times a scale (Q8_0, Q5_0, Q4_0): the packed kernel for few
+    /// rows, Wᵀ for the matmul beyond.
+    Packed,
+    /// The tied unembedding's table [out, in]: the packed kernel up to its row limit.
+    Table,
+}
 
 fn model_matmuls(a: &BenchArgs) -> Result<(usize, Vec<Matmul>)> {
     let path = knowlens::fetch::resolve_model(&a.model.model)?;
     let cfg = if path.is_dir() { a.model.load()?.cfg().clone() } else { knowlens::model::config_of_gguf(&path)? };
     let (d, q, kv, ff) = (cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.d_ff);
+    // Which of layer 0's weights are GGUF blocks the packed kernel takes (as `WeightSource::linear`).
+    let packed: Vec<String> = if path.is_dir() {
+        Vec::new()
+    } else {
+        use candle_core::quantized::GgmlDType;
+        let file = std::fs::File::open(&path)?;
+        let content = knowlens::model::read_gguf_header(&mut std::io::BufReader::new(file), &path)?;
+        content
+            .tensor_infos
+            .iter()
+            .filter(|(n, i)| {
+                n.starts_with("blk.0.") && matches!(i.ggml_dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let stored = |gguf: &str| {
+        if packed.iter().any(|n| n == &format!("blk.0.{gguf}.weight")) {
+            Stored::Packed
+        } else {
+            Stored::Transposed
+        }
+    };
     Ok((
         cfg.n_layers,
         vec![
-            ("q", d, q, false),
-            ("k", d, kv, false),
-            ("v", d, kv, false),
-            ("o", q, d, false),
-            ("gate", d, ff, false),
-            ("up", d, ff, false),
-            ("down", ff, d, false),
-            ("unembed", d, cfg.vocab_size, true),
+            ("q", d, q, stored("attn_q")),
+            ("k", d, kv, stored("attn_k")),
+            ("v", d, kv, stored("attn_v")),
+            ("o", q, d, stored("attn_output")),
+            ("gate", d, ff, stored("ffn_gate")),
+            ("up", d, ff, stored("ffn_up")),
+            ("down", ff, d, stored("ffn_down")),
+            ("unembed", d, cfg.vocab_size, Stored::Table),
         ],
     ))
 }
@@ -192,14 +227,18 @@ fn gemm(a: &BenchArgs) -> Result<()> {
     use knowlens::model::weights::{Linear, RowsTable};
     let dev = Device::Cpu;
     let (n_layers, matmuls) = model_matmuls(a)?;
-    for (name, inp, out, rows_layout) in matmuls {
-        // The weight as the model stores it: Wᵀ [in, out], or the tied table [out, in].
-        // The unembedding as the default GGUF holds it: int8 codes times one scale per 32 values
-        // (Q8_0), which its kernel keeps in int8 form (`model/unembed.rs`).
-        let w = if rows_layout { q8_grid(out, inp)? } else { Tensor::randn(0f32, 0.02, (inp, out), &dev)? };
-        let sizes: &[usize] = if rows_layout { &[1, 4, 32, 64, 128, 256, 1024] } else { &[1, 4, 8, 32, 64, 128, 1024] };
-        // Through `Linear::forward`, so each shape runs the kernel the model would use.
-        let lin = if rows_layout { Linear::DenseRows(RowsTable::new(w.clone())) } else { Linear::DenseT(w.clone()) };
+    for (name, inp, out, stored) in matmuls {
+        // The weight as the model holds it, built the same way, so each shape runs through
+        // `Linear::forward` the kernel the model would use. Packed weights and the unembedding are
+        // on the int8 grid of GGUF blocks (`model/unembed.rs`).
+        let lin = match stored {
+            Stored::Transposed => Linear::DenseT(Tensor::randn(0f32, 0.02, (inp, out), &dev)?),
+            Stored::Packed => Linear::DenseRows(
+                RowsTable::packed(&q8_grid(out, inp)?, true)?.context("a Q8_0-grid weight packs as int8")?,
+            ),
+            Stored::Table => Linear::DenseRows(RowsTable::new(q8_grid(out, inp)?)),
+        };
+        let sizes: &[usize] = &[1, 4, 8, 32, 64, 128, 1024];
         for &m in sizes {
             let x = Tensor::randn(0f32, 1.0, (m, inp), &dev)?;
             let run = || -> Result<()> {

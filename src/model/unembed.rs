@@ -32,12 +32,19 @@ const LANES: usize = 16;
 /// Values per scale in the int8 form: GGUF's Q8_0 block.
 const BLOCK: usize = 32;
 
-/// Panels per parallel work unit (384 table rows): many small pieces, so that a core slowed by
-/// another job delays only a sliver of the product; a multiple of every tile's panel count.
+/// Panels per parallel work unit at most (384 table rows): many small pieces, so that a core
+/// slowed by another job delays only a sliver of the product; a multiple of every tile's panel
+/// count. Small matrices are cut finer, into at least `MIN_TASKS_PER_THREAD` per thread.
 const PANELS_PER_TASK: usize = 24;
+const MIN_TASKS_PER_THREAD: usize = 2;
 
-/// Up to this many rows the kernel here beats the matmul (measured in BENCHMARKS.md).
+/// Up to this many rows the kernel beats the matmul on the unembedding (measured in
+/// BENCHMARKS.md: 1.1× at 128 rows, 0.95× at 256).
 pub const MAX_ROWS: usize = 128;
+
+/// The same for the blocks' smaller matrices (640 × 256 to 640 × 2048): level with the matmul
+/// at 32 rows, behind it from 64 (BENCHMARKS.md).
+pub const MAX_BLOCK_ROWS: usize = 32;
 
 /// Runs `f` on the contiguous float32 data of `t`.
 pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
@@ -48,16 +55,30 @@ pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Res
     f(&data[start..end])
 }
 
-/// A table used as `x Wᵀ` with W stored [out, in] (the tied unembedding), and its panels.
+/// A map `x Wᵀ` with W [out, in] (the tied unembedding; a block's linear layer whose GGUF
+/// blocks are int8 codes times one scale), its panels, and the float32 weights the matmul takes
+/// for products of more than `MAX_ROWS` rows.
 #[derive(Clone)]
 pub struct RowsTable {
-    w: Tensor,
+    w: Fallback,
+    dims: (usize, usize),
     panels: Arc<OnceLock<Panels>>,
+}
+
+/// What products too large for the kernel run on.
+#[derive(Clone)]
+enum Fallback {
+    /// W as stored, [out, in] (the tied unembedding, shared with the embedding).
+    Rows(Tensor),
+    /// Wᵀ stored contiguous, [in, out], which the matmul reads without repacking.
+    Transposed(Tensor),
+    /// Nothing: quantized mode keeps only the int8 panels; every product takes the kernel.
+    None,
 }
 
 impl std::fmt::Debug for RowsTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowsTable").field("w", &self.w.shape()).finish()
+        f.debug_struct("RowsTable").field("dims", &self.dims).finish()
     }
 }
 
@@ -76,23 +97,65 @@ enum PanelSource {
 }
 
 impl RowsTable {
+    /// A float32 table [out, in] (a dtype other than float32, or a non-2-D tensor, is an error
+    /// when the kernel first runs; `applies` keeps such tables on the matmul).
     pub fn new(w: Tensor) -> Self {
-        Self { w, panels: Arc::new(OnceLock::new()) }
+        let dims = w.dims2().unwrap_or((0, 0));
+        Self { w: Fallback::Rows(w), dims, panels: Arc::new(OnceLock::new()) }
     }
 
-    /// The table as stored, [out, in].
-    pub fn tensor(&self) -> &Tensor {
-        &self.w
+    /// The int8 panels of W [out, in] (float32 values of GGUF blocks) if every block of 32 is
+    /// exactly int8 codes times one scale (Q8_0, Q5_0, Q4_0 blocks are), else `None`. `keep`:
+    /// also keep Wᵀ in float32 for the matmul to take products of more than `MAX_ROWS` rows;
+    /// without it every product takes the kernel.
+    pub fn packed(w: &Tensor, keep: bool) -> Result<Option<Self>> {
+        let panels = Panels::new(w)?;
+        if !matches!(panels.source, PanelSource::Int8 { .. }) {
+            return Ok(None);
+        }
+        let fallback = if keep { Fallback::Transposed(w.t()?.contiguous()?) } else { Fallback::None };
+        let dims = (panels.out, panels.d);
+        Ok(Some(Self { w: fallback, dims, panels: Arc::new(OnceLock::from(panels)) }))
     }
 
-    /// Whether this kernel takes `x` [rows, in]: float32 on the CPU, 1..=MAX_ROWS rows.
+    /// The float32 table as stored, [out, in], if this is a tied unembedding's.
+    pub fn tensor(&self) -> Option<&Tensor> {
+        match &self.w {
+            Fallback::Rows(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Wᵀ [in, out] in float32, if this is a block's layer loaded in float32.
+    pub fn transposed(&self) -> Option<&Tensor> {
+        match &self.w {
+            Fallback::Transposed(wt) => Some(wt),
+            _ => None,
+        }
+    }
+
+    /// `x Wᵀ` through the matmul (products too large for the kernel). x [rows, in].
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.w {
+            Fallback::Rows(w) => Ok(x.matmul(&w.t()?)?),
+            Fallback::Transposed(wt) => Ok(x.matmul(wt)?),
+            Fallback::None => bail!("the packed weights take float32 inputs on the CPU, got {:?}", x.dtype()),
+        }
+    }
+
+    /// Whether this kernel takes `x` [rows, in]: float32 on the CPU, 1..=MAX_ROWS rows (any
+    /// number when there is no float32 table to hand larger products to the matmul).
     pub fn applies(&self, x: &Tensor) -> bool {
-        x.dtype() == DType::F32
-            && self.w.dtype() == DType::F32
+        let (table_ok, max) = match &self.w {
+            Fallback::Rows(w) => (w.dtype() == DType::F32 && w.device().is_cpu() && w.dims().len() == 2, MAX_ROWS),
+            Fallback::Transposed(_) => (true, MAX_BLOCK_ROWS),
+            Fallback::None => (true, usize::MAX),
+        };
+        table_ok
+            && x.dtype() == DType::F32
             && x.device().is_cpu()
-            && self.w.device().is_cpu()
             && x.dims().len() == 2
-            && x.dim(0).is_ok_and(|m| (1..=MAX_ROWS).contains(&m))
+            && x.dim(0).is_ok_and(|m| (1..=max).contains(&m))
     }
 
     /// Whether the panels hold int8 codes (the table is exactly on a Q8_0 grid), once built.
@@ -104,7 +167,8 @@ impl RowsTable {
         if let Some(p) = self.panels.get() {
             return Ok(p);
         }
-        let built = Panels::new(&self.w)?;
+        let Fallback::Rows(w) = &self.w else { unreachable!("packed tables are built with their panels") };
+        let built = Panels::new(w)?;
         Ok(self.panels.get_or_init(|| built))
     }
 
@@ -112,7 +176,7 @@ impl RowsTable {
     /// materializing the [rows, out] product: greedy decoding's pick. x [rows, in].
     pub fn argmax(&self, x: &Tensor) -> Result<Vec<u32>> {
         let (m, k) = x.dims2()?;
-        let (_, k2) = self.w.dims2()?;
+        let k2 = self.dims.1;
         if k != k2 {
             bail!("unembedding: input has {k} columns, the table {k2}");
         }
@@ -128,7 +192,7 @@ impl RowsTable {
     /// `x Wᵀ`: x [rows, in] → [rows, out].
     pub fn product(&self, x: &Tensor) -> Result<Tensor> {
         let (m, k) = x.dims2()?;
-        let (n, k2) = self.w.dims2()?;
+        let (n, k2) = self.dims;
         if k != k2 {
             bail!("unembedding: input has {k} columns, the table {k2}");
         }
@@ -206,7 +270,7 @@ impl Panels {
         best.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the product in parallel tasks of `PANELS_PER_TASK` panels and hands each task's
+    /// Runs the product in parallel tasks of up to `PANELS_PER_TASK` panels and hands each task's
     /// results to `visit(first panel, panels, acc)`, acc[r * panels + j] being row r's 16
     /// outputs of panel `first + j`.
     fn for_each_task(&self, x: &[f32], m: usize, level: &str, visit: impl Fn(usize, usize, &[[f32; LANES]]) + Sync) {
@@ -220,9 +284,11 @@ impl Panels {
         }
         let n_panels = self.out.div_ceil(LANES);
         let nb = d.div_ceil(BLOCK);
-        (0..n_panels.div_ceil(PANELS_PER_TASK)).into_par_iter().for_each(|task| {
-            let first = task * PANELS_PER_TASK;
-            let n = PANELS_PER_TASK.min(n_panels - first);
+        let per_task =
+            PANELS_PER_TASK.min(n_panels.div_ceil(MIN_TASKS_PER_THREAD * rayon::current_num_threads()).max(1));
+        (0..n_panels.div_ceil(per_task)).into_par_iter().for_each(|task| {
+            let first = task * per_task;
+            let n = per_task.min(n_panels - first);
             // Int8 weights are rebuilt inside the tiles (measured faster at every row count than
             // rebuilding a panel once into a float32 scratch that the tiles share).
             let panels = match &self.source {
@@ -264,19 +330,11 @@ fn int8_panels(w: &[f32], out: usize, d: usize) -> Option<PanelSource> {
                 if row >= out {
                     break;
                 }
-                let values = &w[row * d..(row + 1) * d];
-                for (b, block) in values.chunks(BLOCK).enumerate() {
-                    let max = block.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                    if !max.is_finite() {
-                        return false;
-                    }
-                    let scale = max / 127.0;
+                for (b, block) in w[row * d..(row + 1) * d].chunks(BLOCK).enumerate() {
+                    let Some(scale) = block_scale(block) else { return false };
                     scales[b * LANES + lane] = scale;
                     for (j, &v) in block.iter().enumerate() {
-                        let q = if scale == 0.0 { 0.0 } else { (v / scale).round().clamp(-127.0, 127.0) };
-                        if scale * q != v {
-                            return false;
-                        }
+                        let q = if scale == 0.0 { 0.0 } else { (v / scale).round() };
                         codes[(b * BLOCK + j) * LANES + lane] = q as i8;
                     }
                 }
@@ -285,6 +343,26 @@ fn int8_panels(w: &[f32], out: usize, d: usize) -> Option<PanelSource> {
         },
     );
     exact.then_some(PanelSource::Int8 { codes, scales })
+}
+
+/// The scale s that makes every value of `block` exactly `s × code` with integer codes in
+/// −127..=127, if there is one of the form max|v| / c: Q8_0 blocks have c = 127, Q5_0 blocks
+/// 16 or 15 (their codes are −16..=15), Q4_0 blocks 8 or 7; other c are tried last.
+fn block_scale(block: &[f32]) -> Option<f32> {
+    let max = block.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    if !max.is_finite() || block.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    if max == 0.0 {
+        return Some(0.0);
+    }
+    let exact = |s: f32| {
+        block.iter().all(|&v| {
+            let q = (v / s).round();
+            q.abs() <= 127.0 && s * q == v
+        })
+    };
+    [127u8, 16, 15, 8, 7].into_iter().chain((1..=126).rev()).map(|c| max / c as f32).find(|&s| exact(s))
 }
 
 fn f32_panels(w: &[f32], out: usize, d: usize) -> PanelSource {
@@ -428,9 +506,9 @@ mod x86 {
     pub unsafe fn panels_avx512(w: PanelRef, n: usize, xt: &[f32], m: usize, d: usize, acc: &mut [[f32; LANES]]) {
         run(w, n, xt, m, d, acc, ROWS_512, |rows, q| {
             if q {
-                choose!(tile_avx512, true, rows, 1 => 8, 2 => 8, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
+                choose!(tile_avx512, true, rows, 1 => 8, 2 => 6, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
             } else {
-                choose!(tile_avx512, false, rows, 1 => 8, 2 => 8, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
+                choose!(tile_avx512, false, rows, 1 => 8, 2 => 6, 3 => 4, 4 => 4, 5 => 3, 6 => 3, 7 => 3, 8 => 3, 9 => 2, 10 => 2, 11 => 2, 12 => 2)
             }
         })
     }
@@ -451,21 +529,30 @@ mod x86 {
     ) {
         let nb = d.div_ceil(BLOCK);
         let mut a = [[_mm512_setzero_ps(); P]; R];
-        for k in 0..d {
-            let mut wk = [_mm512_setzero_ps(); P];
-            for (j, wk) in wk.iter_mut().enumerate() {
-                *wk = if Q {
-                    let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add((j * d + k) * LANES) as *const __m128i));
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(scales.add((j * nb + k / BLOCK) * LANES)))
-                } else {
-                    _mm512_loadu_ps(w.add((j * d + k) * LANES))
-                };
+        // Block by block, so each panel's scales are loaded once per 32 columns.
+        for b in 0..nb {
+            let mut s = [_mm512_setzero_ps(); P];
+            if Q {
+                for (j, s) in s.iter_mut().enumerate() {
+                    *s = _mm512_loadu_ps(scales.add((j * nb + b) * LANES));
+                }
             }
-            let xk = x.add(k * m);
-            for (r, a) in a.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*xk.add(r));
-                for (a, &wk) in a.iter_mut().zip(&wk) {
-                    *a = _mm512_fmadd_ps(b, wk, *a);
+            for k in b * BLOCK..d.min((b + 1) * BLOCK) {
+                let mut wk = [_mm512_setzero_ps(); P];
+                for (j, wk) in wk.iter_mut().enumerate() {
+                    *wk = if Q {
+                        let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add((j * d + k) * LANES) as *const __m128i));
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(q), s[j])
+                    } else {
+                        _mm512_loadu_ps(w.add((j * d + k) * LANES))
+                    };
+                }
+                let xk = x.add(k * m);
+                for (r, a) in a.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*xk.add(r));
+                    for (a, &wk) in a.iter_mut().zip(&wk) {
+                        *a = _mm512_fmadd_ps(b, wk, *a);
+                    }
                 }
             }
         }
@@ -503,26 +590,35 @@ mod x86 {
     ) {
         let nb = d.div_ceil(BLOCK);
         let mut a = [[[_mm256_setzero_ps(); 2]; P]; R];
-        for k in 0..d {
-            let mut wk = [[_mm256_setzero_ps(); 2]; P];
-            for (j, wk) in wk.iter_mut().enumerate() {
-                for (h, wk) in wk.iter_mut().enumerate() {
-                    *wk = if Q {
-                        let c = codes.add((j * d + k) * LANES + h * 8);
-                        let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c as *const __m128i));
-                        let s = _mm256_loadu_ps(scales.add((j * nb + k / BLOCK) * LANES + h * 8));
-                        _mm256_mul_ps(_mm256_cvtepi32_ps(q), s)
-                    } else {
-                        _mm256_loadu_ps(w.add((j * d + k) * LANES + h * 8))
-                    };
+        for b in 0..nb {
+            let mut s = [[_mm256_setzero_ps(); 2]; P];
+            if Q {
+                for (j, s) in s.iter_mut().enumerate() {
+                    for (h, s) in s.iter_mut().enumerate() {
+                        *s = _mm256_loadu_ps(scales.add((j * nb + b) * LANES + h * 8));
+                    }
                 }
             }
-            let xk = x.add(k * m);
-            for (r, a) in a.iter_mut().enumerate() {
-                let b = _mm256_broadcast_ss(&*xk.add(r));
-                for (a, wk) in a.iter_mut().zip(&wk) {
-                    a[0] = _mm256_fmadd_ps(b, wk[0], a[0]);
-                    a[1] = _mm256_fmadd_ps(b, wk[1], a[1]);
+            for k in b * BLOCK..d.min((b + 1) * BLOCK) {
+                let mut wk = [[_mm256_setzero_ps(); 2]; P];
+                for (j, wk) in wk.iter_mut().enumerate() {
+                    for (h, wk) in wk.iter_mut().enumerate() {
+                        *wk = if Q {
+                            let c = codes.add((j * d + k) * LANES + h * 8);
+                            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(c as *const __m128i));
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(q), s[j][h])
+                        } else {
+                            _mm256_loadu_ps(w.add((j * d + k) * LANES + h * 8))
+                        };
+                    }
+                }
+                let xk = x.add(k * m);
+                for (r, a) in a.iter_mut().enumerate() {
+                    let b = _mm256_broadcast_ss(&*xk.add(r));
+                    for (a, wk) in a.iter_mut().zip(&wk) {
+                        a[0] = _mm256_fmadd_ps(b, wk[0], a[0]);
+                        a[1] = _mm256_fmadd_ps(b, wk[1], a[1]);
+                    }
                 }
             }
         }
@@ -640,5 +736,32 @@ mod tests {
         let table = RowsTable::new(Tensor::from_vec(rows.concat(), (20, 64), &dev).unwrap());
         table.product(&Tensor::ones((1, 64), DType::F32, &dev).unwrap()).unwrap();
         assert_eq!(table.is_int8(), Some(false));
+    }
+
+    #[test]
+    fn gguf_blocks_of_int8_codes_times_one_scale_pack_exactly() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = Device::Cpu;
+        let (out, d) = (48, 96);
+        let w = Tensor::randn(0f32, 0.05, (out, d), &dev).unwrap();
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_0] {
+            let deq = QTensor::quantize(&w, dtype).unwrap().dequantize(&dev).unwrap();
+            for keep in [true, false] {
+                let table = RowsTable::packed(&deq, keep).unwrap().expect("on the int8 grid");
+                assert_eq!(table.is_int8(), Some(true));
+                assert_eq!(table.transposed().is_some(), keep);
+                // The kernel's rows, and (packed only) a product larger than any row limit.
+                for m in [1, 5, MAX_BLOCK_ROWS, if keep { MAX_BLOCK_ROWS + 1 } else { MAX_ROWS + 3 }] {
+                    let x = Tensor::randn(0f32, 1.0, (m, d), &dev).unwrap();
+                    let want = x.matmul(&deq.t().unwrap()).unwrap();
+                    let got = if table.applies(&x) { table.product(&x) } else { table.matmul(&x) }.unwrap();
+                    assert!(max_diff(&got, &want) < 1e-4, "{dtype:?} keep={keep} m={m}");
+                    assert_eq!(table.applies(&x), !keep || m <= MAX_BLOCK_ROWS, "{dtype:?} keep={keep} m={m}");
+                }
+            }
+        }
+        // Q4_K's six-bit sub-block scales and minimums are not one scale per 32 codes.
+        let k = QTensor::quantize(&Tensor::randn(0f32, 0.05, (4, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        assert!(RowsTable::packed(&k.dequantize(&dev).unwrap(), false).unwrap().is_none());
     }
 }

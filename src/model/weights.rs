@@ -38,6 +38,14 @@ pub enum Linear {
     /// up to `unembed::MAX_ROWS` rows, its own packed kernel: `unembed.rs`).
     DenseRows(RowsTable),
     Quant(QMatMul),
+    /// Quantized mode's Q8_0/Q5_0/Q4_0 blocks: one row (single-stream decoding) through candle's
+    /// quantized matmul, whose int8 × int8 dot products beat the packed kernel's conversions
+    /// there (quantized decode 80 → 100 tok/s, BENCHMARKS.md); two rows or more through the
+    /// packed kernel (quantized prefill 128: 433 → 1101 tok/s, batch 32 decode 259 → 457).
+    Hybrid {
+        table: RowsTable,
+        single_row: QMatMul,
+    },
 }
 
 impl Linear {
@@ -52,8 +60,10 @@ impl Linear {
             // (BENCHMARKS.md). The blocks' [in, out] weights stay with the matmul.
             Linear::DenseRows(t) if t.applies(&x2) => t.product(&x2)?,
             Linear::DenseT(wt) => x2.matmul(wt)?,
-            Linear::DenseRows(t) => x2.matmul(&t.tensor().t()?)?,
+            Linear::DenseRows(t) => t.matmul(&x2)?,
             Linear::Quant(q) => q.forward(&x2)?,
+            Linear::Hybrid { single_row, .. } if rows == 1 => single_row.forward(&x2)?,
+            Linear::Hybrid { table, .. } => table.product(&x2)?,
         };
         let mut out = dims;
         *out.last_mut().unwrap() = y.dim(1)?;
@@ -65,7 +75,7 @@ impl Linear {
     /// The float32 table of a tied unembedding ([out, in]), if this is one.
     pub fn rows_f32(&self) -> Option<&Tensor> {
         match self {
-            Linear::DenseRows(t) if t.tensor().dtype() == DType::F32 => Some(t.tensor()),
+            Linear::DenseRows(t) => t.tensor().filter(|w| w.dtype() == DType::F32),
             _ => None,
         }
     }
@@ -92,15 +102,23 @@ impl Linear {
     /// so `forward(x) · û = 0` for every x. Float32 weights only.
     pub fn without_output_direction(&self, u: &Tensor) -> Result<Linear> {
         let u = unit(u)?;
+        // Wᵀ [in, out]: Wᵀ − (Wᵀ û) ûᵀ. (Edited weights leave the int8 grid: no panels.)
+        let edit_t = |wt: &Tensor| -> Result<Linear> {
+            Ok(Linear::DenseT((wt - wt.matmul(&u.unsqueeze(1)?)?.matmul(&u.unsqueeze(0)?)?)?))
+        };
         Ok(match self {
-            // Wᵀ [in, out]: Wᵀ − (Wᵀ û) ûᵀ.
-            Linear::DenseT(wt) => Linear::DenseT((wt - wt.matmul(&u.unsqueeze(1)?)?.matmul(&u.unsqueeze(0)?)?)?),
-            // W [out, in]: W − û (ûᵀ W).
-            Linear::DenseRows(t) => {
-                let w = t.tensor();
-                Linear::DenseRows(RowsTable::new((w - u.unsqueeze(1)?.matmul(&u.unsqueeze(0)?.matmul(w)?)?)?))
+            Linear::DenseT(wt) => edit_t(wt)?,
+            Linear::DenseRows(t) => match (t.tensor(), t.transposed()) {
+                // W [out, in]: W − û (ûᵀ W).
+                (Some(w), _) => {
+                    Linear::DenseRows(RowsTable::new((w - u.unsqueeze(1)?.matmul(&u.unsqueeze(0)?.matmul(w)?)?)?))
+                }
+                (None, Some(wt)) => edit_t(wt)?,
+                (None, None) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
+            },
+            Linear::Quant(_) | Linear::Hybrid { .. } => {
+                bail!("orthogonalizing weights needs float32 weights (load with --precision f32)")
             }
-            Linear::Quant(_) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
         })
     }
 }
@@ -147,7 +165,15 @@ impl Embedding {
     pub fn as_linear(&self) -> Result<Linear> {
         Ok(match self {
             Embedding::Dense(w) => Linear::DenseRows(RowsTable::new(w.clone())),
-            Embedding::Quant(q) => Linear::Quant(QMatMul::from_arc(q.clone())?),
+            // Q8_0 (the default GGUF's table): the packed kernel's exact float32 products of the
+            // blocks' weights, faster than candle's int8 matmul and not rounded to 8-bit inputs.
+            Embedding::Quant(q) => match q.dtype() {
+                GgmlDType::Q8_0 => match RowsTable::packed(&q.dequantize(&Device::Cpu)?, false)? {
+                    Some(t) => Linear::DenseRows(t),
+                    None => Linear::Quant(QMatMul::from_arc(q.clone())?),
+                },
+                _ => Linear::Quant(QMatMul::from_arc(q.clone())?),
+            },
         })
     }
 }
@@ -254,14 +280,32 @@ impl WeightSource {
     }
 
     /// A linear layer stored [out, in].
+    ///
+    /// GGUF blocks that are int8 codes times one scale per 32 values (Q8_0, Q5_0, Q4_0: the
+    /// default model's q, k, v, gate and up) also get the packed kernel's panels (`unembed.rs`),
+    /// which decoding's few rows read at ~1.1 bytes per weight instead of 4, with the exact
+    /// float32 weights. In quantized mode the panels replace candle's quantized matmul, whose
+    /// inputs are rounded to 8 bits and whose Q5_0 path re-quantized the weights.
     pub fn linear(&mut self, name: &str, out: usize, inp: usize, precision: Precision) -> Result<Linear> {
-        match (&*self, precision) {
-            (WeightSource::Gguf { .. }, Precision::Quantized) => {
-                let q = self.qtensor(name, &[out, inp])?;
-                Ok(Linear::Quant(QMatMul::from_qtensor(requantize(q)?)?))
-            }
-            _ => Ok(Linear::DenseT(self.f32(name, &[out, inp])?.t()?.contiguous()?)),
+        if !matches!(self, WeightSource::Gguf { .. }) {
+            return Ok(Linear::DenseT(self.f32(name, &[out, inp])?.t()?.contiguous()?));
         }
+        let q = self.qtensor(name, &[out, inp])?;
+        if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0) {
+            let w = q.dequantize(&Device::Cpu)?;
+            if let Some(table) = RowsTable::packed(&w, precision == Precision::F32)? {
+                return Ok(match precision {
+                    Precision::F32 => Linear::DenseRows(table),
+                    Precision::Quantized => {
+                        Linear::Hybrid { table, single_row: QMatMul::from_qtensor(requantize(q)?)? }
+                    }
+                });
+            }
+        }
+        Ok(match precision {
+            Precision::Quantized => Linear::Quant(QMatMul::from_qtensor(requantize(q)?)?),
+            Precision::F32 => Linear::DenseT(q.dequantize(&Device::Cpu)?.t()?.contiguous()?),
+        })
     }
 
     pub fn embedding(&mut self, name: &str, vocab: usize, d: usize, precision: Precision) -> Result<Embedding> {
