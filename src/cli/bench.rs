@@ -19,9 +19,10 @@ pub enum Workload {
     Prefill,
     /// Greedy decoding of `new_tokens` after a short prompt, `batch` streams at once.
     Decode,
-    /// knowlens' float32 matmul on the model's own weight shapes and layouts, at 1, 32, 64,
-    /// 128 and 1024 rows: one JSON line per shape with its GFLOP/s (tools/bench.py --roofline
-    /// sets these beside the best BLAS of the machine).
+    /// The model's own weight shapes at 1 to 1,024 rows: knowlens' kernel for each as the
+    /// model holds it (the packed kernel or the matmul) and the plain float32 GEMM (the `gemm`
+    /// crate), one JSON line each with its GFLOP/s (tools/bench.py --roofline sets these beside
+    /// numpy's BLAS and torch).
     Gemm,
 }
 
@@ -238,43 +239,53 @@ fn gemm(a: &BenchArgs) -> Result<()> {
             ),
             Stored::Table => Linear::DenseRows(RowsTable::new(q8_grid(out, inp)?)),
         };
+        // The plain float32 GEMM of the same shape (the `gemm` crate through candle's matmul, on
+        // Wᵀ [in, out]): one of the references the roofline takes its ceiling from, beside numpy's
+        // BLAS and torch, since the packed kernel reads int8 codes and is no general GEMM.
+        let wt = match &lin {
+            Linear::DenseT(wt) => wt.clone(),
+            _ => Tensor::randn(0f32, 0.02, (inp, out), &dev)?,
+        };
         let sizes: &[usize] = &[1, 4, 8, 32, 64, 128, 1024];
         for &m in sizes {
             let x = Tensor::randn(0f32, 1.0, (m, inp), &dev)?;
-            let run = || -> Result<()> {
-                let y = lin.forward(&x)?;
-                debug_assert_eq!(y.dims(), &[m, out]);
-                Ok(())
-            };
-            run()?;
             let flops = 2.0 * (m * inp * out) as f64;
-            // Enough repetitions for ~0.3 s per shape, at least `reps`.
-            let t0 = Instant::now();
-            run()?;
-            let once = t0.elapsed().as_secs_f64().max(1e-6);
-            let n = ((0.3 / once) as usize).clamp(a.reps, 10_000);
-            let mut times = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = Instant::now();
-                run()?;
-                times.push(t.elapsed().as_secs_f64());
+            let model = median_seconds(a.reps, || lin.forward(&x).map(|_| ()))?;
+            let plain = median_seconds(a.reps, || Ok(x.matmul(&wt).map(|_| ())?))?;
+            for (implementation, seconds) in [("knowlens", model), ("gemm", plain)] {
+                println!(
+                    "{}",
+                    json!({
+                        "impl": implementation,
+                        "workload": "gemm",
+                        "matrix": name,
+                        "m": m, "k": inp, "n": out,
+                        "seconds": seconds,
+                        "gflops": flops / seconds / 1e9,
+                        "kernel": knowlens::model::simd_level(),
+                        "n_layers": n_layers,
+                    })
+                );
             }
-            times.sort_by(f64::total_cmp);
-            let median = times[times.len() / 2];
-            println!(
-                "{}",
-                json!({
-                    "impl": "knowlens",
-                    "workload": "gemm",
-                    "matrix": name,
-                    "m": m, "k": inp, "n": out,
-                    "seconds": median,
-                    "gflops": flops / median / 1e9,
-                    "kernel": knowlens::model::simd_level(),
-                    "n_layers": n_layers,
-                })
-            );
         }
     }
     Ok(())
+}
+
+/// The median time of `run` over enough repetitions for ~0.3 s (at least `reps`), after one
+/// warm-up call.
+fn median_seconds(reps: usize, run: impl Fn() -> Result<()>) -> Result<f64> {
+    run()?;
+    let t0 = Instant::now();
+    run()?;
+    let once = t0.elapsed().as_secs_f64().max(1e-6);
+    let n = ((0.3 / once) as usize).clamp(reps, 10_000);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }

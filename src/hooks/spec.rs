@@ -75,8 +75,8 @@ pub enum LogitsAt {
     /// [b, k, vocab], in the order given.
     At(Positions),
     /// Only the index of the largest logit at the last token of each row, in
-    /// `ForwardOutput::greedy`: greedy decoding's next token, computed without the full float32
-    /// unembedding where that is provably the same token (see `model/greedy.rs`).
+    /// `ForwardOutput::greedy`: greedy decoding's next token, picked inside the packed
+    /// unembedding kernel without writing the [b, vocab] logits (see `model/unembed.rs`).
     GreedyLast,
 }
 
