@@ -27,6 +27,9 @@ use crate::tokenizer::Tokenizer;
 pub use config::{Arch, ModelConfig};
 use meta::{GgufMeta, HfConfig};
 pub use transformer::{ForwardInput, ForwardOutput, KvCache, Orthogonalization, Transformer};
+/// Row limits of the packed kernel: up to `MAX_UNEMBED_ROWS` for the unembedding, `MAX_BLOCK_ROWS` for a
+/// block's layer in float32 (larger products take the matmul).
+pub use unembed::{MAX_BLOCK_ROWS, MAX_ROWS as MAX_UNEMBED_ROWS};
 pub use weights::Precision;
 
 /// The configuration a GGUF header describes (no weights read).

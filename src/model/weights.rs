@@ -38,14 +38,6 @@ pub enum Linear {
     /// up to `unembed::MAX_ROWS` rows, its own packed kernel: `unembed.rs`).
     DenseRows(RowsTable),
     Quant(QMatMul),
-    /// Quantized mode's Q8_0/Q5_0/Q4_0 blocks: one row (single-stream decoding) through candle's
-    /// quantized matmul, whose int8 × int8 dot products beat the packed kernel's conversions
-    /// there (quantized decode 80 → 100 tok/s, BENCHMARKS.md); two rows or more through the
-    /// packed kernel (quantized prefill 128: 433 → 1101 tok/s, batch 32 decode 259 → 457).
-    Hybrid {
-        table: RowsTable,
-        single_row: QMatMul,
-    },
 }
 
 impl Linear {
@@ -62,8 +54,6 @@ impl Linear {
             Linear::DenseT(wt) => x2.matmul(wt)?,
             Linear::DenseRows(t) => t.matmul(&x2)?,
             Linear::Quant(q) => q.forward(&x2)?,
-            Linear::Hybrid { single_row, .. } if rows == 1 => single_row.forward(&x2)?,
-            Linear::Hybrid { table, .. } => table.product(&x2)?,
         };
         let mut out = dims;
         *out.last_mut().unwrap() = y.dim(1)?;
@@ -116,9 +106,7 @@ impl Linear {
                 (None, Some(wt)) => edit_t(wt)?,
                 (None, None) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
             },
-            Linear::Quant(_) | Linear::Hybrid { .. } => {
-                bail!("orthogonalizing weights needs float32 weights (load with --precision f32)")
-            }
+            Linear::Quant(_) => bail!("orthogonalizing weights needs float32 weights (load with --precision f32)"),
         })
     }
 }
@@ -284,8 +272,12 @@ impl WeightSource {
     /// GGUF blocks that are int8 codes times one scale per 32 values (Q8_0, Q5_0, Q4_0: the
     /// default model's q, k, v, gate and up) also get the packed kernel's panels (`unembed.rs`),
     /// which decoding's few rows read at ~1.1 bytes per weight instead of 4, with the exact
-    /// float32 weights. In quantized mode the panels replace candle's quantized matmul, whose
-    /// inputs are rounded to 8 bits and whose Q5_0 path re-quantized the weights.
+    /// float32 weights. In quantized mode the panels replace candle's quantized matmul (whose
+    /// inputs are rounded to 8 bits, and whose Q5_0 path re-quantized the weights) at every row
+    /// count: prefill 128 433 → 1,100 tok/s, batch-32 decoding 259 → 490. At one row candle's
+    /// int8 dot products were faster on a quiet machine (~105 vs ~90 tok/s) but fell to 29–39
+    /// tok/s with one core busy (its spinning pool beside rayon's), against 46–60 for the
+    /// panels alone (BENCHMARKS.md), so one kernel serves every row count.
     pub fn linear(&mut self, name: &str, out: usize, inp: usize, precision: Precision) -> Result<Linear> {
         if !matches!(self, WeightSource::Gguf { .. }) {
             return Ok(Linear::DenseT(self.f32(name, &[out, inp])?.t()?.contiguous()?));
@@ -294,12 +286,7 @@ impl WeightSource {
         if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0) {
             let w = q.dequantize(&Device::Cpu)?;
             if let Some(table) = RowsTable::packed(&w, precision == Precision::F32)? {
-                return Ok(match precision {
-                    Precision::F32 => Linear::DenseRows(table),
-                    Precision::Quantized => {
-                        Linear::Hybrid { table, single_row: QMatMul::from_qtensor(requantize(q)?)? }
-                    }
-                });
+                return Ok(Linear::DenseRows(table));
             }
         }
         Ok(match precision {
