@@ -118,6 +118,38 @@ impl RowsTable {
         Ok(Some(Self { w: fallback, dims, panels: Arc::new(OnceLock::from(panels)) }))
     }
 
+    /// The int8 panels straight from GGUF Q8_0 blocks (per block of 32: a float16 scale, then
+    /// 32 int8 codes), for products only (no float32 table): quantized mode's tied unembedding,
+    /// whose float32 copy (671 MB for Gemma 3's 262k × 640) would otherwise exist while the
+    /// panels are built. The same codes and scales the blocks dequantize to.
+    pub fn from_q8_0_blocks(bytes: &[u8], out: usize, d: usize) -> Result<Self> {
+        const BLOCK_BYTES: usize = 2 + BLOCK;
+        if d % BLOCK != 0 || bytes.len() != out * (d / BLOCK) * BLOCK_BYTES {
+            bail!("Q8_0 table [{out}, {d}]: {} bytes, expected {}", bytes.len(), out * d.div_ceil(BLOCK) * BLOCK_BYTES);
+        }
+        let nb = d / BLOCK;
+        let n_panels = out.div_ceil(LANES);
+        let mut codes = vec![0i8; n_panels * d * LANES];
+        let mut scales = vec![0f32; n_panels * nb * LANES];
+        codes.par_chunks_mut(d * LANES).zip(scales.par_chunks_mut(nb * LANES)).enumerate().for_each(
+            |(p, (codes, scales))| {
+                for lane in 0..LANES.min(out - p * LANES) {
+                    let row = p * LANES + lane;
+                    for b in 0..nb {
+                        let block = &bytes[(row * nb + b) * BLOCK_BYTES..(row * nb + b + 1) * BLOCK_BYTES];
+                        let scale = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+                        scales[b * LANES + lane] = scale;
+                        for (j, &c) in block[2..].iter().enumerate() {
+                            codes[(b * BLOCK + j) * LANES + lane] = c as i8;
+                        }
+                    }
+                }
+            },
+        );
+        let panels = Panels { out, d, source: PanelSource::Int8 { codes, scales } };
+        Ok(Self { w: Fallback::None, dims: (out, d), panels: Arc::new(OnceLock::from(panels)) })
+    }
+
     /// The float32 table as stored, [out, in], if this is a tied unembedding's.
     pub fn tensor(&self) -> Option<&Tensor> {
         match &self.w {
@@ -760,6 +792,18 @@ mod tests {
                 }
             }
         }
+        // Q8_0 read straight from its blocks: the same products as its dequantized table.
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let deq = q.dequantize(&dev).unwrap();
+        let table = RowsTable::from_q8_0_blocks(&q.data().unwrap(), out, d).unwrap();
+        for m in [1, 7, MAX_ROWS + 1] {
+            let x = Tensor::randn(0f32, 1.0, (m, d), &dev).unwrap();
+            assert!(table.applies(&x));
+            let diff = max_diff(&table.product(&x).unwrap(), &x.matmul(&deq.t().unwrap()).unwrap());
+            assert!(diff < 1e-4, "Q8_0 blocks, m={m}: {diff}");
+        }
+        let err = RowsTable::from_q8_0_blocks(&q.data().unwrap()[1..], out, d).unwrap_err().to_string();
+        assert!(err.contains("bytes, expected"), "{err}");
         // Q4_K's six-bit sub-block scales and minimums are not one scale per 32 codes.
         let k = QTensor::quantize(&Tensor::randn(0f32, 0.05, (4, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
         assert!(RowsTable::packed(&k.dequantize(&dev).unwrap(), false).unwrap().is_none());

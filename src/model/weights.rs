@@ -156,10 +156,10 @@ impl Embedding {
             // Q8_0 (the default GGUF's table): the packed kernel's exact float32 products of the
             // blocks' weights, faster than candle's int8 matmul and not rounded to 8-bit inputs.
             Embedding::Quant(q) => match q.dtype() {
-                GgmlDType::Q8_0 => match RowsTable::packed(&q.dequantize(&Device::Cpu)?, false)? {
-                    Some(t) => Linear::DenseRows(t),
-                    None => Linear::Quant(QMatMul::from_arc(q.clone())?),
-                },
+                GgmlDType::Q8_0 => {
+                    let (out, d) = q.shape().dims2()?;
+                    Linear::DenseRows(RowsTable::from_q8_0_blocks(&q.data()?, out, d)?)
+                }
                 _ => Linear::Quant(QMatMul::from_arc(q.clone())?),
             },
         })
