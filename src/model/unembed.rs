@@ -124,7 +124,7 @@ impl RowsTable {
     /// panels are built. The same codes and scales the blocks dequantize to.
     pub fn from_q8_0_blocks(bytes: &[u8], out: usize, d: usize) -> Result<Self> {
         const BLOCK_BYTES: usize = 2 + BLOCK;
-        if d % BLOCK != 0 || bytes.len() != out * (d / BLOCK) * BLOCK_BYTES {
+        if !d.is_multiple_of(BLOCK) || bytes.len() != out * (d / BLOCK) * BLOCK_BYTES {
             bail!("Q8_0 table [{out}, {d}]: {} bytes, expected {}", bytes.len(), out * d.div_ceil(BLOCK) * BLOCK_BYTES);
         }
         let nb = d / BLOCK;
