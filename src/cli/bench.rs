@@ -150,8 +150,8 @@ fn forward_workload(a: &BenchArgs, w: Forward) -> Result<()> {
     Ok(())
 }
 
-/// The matmuls of one forward pass, as `Linear::forward` runs them: (name, in, out, whether the
-/// weight is the unembedding's [out, in] table read transposed), from the model's header only.
+/// The matmuls of one forward pass, as `Linear::forward` runs them: (name, in, out, how the model
+/// holds the weight), from the model's header only.
 type Matmul = (&'static str, usize, usize, Stored);
 
 /// How the model holds a matmul's weight, which decides the kernel `Linear::forward` runs.
@@ -174,15 +174,12 @@ fn model_matmuls(a: &BenchArgs) -> Result<(usize, Vec<Matmul>)> {
     let packed: Vec<String> = if path.is_dir() {
         Vec::new()
     } else {
-        use candle_core::quantized::GgmlDType;
         let file = std::fs::File::open(&path)?;
         let content = knowlens::model::read_gguf_header(&mut std::io::BufReader::new(file), &path)?;
         content
             .tensor_infos
             .iter()
-            .filter(|(n, i)| {
-                n.starts_with("blk.0.") && matches!(i.ggml_dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0)
-            })
+            .filter(|(n, i)| n.starts_with("blk.0.") && knowlens::model::weights::int8_coded(i.ggml_dtype))
             .map(|(n, _)| n.clone())
             .collect()
     };

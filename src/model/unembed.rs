@@ -124,30 +124,22 @@ impl RowsTable {
     /// panels are built. The same codes and scales the blocks dequantize to.
     pub fn from_q8_0_blocks(bytes: &[u8], out: usize, d: usize) -> Result<Self> {
         const BLOCK_BYTES: usize = 2 + BLOCK;
-        if !d.is_multiple_of(BLOCK) || bytes.len() != out * (d / BLOCK) * BLOCK_BYTES {
-            bail!("Q8_0 table [{out}, {d}]: {} bytes, expected {}", bytes.len(), out * d.div_ceil(BLOCK) * BLOCK_BYTES);
+        if !d.is_multiple_of(BLOCK) {
+            bail!("Q8_0 table [{out}, {d}]: rows of {d} values are not whole blocks of {BLOCK}");
         }
         let nb = d / BLOCK;
-        let n_panels = out.div_ceil(LANES);
-        let mut codes = vec![0i8; n_panels * d * LANES];
-        let mut scales = vec![0f32; n_panels * nb * LANES];
-        codes.par_chunks_mut(d * LANES).zip(scales.par_chunks_mut(nb * LANES)).enumerate().for_each(
-            |(p, (codes, scales))| {
-                for lane in 0..LANES.min(out - p * LANES) {
-                    let row = p * LANES + lane;
-                    for b in 0..nb {
-                        let block = &bytes[(row * nb + b) * BLOCK_BYTES..(row * nb + b + 1) * BLOCK_BYTES];
-                        let scale = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-                        scales[b * LANES + lane] = scale;
-                        for (j, &c) in block[2..].iter().enumerate() {
-                            codes[(b * BLOCK + j) * LANES + lane] = c as i8;
-                        }
-                    }
-                }
-            },
-        );
-        let panels = Panels { out, d, source: PanelSource::Int8 { codes, scales } };
-        Ok(Self { w: Fallback::None, dims: (out, d), panels: Arc::new(OnceLock::from(panels)) })
+        if bytes.len() != out * nb * BLOCK_BYTES {
+            bail!("Q8_0 table [{out}, {d}]: {} bytes, expected {}", bytes.len(), out * nb * BLOCK_BYTES);
+        }
+        let source = int8_panels_with(out, d, |row, b, codes| {
+            let block = &bytes[(row * nb + b) * BLOCK_BYTES..(row * nb + b + 1) * BLOCK_BYTES];
+            for (c, &byte) in codes.iter_mut().zip(&block[2..]) {
+                *c = byte as i8;
+            }
+            Some(half::f16::from_le_bytes([block[0], block[1]]).to_f32())
+        })
+        .expect("every Q8_0 block has a scale");
+        Ok(Self { w: Fallback::None, dims: (out, d), panels: Arc::new(OnceLock::from(Panels { out, d, source })) })
     }
 
     /// The float32 table as stored, [out, in], if this is a tied unembedding's.
@@ -351,30 +343,45 @@ impl SharedOut {
 
 /// The int8 panels, if every block of every row is exactly `scale × code` in float32.
 fn int8_panels(w: &[f32], out: usize, d: usize) -> Option<PanelSource> {
+    int8_panels_with(out, d, |row, b, codes| {
+        let block = &w[row * d + b * BLOCK..row * d + b * BLOCK + codes.len()];
+        let scale = block_scale(block)?;
+        for (c, &v) in codes.iter_mut().zip(block) {
+            *c = if scale == 0.0 { 0 } else { (v / scale).round() as i8 };
+        }
+        Some(scale)
+    })
+}
+
+/// The panel layout of int8 codes and block scales, filled block by block: `block(row, b, codes)`
+/// writes the codes of block `b` of `row` (BLOCK of them, fewer for a short last block) and
+/// returns its scale, or `None` when the table has no such form (then so does this).
+fn int8_panels_with(
+    out: usize,
+    d: usize,
+    block: impl Fn(usize, usize, &mut [i8]) -> Option<f32> + Sync,
+) -> Option<PanelSource> {
     let n_panels = out.div_ceil(LANES);
     let nb = d.div_ceil(BLOCK);
     let mut codes = vec![0i8; n_panels * d * LANES];
     let mut scales = vec![0f32; n_panels * nb * LANES];
-    let exact = codes.par_chunks_mut(d * LANES).zip(scales.par_chunks_mut(nb * LANES)).enumerate().all(
+    let complete = codes.par_chunks_mut(d * LANES).zip(scales.par_chunks_mut(nb * LANES)).enumerate().all(
         |(p, (codes, scales))| {
-            for lane in 0..LANES {
-                let row = p * LANES + lane;
-                if row >= out {
-                    break;
-                }
-                for (b, block) in w[row * d..(row + 1) * d].chunks(BLOCK).enumerate() {
-                    let Some(scale) = block_scale(block) else { return false };
+            let mut scratch = [0i8; BLOCK];
+            for lane in 0..LANES.min(out - p * LANES) {
+                for b in 0..nb {
+                    let len = BLOCK.min(d - b * BLOCK);
+                    let Some(scale) = block(p * LANES + lane, b, &mut scratch[..len]) else { return false };
                     scales[b * LANES + lane] = scale;
-                    for (j, &v) in block.iter().enumerate() {
-                        let q = if scale == 0.0 { 0.0 } else { (v / scale).round() };
-                        codes[(b * BLOCK + j) * LANES + lane] = q as i8;
+                    for (j, &c) in scratch[..len].iter().enumerate() {
+                        codes[(b * BLOCK + j) * LANES + lane] = c;
                     }
                 }
             }
             true
         },
     );
-    exact.then_some(PanelSource::Int8 { codes, scales })
+    complete.then_some(PanelSource::Int8 { codes, scales })
 }
 
 /// The scale s that makes every value of `block` exactly `s × code` with integer codes in

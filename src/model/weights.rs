@@ -34,8 +34,9 @@ pub enum Linear {
     /// Wᵀ stored contiguous, [in, out]: the matmul then reads it without repacking, which is up
     /// to 10× faster at the few rows of prefill and decoding (measured in BENCHMARKS.md).
     DenseT(Tensor),
-    /// W as stored, [out, in]: the tied unembedding, which shares the embedding table (and, for
-    /// up to `unembed::MAX_ROWS` rows, its own packed kernel: `unembed.rs`).
+    /// W [out, in] for the packed kernel (`unembed.rs`): the tied unembedding, which shares the
+    /// embedding table, and the GGUF layers whose blocks are int8 codes times one scale
+    /// (`int8_coded`); larger products than the kernel's row limit take the matmul.
     DenseRows(RowsTable),
     Quant(QMatMul),
 }
@@ -48,8 +49,7 @@ impl Linear {
         let rows = x.elem_count() / inner.max(1);
         let x2 = x.reshape((rows, inner))?;
         let y = match self {
-            // Decoding's and scoring's few rows through the tied unembedding: the packed kernel
-            // (BENCHMARKS.md). The blocks' [in, out] weights stay with the matmul.
+            // Decoding's and scoring's few rows through the packed kernel (BENCHMARKS.md).
             Linear::DenseRows(t) if t.applies(&x2) => t.product(&x2)?,
             Linear::DenseT(wt) => x2.matmul(wt)?,
             Linear::DenseRows(t) => t.matmul(&x2)?,
@@ -283,9 +283,10 @@ impl WeightSource {
             return Ok(Linear::DenseT(self.f32(name, &[out, inp])?.t()?.contiguous()?));
         }
         let q = self.qtensor(name, &[out, inp])?;
-        if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0) {
-            let w = q.dequantize(&Device::Cpu)?;
-            if let Some(table) = RowsTable::packed(&w, precision == Precision::F32)? {
+        // Dequantized blocks of these types are always on the grid, unless the file holds
+        // non-finite values: those (dequantized once more, rarely) go the other types' way.
+        if int8_coded(q.dtype()) {
+            if let Some(table) = RowsTable::packed(&q.dequantize(&Device::Cpu)?, precision == Precision::F32)? {
                 return Ok(Linear::DenseRows(table));
             }
         }
@@ -304,6 +305,12 @@ impl WeightSource {
             _ => Ok(Embedding::Dense(self.f32(name, &[vocab, d])?)),
         }
     }
+}
+
+/// GGUF block types whose values are int8 codes times one scale per 32 values, which the packed
+/// kernel (`unembed.rs`) reads as exact float32 weights: Q8_0, Q5_0, Q4_0.
+pub fn int8_coded(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0)
 }
 
 /// Quantized types without a fast CPU dot product are re-quantized at load.
