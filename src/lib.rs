@@ -16,8 +16,8 @@
 //! * `sae`: sparse autoencoders (Gemma Scope, Gemma Scope 2, SAELens) and their latents
 //! * `discover`: the latent-discovery experiment (separation scores, held-out tests, baselines, detectors)
 //! * `causal`: the causal experiments (steering, refusals, attention to the entity, patching)
+//! * `verdict`: a claim's calibrated verdict (selection, null rate, positive control, broken outputs)
 //! * `reproduce`: the whole paper as one resumable pipeline, with a verdict per claim
-
 //! * `corpus`: the text for training SAEs, fetched, cleaned, deduplicated and tokenized
 
 pub mod batch;
@@ -38,6 +38,7 @@ pub mod rng;
 pub mod sae;
 pub mod stats;
 pub mod tokenizer;
+pub mod verdict;
 
 pub use batch::{Batch, EntityBatch, Layout};
 pub use hooks::{ActivationCache, ActivationEdit, HookPoint, HookSpec, Intervention, LogitsAt, Positions};

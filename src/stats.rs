@@ -10,6 +10,8 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::rng::SplitMix64;
 
+pub mod calibrate;
+
 /// A point estimate with a 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Estimate {

@@ -442,6 +442,7 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
         measure: MeasureOptions { batch: 4, value_weighted: true, norm_layers: Vec::new() },
         coefs: vec![0.0],
         n_random: 2,
+        per_head_steering: true,
         top: 3,
         promoted_heads: 2,
         promoted_examples: 2,
@@ -451,6 +452,10 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
     };
     let r = attention::run(&m, &labels, &o, Some(&d), &Silent).unwrap();
     assert_eq!(r.counts["city"], [6, 6]);
+    // The claims' head test: a head chosen outside the test split, its contrast tested on test.
+    let v = r.verdicts.as_ref().expect("head test");
+    assert!(v.choice.layer < m.cfg().n_layers && v.choice.head < m.cfg().n_heads);
+    assert!(v.contrast.null.draws > 0);
     assert_eq!(r.pooled.len(), m.cfg().n_layers * m.cfg().n_heads);
     assert_eq!(r.steering.len(), 2);
     assert_eq!((r.steering[0].prompts.as_str(), r.steering[0].expect), ("known", Expect::Decrease));

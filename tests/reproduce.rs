@@ -1,9 +1,14 @@
 //! `knowlens reproduce`: presets and configs, the stage plan, and the claim verdicts on
 //! hand-made stage outputs.
 
-use knowlens::reproduce::claims::{self, Verdict};
+use knowlens::causal::items::Item;
+use knowlens::causal::steer;
+use knowlens::entities::labels::Split;
+use knowlens::entities::questions::{AnswerKind, EntityType};
+use knowlens::reproduce::claims;
 use knowlens::reproduce::plan::{self, StageRecord};
 use knowlens::reproduce::Config;
+use knowlens::verdict::Verdict;
 
 #[test]
 fn presets_parse_and_typos_are_errors() {
@@ -111,84 +116,163 @@ fn rate(v: f64, lo: f64, hi: f64) -> serde_json::Value {
     serde_json::json!({"value": v, "lo": lo, "hi": hi})
 }
 
-fn steer_json(known_dir: (f64, f64, f64), random: (f64, f64, f64), unknown_orig: f64) -> serde_json::Value {
-    let cond = |kind: &str, known: bool| serde_json::json!({"known": known, "treatment": {"kind": kind, "coef": 4.0, "direction": "d"}});
-    let cell = |c: usize, r: serde_json::Value| serde_json::json!({"condition": c, "entity_type": null, "n": 40, "refusal_rate": r});
-    serde_json::json!({
-        "options": {"coefs": [1.0, 4.0]},
-        "conditions": [cond("original", true), cond("direction", true), cond("random", true),
-                       cond("original", false), cond("direction", false), cond("random", false)],
-        "cells": [cell(0, rate(0.05, 0.01, 0.16)), cell(1, rate(known_dir.0, known_dir.1, known_dir.2)),
-                  cell(2, rate(random.0, random.1, random.2)), cell(3, rate(unknown_orig, 0.0, unknown_orig + 0.1)),
-                  cell(4, rate(0.0, 0.0, 0.09)), cell(5, rate(0.02, 0.0, 0.1))],
-    })
+/// A steering output built by hand: `n` known test questions; the original model refuses none;
+/// the detector makes `detector` of them refuse, control i makes `controls[i]`, the refusal
+/// direction `positive` (None: no refusal direction), and `broken` of each control's completions
+/// are broken.
+fn steer_output(detector: usize, controls: &[usize], positive: Option<usize>, broken: usize) -> steer::SteerOutput {
+    use knowlens::causal::outcome::Outcome;
+    use knowlens::causal::steer::{Answer, Condition, Role};
+    let n = 20;
+    let dir = |i: u64| knowlens::causal::direction::SteeringDirection::random(3, 16, 1, i).unwrap();
+    let items: Vec<Item> = (0..n)
+        .map(|i| Item {
+            id: format!("city/{i}"),
+            entity_type: EntityType::City,
+            name: format!("City {i}"),
+            known: true,
+            split: Split::Test,
+            popularity_rank: None,
+            attribute: "country",
+            kind: AnswerKind::Name,
+            gold: vec!["France".into()],
+            question: "?".into(),
+        })
+        .collect();
+    let mut conditions = Vec::new();
+    let mut answers = Vec::new();
+    let mut add = |role: Role, refusals: usize, broken: usize| {
+        let ci = conditions.len();
+        conditions.push(Condition {
+            role,
+            name: format!("{role:?}"),
+            known: true,
+            split: Split::Test,
+            coef: 1.0,
+            magnitude: 1.0,
+        });
+        for i in 0..n {
+            let outcome = if i < refusals {
+                Outcome::Refusal
+            } else if i < refusals + broken {
+                Outcome::Broken
+            } else {
+                Outcome::Correct
+            };
+            answers.push(Answer { item: i, condition: ci, text: String::new(), outcome });
+        }
+    };
+    add(Role::Original, 0, 0);
+    add(Role::Detector, detector, 0);
+    add(Role::Opposite, 0, 0);
+    if let Some(p) = positive {
+        add(Role::RefusalDirection, p, 0);
+    }
+    for &c in controls {
+        add(Role::Gaussian, c, broken);
+    }
+    let tallies = steer::tallies(&items, &answers);
+    steer::SteerOutput {
+        options: steer::Options::default(),
+        known_direction: dir(0),
+        unknown_direction: dir(1),
+        refusal_direction: positive.map(|_| dir(2)),
+        refusal_direction_note: "test".into(),
+        mean_norms: vec![(3, 1.0)],
+        cosine_known_unknown: 0.0,
+        items,
+        conditions,
+        answers,
+        tallies,
+        strengths: Vec::new(),
+        yes_no: None,
+    }
 }
 
 #[test]
-fn refusal_claims_need_the_direction_to_beat_the_original_and_random_directions() {
+fn refusal_claims_rank_the_detector_among_controls_and_never_pass_on_broken_controls() {
+    let verdict =
+        |o: &steer::SteerOutput| steer::claims::claims(o, false).into_iter().find(|c| c.id == "refusal-up").unwrap();
+    let controls: Vec<usize> = (0..20).map(|i| i % 3).collect();
+    let up = verdict(&steer_output(12, &controls, Some(14), 0));
+    assert_eq!(up.verdict, Verdict::Reproduced, "{}", up.evidence);
+    let null = up.null.unwrap();
+    assert_eq!(null.draws, 20);
+    assert!(null.rate <= 0.05, "{null:?}");
+    // A control as strong as the detector: its rank p is no longer below 5%.
+    let mut strong = controls.clone();
+    strong[3] = 12;
+    assert_eq!(verdict(&steer_output(12, &strong, Some(14), 0)).verdict, Verdict::NotReproduced);
+    // Controls whose outputs are 30% broken cannot support a pass.
+    let c = verdict(&steer_output(12, &controls, Some(14), 6));
+    assert_eq!(c.verdict, Verdict::Inconclusive, "{}", c.evidence);
+    // Without a working positive control the setup cannot show the effect at all.
+    assert_eq!(verdict(&steer_output(12, &controls, None, 0)).verdict, Verdict::NotTestable);
+    assert_eq!(verdict(&steer_output(12, &controls, Some(1), 0)).verdict, Verdict::NotTestable);
+    // Ten controls cannot reach p = 0.05.
+    assert_eq!(verdict(&steer_output(12, &controls[..10], Some(14), 0)).verdict, Verdict::NotTestable);
+    // Missing outputs are not testable.
     let dir = std::env::temp_dir().join(format!("knowlens-claims-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join("steer.json");
-    let verdict = |id: &str| claims::steering_claims(&p).into_iter().find(|c| c.id == id).unwrap().verdict;
-    std::fs::write(&p, steer_json((0.6, 0.45, 0.73), (0.1, 0.04, 0.23), 0.0).to_string()).unwrap();
-    assert_eq!(verdict("refusal-up"), Verdict::Reproduced);
-    // No refusal to lower on unknown entities: not testable, not "reproduced".
-    assert_eq!(verdict("refusal-down"), Verdict::NotTestable);
-    // A random direction of the same strength does as much: not reproduced.
-    std::fs::write(&p, steer_json((0.6, 0.45, 0.73), (0.55, 0.4, 0.69), 0.0).to_string()).unwrap();
-    assert_eq!(verdict("refusal-up"), Verdict::NotReproduced);
-    // Strengths are tried weakest first: at ×1 the direction beats random, at ×4 random breaks
-    // the model as much; the verdict names ×1.
-    let cond = |kind: &str, coef: f64| serde_json::json!({"known": true, "treatment": {"kind": kind, "coef": coef, "direction": "d"}});
-    let cell = |c: usize, v: f64, lo: f64, hi: f64| serde_json::json!({"condition": c, "entity_type": null, "n": 40, "refusal_rate": rate(v, lo, hi)});
-    let two = serde_json::json!({
-        "options": {"coefs": [4.0, 1.0]},
-        "conditions": [cond("original", 0.0), cond("direction", 1.0), cond("random", 1.0), cond("direction", 4.0), cond("random", 4.0)],
-        "cells": [cell(0, 0.05, 0.01, 0.16), cell(1, 0.5, 0.35, 0.65), cell(2, 0.05, 0.01, 0.16),
-                  cell(3, 0.9, 0.77, 0.96), cell(4, 0.9, 0.77, 0.96)],
-    });
-    std::fs::write(&p, two.to_string()).unwrap();
-    let up = claims::steering_claims(&p).into_iter().find(|c| c.id == "refusal-up").unwrap();
-    assert_eq!(up.verdict, Verdict::Reproduced, "{}", up.evidence);
-    assert!(up.evidence.contains("random ×1") && up.evidence.contains("2 strengths tried"), "{}", up.evidence);
-    // Missing outputs are not testable.
-    let missing = claims::steering_claims(&dir.join("none.json"));
+    let missing = claims::steering_claims(&dir.join("none.json"), "");
     assert!(missing.iter().all(|c| c.verdict == Verdict::NotTestable));
     assert!(claims::discovery_claims(&dir.join("none.json")).iter().all(|c| c.verdict == Verdict::NotTestable));
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn discovery_json(types: &[&str], per_type_lo: &[f64], random_max: f64) -> serde_json::Value {
-    let mut evals = vec![serde_json::json!({"subset": "test", "entity_type": null, "n_pos": 30, "n_neg": 90,
-                                            "auroc": rate(0.8, 0.72, 0.87)})];
-    for (t, lo) in types.iter().zip(per_type_lo) {
-        evals.push(serde_json::json!({"subset": "test", "entity_type": t, "auroc": rate(lo + 0.1, *lo, lo + 0.2)}));
-    }
+/// A score test as `discover` writes it: stratified AUROC and per-type AUROCs.
+fn score(types: &[(&str, f64)], qualifies: bool) -> serde_json::Value {
+    let strat = types.iter().map(|t| t.1).sum::<f64>() / types.len().max(1) as f64;
+    serde_json::json!({
+        "stratified": rate(strat, strat - 0.05, strat + 0.05),
+        "per_type": types.iter().map(|(t, a)| serde_json::json!({
+            "entity_type": t, "n_pos": 40, "n_neg": 60, "auroc": rate(*a, a - 0.06, a + 0.06), "qualifies": qualifies
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn discovery_json(types: &[(&str, f64)], qualifies: bool, random: f64, probe: f64) -> serde_json::Value {
+    let randoms: Vec<serde_json::Value> = (0..20)
+        .map(|i| score(&types.iter().map(|t| (t.0, random - 0.01 * (i % 5) as f64)).collect::<Vec<_>>(), qualifies))
+        .collect();
     serde_json::json!({
         "model": {"n_layers": 18},
-        "types_scored": types,
+        "types_scored": ["city", "movie"],
         "excluded_types": [],
-        "latent_evals": [{"direction": "known", "rank": 0, "layer": 9, "latent": 254, "evals": evals}],
-        "random_baselines": [{"direction": "known", "of_latent": 254, "max": random_max}],
+        "selected": [{
+            "direction": "known", "layer": 9, "latent": 254, "train_rank": 2, "detector": "known_L9_254",
+            "rule": "validation", "candidates": [{"layer": 9, "latent": 254, "train_rank": 2, "validation": 0.8}],
+            "test": score(types, qualifies),
+            "random_latents": (0..20).collect::<Vec<_>>(),
+            "random_tests": randoms,
+            "probe_test": score(&types.iter().map(|t| (t.0, probe)).collect::<Vec<_>>(), qualifies),
+        }],
         "layers": [],
     })
 }
 
 #[test]
-fn latent_claims_need_every_scored_type_and_more_than_one_type() {
+fn latent_claims_are_stratified_ranked_among_random_latents_and_need_two_types() {
     let dir = std::env::temp_dir().join(format!("knowlens-disc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("discovery.json");
-    let verdict = |v: serde_json::Value| {
+    let claim = |v: serde_json::Value| {
         std::fs::write(&p, v.to_string()).unwrap();
-        claims::discovery_claims(&p).into_iter().find(|c| c.id == "known-latent").unwrap().verdict
+        claims::discovery_claims(&p).into_iter().find(|c| c.id == "known-latent").unwrap()
     };
-    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.55], 0.6)), Verdict::Reproduced);
-    // One type: a pooled AUROC also separates that type from the rest.
-    assert_eq!(verdict(discovery_json(&["city"], &[0.6], 0.6)), Verdict::NotTestable);
-    // A type where the latent is at chance, or random latents as good: not reproduced.
-    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.45], 0.6)), Verdict::NotReproduced);
-    assert_eq!(verdict(discovery_json(&["city", "movie"], &[0.6, 0.55], 0.75)), Verdict::NotReproduced);
+    let two = [("city", 0.8), ("movie", 0.75)];
+    let c = claim(discovery_json(&two, true, 0.6, 0.9));
+    assert_eq!(c.verdict, Verdict::Reproduced, "{}", c.evidence);
+    assert!(c.null.unwrap().rate <= 0.05);
+    assert_eq!(c.selection.unwrap().split, "validation");
+    // One qualifying type: "across types" cannot be tested.
+    assert_eq!(claim(discovery_json(&[("city", 0.8)], true, 0.6, 0.9)).verdict, Verdict::NotTestable);
+    assert_eq!(claim(discovery_json(&two, false, 0.6, 0.9)).verdict, Verdict::NotTestable);
+    // A type at chance, or random latents as good: not reproduced.
+    assert_eq!(claim(discovery_json(&[("city", 0.8), ("movie", 0.5)], true, 0.4, 0.9)).verdict, Verdict::NotReproduced);
+    assert_eq!(claim(discovery_json(&two, true, 0.85, 0.9)).verdict, Verdict::NotReproduced);
+    // The probe cannot separate the classes either: the setup cannot show a detector.
+    assert_eq!(claim(discovery_json(&two, true, 0.6, 0.5)).verdict, Verdict::NotTestable);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -301,6 +301,27 @@ pub fn measure(
     o: &MeasureOptions,
     progress: &dyn Progress,
 ) -> Result<Measured> {
+    let add = |spec: HookSpec, eb: &crate::EntityBatch| -> Result<HookSpec> {
+        match steer {
+            Some(st) => st.direction.add(spec, eb.last(), st.magnitude, model.transformer.device()),
+            None => Ok(spec),
+        }
+    };
+    measure_with(model, items, &add, steer, o, progress)
+}
+
+/// An edit of the forward pass built per batch (a steering direction, a head's attention edit).
+pub type EditFn<'a> = dyn Fn(HookSpec, &crate::EntityBatch) -> Result<HookSpec> + 'a;
+
+/// `measure` with any edit of the forward pass; `steer` only feeds the value-weighted norms.
+pub fn measure_with(
+    model: &Model,
+    items: &[&Item],
+    edit: &EditFn,
+    steer: Option<Steer>,
+    o: &MeasureOptions,
+    progress: &dyn Progress,
+) -> Result<Measured> {
     if o.batch == 0 {
         bail!("batch must be at least 1");
     }
@@ -327,9 +348,7 @@ pub fn measure(
         let mut spec = HookSpec::new()
             .capture((0..nl).map(HookPoint::AttnPattern))
             .capture(o.norm_layers.iter().map(|&l| HookPoint::ResidPre(l)));
-        if let Some(st) = steer {
-            spec = st.direction.add(spec, eb.last(), st.magnitude, model.transformer.device())?;
-        }
+        spec = edit(spec, &eb)?;
         let run = model.run(&eb.batch, &spec)?;
         let mut grids = vec![vec![vec![0f32; nh]; nl]; chunk.len()];
         for l in 0..nl {
@@ -696,6 +715,9 @@ pub struct AttentionOptions {
     /// both classes).
     pub coefs: Vec<f64>,
     pub n_random: usize,
+    /// Also steer at every strength and report every head's change against the random
+    /// directions pooled per prompt (exploratory maps; the claims use `head_test`).
+    pub per_head_steering: bool,
     /// Heads listed (and whose promoted tokens are read), and tokens per head.
     pub top: usize,
     pub promoted_heads: usize,
@@ -758,6 +780,9 @@ pub struct AttentionReport {
     /// Heads ranked by Welch's t of known − unknown (pooled), best first.
     pub top_heads: Vec<[usize; 2]>,
     pub steering: Vec<SteeringResult>,
+    /// The claims' design: head chosen on train and validation, contrast and steering tested on
+    /// test with their controls (`head_test`).
+    pub verdicts: Option<super::head_test::HeadVerdicts>,
     pub promoted: Vec<Promoted>,
     pub seconds: BTreeMap<String, f64>,
     #[serde(skip)]
@@ -831,7 +856,7 @@ pub fn run(
     let top_heads: Vec<[usize; 2]> = ranked.iter().take(o.top).map(|c| [c.layer, c.head]).collect();
 
     let mut steering = Vec::new();
-    if let Some(d) = directions {
+    if let (Some(d), true) = (directions, o.per_head_steering) {
         let t1 = Instant::now();
         let norm_at = |layer: usize| -> f64 {
             let all: Vec<f64> =
@@ -854,6 +879,21 @@ pub fn run(
         progress.finish();
         seconds.insert("steering".into(), t1.elapsed().as_secs_f64());
     }
+
+    // The claims' design: chosen on train and validation, tested once on test.
+    let t3 = Instant::now();
+    let all_items: Vec<&Item> = known.iter().chain(&unknown).copied().collect();
+    let all_grids: Vec<HeadGrid> = mk.attention.iter().chain(&mu.attention).cloned().collect();
+    let verdicts = match super::head_test::run(
+        model, &all_items, &all_grids, directions, &o.coefs, o.n_random, &mo, o.reps, o.seed, progress,
+    ) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            notes.push(format!("no head test: {e}"));
+            None
+        }
+    };
+    seconds.insert("head_test".into(), t3.elapsed().as_secs_f64());
 
     // Promoted tokens of the top heads, on the known prompts they attend to most.
     let t2 = Instant::now();
@@ -900,6 +940,7 @@ pub fn run(
         value_weighted,
         top_heads,
         steering,
+        verdicts,
         promoted,
         seconds,
         items,
@@ -1041,6 +1082,50 @@ fn page(r: &AttentionReport) -> Page {
          (hook_pattern[b, h, −1, entity_last]). Known − unknown means with Welch 95% intervals; class means \
          with bootstrap intervals.",
     );
+    if let Some(v) = &r.verdicts {
+        p = p.heading("The claims' test: head chosen on train and validation, tested on test");
+        let c = &v.contrast;
+        p = p.paragraph(&format!(
+            "Chosen head L{}H{} ({}; {} known and {} unknown selection prompts). Known − unknown on test, within type              and pooled over types with at least {} of each class: {}. Null rate under within-type label              permutations: {}/{}.",
+            v.choice.layer,
+            v.choice.head,
+            v.choice.rule,
+            v.choice.n_known,
+            v.choice.n_unknown,
+            super::head_test::MIN_TYPE,
+            c.stratified.map_or("–".into(), |e| est(&e, 4)),
+            c.null.passed,
+            c.null.draws
+        ));
+        let mut t = Table::new(&[
+            "prompts",
+            "direction",
+            "strength",
+            "detector (signed Δ)",
+            "Gaussian mean",
+            "Gaussian max",
+            "opposite",
+            "direct edit",
+        ]);
+        for st in &v.steering {
+            let mean = st.controls.iter().sum::<f64>() / st.controls.len().max(1) as f64;
+            let max = st.controls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            t.text_row(&[
+                st.prompts.clone(),
+                st.direction.clone(),
+                format!("×{}", st.coef),
+                st.detector.map_or("–".into(), |e| est(&e, 4)),
+                format!("{mean:+.4}"),
+                format!("{max:+.4}"),
+                st.opposite.map_or("–".into(), |o| format!("{o:+.4}")),
+                st.positive.map_or("–".into(), |e| est(&e, 4)),
+            ]);
+        }
+        p = p.table(t.class("num"));
+        for n in &v.notes {
+            p = p.paragraph(n);
+        }
+    }
     p = p.figure(
         &heatmap_svg("known − unknown attention (all types)", &layers, &heads, &grid(&r.pooled)),
         "Mean attention to the entity's last token, known minus unknown, per layer (rows) and head (columns).",

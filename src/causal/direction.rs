@@ -76,6 +76,17 @@ impl SteeringDirection {
         })
     }
 
+    /// A random SAE latent's decoder row as a direction (a control: it detects nothing).
+    pub fn from_vector(name: &str, layer: usize, raw: &[f32]) -> Result<Self> {
+        Ok(Self {
+            name: name.to_string(),
+            source: Source::SaeLatent,
+            detects: None,
+            layer,
+            unit: normalised(raw, name)?,
+        })
+    }
+
     /// Random direction `index` of a seed: isotropic Gaussian, normalised. The same (seed,
     /// layer, index) always gives the same direction.
     pub fn random(layer: usize, d_model: usize, seed: u64, index: u64) -> Result<Self> {

@@ -25,6 +25,9 @@ pub struct Item {
     pub entity_type: EntityType,
     pub name: String,
     pub known: bool,
+    /// The split the entity is in: strengths are chosen on validation, verdicts read test.
+    #[serde(serialize_with = "split_name")]
+    pub split: Split,
     pub popularity_rank: Option<u64>,
     pub attribute: &'static str,
     #[serde(skip)]
@@ -32,6 +35,10 @@ pub struct Item {
     pub gold: Vec<String>,
     /// The user's question (chat models) or the plain prompt (base models).
     pub question: String,
+}
+
+fn split_name<S: serde::Serializer>(s: &Split, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
 }
 
 /// How a question is put to the model.
@@ -170,6 +177,7 @@ pub fn pick(
                     entity_type: t,
                     name: le.name().to_string(),
                     known: class == Class::Known,
+                    split: le.split.expect("filtered to entities in a split"),
                     popularity_rank: le.popularity_rank(),
                     attribute: spec.name,
                     kind: spec.kind,

@@ -55,6 +55,10 @@ pub struct AttentionArgs {
     /// Random directions of the same layer and norm (the baseline).
     #[arg(long, default_value_t = 10)]
     random: usize,
+    /// Also steer at every strength and map every head's change against the random directions
+    /// pooled per prompt (exploratory; the claims rank the chosen head's change per direction).
+    #[arg(long)]
+    per_head_steering: bool,
     /// Heads listed.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -96,6 +100,7 @@ pub fn run(a: AttentionArgs) -> Result<()> {
         measure: MeasureOptions { batch: a.batch, value_weighted: !a.no_value_weighted, norm_layers: Vec::new() },
         coefs: a.coef.clone(),
         n_random: a.random,
+        per_head_steering: a.per_head_steering,
         top: a.top,
         promoted_heads: a.promoted_heads,
         promoted_examples: a.promoted_examples,

@@ -131,10 +131,46 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &dirs.steer.join("steer.json"),
         &dirs.steer_base.join("steer.json"),
     )?;
-    report::write(out, &dirs, &stages, &claims, &format!("knowlens reproduce ({preset})"))?;
+    let info = run_info(&config, &format!("knowlens reproduce ({preset})"));
+    report::write(out, &dirs, &stages, &claims, &info)?;
     for c in &claims {
         println!("{:<24} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);
     }
     println!("wrote {}", out.join("report.html").display());
     Ok(())
+}
+
+/// The models (file and pinned sha256 when they are presets), the SAEs, today's date and the
+/// commit the binary runs from (`git` in the working directory; "unknown" outside a checkout).
+fn run_info(config: &knowlens::reproduce::Config, title: &str) -> report::RunInfo {
+    let model = |role: &str, name: &str| match knowlens::fetch::preset(name) {
+        Some(p) => (role.to_string(), name.to_string(), p.file_name.to_string(), p.sha256.to_string()),
+        None => (role.to_string(), name.to_string(), name.to_string(), "not pinned".to_string()),
+    };
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"]))
+    {
+        (Some(c), Some(d)) if !d.is_empty() => format!("{c} (with uncommitted changes)"),
+        (Some(c), _) => c,
+        _ => "commit unknown".into(),
+    };
+    let date =
+        git(&["log", "-1", "--format=%cs"]).map_or_else(|| "date unknown".into(), |d| format!("commit date {d}"));
+    report::RunInfo {
+        title: title.to_string(),
+        models: vec![model("base", &config.base.model), model("chat", &config.chat.model)],
+        saes: format!(
+            "trained here ({} k {} width {} at layers {:?}, {} tokens)",
+            config.saes.arch, config.saes.k, config.saes.width, config.saes.layers, config.saes.tokens
+        ),
+        date,
+        commit,
+    }
 }

@@ -10,7 +10,7 @@ use knowlens::causal::direction::SteeringDirection;
 use knowlens::causal::items::PromptStyle;
 use knowlens::causal::refusal::RefusalRule;
 use knowlens::causal::steer::{self, Steered};
-use knowlens::causal::{items, report, yesno};
+use knowlens::causal::{items, report};
 use knowlens::discover::detectors::{Detector, DetectorFile, DetectorKind};
 use knowlens::discover::scores::Direction;
 use knowlens::entities::dataset;
@@ -48,18 +48,28 @@ pub struct SteerArgs {
     any_model: bool,
     #[arg(long, value_delimiter = ',', value_parser = named::<EntityType>(&EntityType::NAMES))]
     types: Vec<EntityType>,
-    /// Splits the entities come from (the paper: test).
-    #[arg(long, value_delimiter = ',', default_value = "test", value_parser = named::<Split>(&Split::NAMES))]
-    splits: Vec<Split>,
-    /// Known and unknown entities per type (the paper: 100).
+    /// Known and unknown test entities per type, where the verdicts are computed (the paper: 100).
     #[arg(long, default_value_t = 100)]
     per_type: usize,
-    /// Strengths, in multiples of the mean residual norm at the steered layer and positions.
+    /// Known and unknown validation entities per type, where the strength is chosen
+    /// [default: --per-type].
+    #[arg(long)]
+    select_per_type: Option<usize>,
+    /// Strengths tried on validation, in multiples of the mean residual norm at the steered
+    /// layer and positions.
     #[arg(long, value_delimiter = ',', default_value = "0.5,1,2")]
     coefs: Vec<f64>,
-    /// Random directions of the same layer and strength (the baseline).
-    #[arg(long, default_value_t = 10)]
-    random: usize,
+    /// Gaussian control directions on the test entities (a rank test needs at least 19
+    /// controls in all, with the random SAE latents of the detector file).
+    #[arg(long, alias = "random", default_value_t = 20)]
+    gaussian: usize,
+    /// Random SAE latents of the detector's frequency on the test entities, at most as many
+    /// as the detector file carries (0: none).
+    #[arg(long, default_value_t = 20)]
+    random_latents: usize,
+    /// Gaussian directions run beside the detector at each strength on validation.
+    #[arg(long, default_value_t = 2)]
+    select_controls: usize,
     #[arg(long, default_value_t = 30)]
     max_tokens: usize,
     #[arg(long, default_value_t = 32)]
@@ -75,10 +85,9 @@ pub struct SteerArgs {
     /// Also measure the model with the unknown direction projected out of its weights.
     #[arg(long)]
     orthogonalize: bool,
-    /// Strength of the yes/no experiment's push (multiples of the mean norm); 0 skips it
-    /// [default: the largest of --coefs].
+    /// Skip the yes/no logit differences.
     #[arg(long)]
-    yes_no_coef: Option<f64>,
+    no_yes_no: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output directory: steer.json, answers.jsonl, refusals.csv, yesno.csv, report.html.
@@ -88,12 +97,19 @@ pub struct SteerArgs {
     no_progress: bool,
 }
 
-/// The named detector, else the first of the class by preference: an SAE latent (the paper's),
-/// then a difference of means (a steering vector by construction), then a probe (whose weights
-/// can lean on directions that separate without moving the model).
+/// The named detector, else the one the file's discovery selected for the class (on
+/// validation), else the first of the class by preference: an SAE latent (the paper's), then a
+/// difference of means (a steering vector by construction), then a probe (whose weights can lean
+/// on directions that separate without moving the model).
 pub(super) fn find<'a>(file: &'a DetectorFile, name: Option<&str>, detects: Direction) -> Option<&'a Detector> {
     if let Some(n) = name {
         return file.detectors.iter().find(|d| d.name == n);
+    }
+    if let Some(sel) = &file.selected {
+        let n = if detects == Direction::Known { &sel.known } else { &sel.unknown };
+        if let Some(d) = file.detectors.iter().find(|d| &d.name == n && d.detects == detects) {
+            return Some(d);
+        }
     }
     [DetectorKind::SaeLatent, DetectorKind::DiffOfMeans, DetectorKind::Probe]
         .iter()
@@ -130,11 +146,17 @@ pub fn run(a: SteerArgs) -> Result<()> {
     if style == PromptStyle::Chat && model.tokenizer.chat_template.is_none() {
         bail!("{}: the model has no chat template; use --prompt few_shot for a base model", a.model.model);
     }
-    let picked = items::pick(&labels, &ds.entities, &types, &a.splits, a.per_type, a.seed, style)?;
+    let select_n = a.select_per_type.unwrap_or(a.per_type);
+    let mut picked = items::pick(&labels, &ds.entities, &types, &[Split::Validation], select_n, a.seed, style)?;
+    picked.extend(items::pick(&labels, &ds.entities, &types, &[Split::Test], a.per_type, a.seed, style)?);
+    let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
     for t in &types {
-        let k = picked.iter().filter(|i| i.entity_type == *t && i.known).count();
-        let u = picked.iter().filter(|i| i.entity_type == *t && !i.known).count();
-        eprintln!("{t}: {k} known, {u} unknown entities asked");
+        for split in [Split::Validation, Split::Test] {
+            let n = |known: bool| {
+                picked.iter().filter(|i| i.entity_type == *t && i.known == known && i.split == split).count()
+            };
+            progress.log(&format!("{t}, {split}: {} known, {} unknown entities asked", n(true), n(false)));
+        }
     }
     let ortho = if a.orthogonalize {
         let mut m = a.model.load()?;
@@ -144,50 +166,58 @@ pub fn run(a: SteerArgs) -> Result<()> {
     } else {
         None
     };
+    let controls = |det: &str, layer: usize| -> Vec<SteeringDirection> {
+        file.controls
+            .iter()
+            .find(|c| c.of == det)
+            .map(|c| {
+                c.latents
+                    .iter()
+                    .zip(&c.decoders)
+                    .take(a.random_latents)
+                    .filter_map(|(j, dec)| {
+                        SteeringDirection::from_vector(&format!("latent-{j}@L{layer}"), layer, dec).ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let dirs = steer::Directions {
+        known_controls: controls(&known.name, known.layer),
+        unknown_controls: controls(&unknown.name, unknown.layer),
+        known,
+        unknown,
+    };
+    // Where the detector file has fewer random latents than asked (a chat model's probes have no
+    // SAE), Gaussian directions take the missing places: the rank test keeps its control count.
+    let have = dirs.known_controls.len().min(dirs.unknown_controls.len());
+    let n_gaussian = a.gaussian + a.random_latents.saturating_sub(have);
+    if have < a.random_latents {
+        progress.log(&format!(
+            "{} random SAE latents of {} asked in {}: {} Gaussian directions instead of {}",
+            have,
+            a.random_latents,
+            a.detectors.display(),
+            n_gaussian,
+            a.gaussian
+        ));
+    }
     let opts = steer::Options {
         coefs: a.coefs.clone(),
-        n_random: a.random,
+        n_gaussian,
+        n_select_controls: a.select_controls,
         max_tokens: a.max_tokens,
         batch: a.batch,
         positions: a.positions,
         rule: a.refusal_rule,
         prompt: style,
+        yes_no: !a.no_yes_no,
         seed: a.seed,
     };
-    let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
-    let result = steer::run(&model, ortho.as_ref(), picked, known.clone(), unknown.clone(), &opts, progress.as_ref())?;
-    let coef = a.yes_no_coef.unwrap_or_else(|| a.coefs.iter().copied().fold(0.0, f64::max));
-    let yn = if coef != 0.0 {
-        let norm = |l: usize| result.mean_norms.iter().find(|(x, _)| *x == l).map_or(0.0, |(_, n)| *n);
-        Some(yesno::run(
-            &model,
-            &result.items,
-            &known,
-            &unknown,
-            coef,
-            (coef * norm(known.layer), coef * norm(unknown.layer)),
-            a.random,
-            a.seed,
-            a.batch,
-            style,
-            progress.as_ref(),
-        )?)
-    } else {
-        None
-    };
-    report::write(&result, yn.as_ref(), &name, &a.out)?;
-    for c in result.cells.iter().filter(|c| c.entity_type.is_none()) {
-        let cond = &result.conditions[c.condition];
-        let r = c.refusal_rate.as_ref();
-        println!(
-            "{:<8} {:<40} refused {:>3}/{:<3} {}",
-            if cond.known { "known" } else { "unknown" },
-            cond.treatment.label(),
-            c.refusals,
-            c.n,
-            r.map(|e| format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi))
-                .unwrap_or_default()
-        );
+    let result = steer::run(&model, ortho.as_ref(), picked, &dirs, &opts, progress.as_ref())?;
+    let claims = report::write(&result, &name, style == PromptStyle::FewShot, &a.out)?;
+    for c in &claims {
+        println!("{:<22} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);
     }
     println!("wrote {}", a.out.join("report.html").display());
     Ok(())

@@ -135,11 +135,43 @@ pub struct DetectorFile {
     /// The prompt the detectors were fitted on (`{type}`, `{name}`).
     pub template: String,
     pub detectors: Vec<Detector>,
+    /// Per SAE-latent detector chosen for steering: random latents of its SAE with its firing
+    /// frequency on the entity prompts (the paper's steering control).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlLatents>,
+    /// The detectors the verdicts use for each class, and why (chosen on validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<SelectedDetectors>,
+}
+
+/// Random latents standing in for detector `of`: same SAE, same firing frequency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlLatents {
+    pub of: String,
+    pub latents: Vec<usize>,
+    /// Their decoder rows (raw residual space), one per latent.
+    pub decoders: Vec<Vec<f32>>,
+}
+
+/// The detector of each class that the claims use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectedDetectors {
+    pub known: String,
+    pub unknown: String,
+    pub rule: String,
 }
 
 impl DetectorFile {
     pub fn new(model: ModelId, template: &str, detectors: Vec<Detector>) -> Self {
-        Self { format: FORMAT.into(), version: VERSION, model, template: template.into(), detectors }
+        Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            model,
+            template: template.into(),
+            detectors,
+            controls: Vec::new(),
+            selected: None,
+        }
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {

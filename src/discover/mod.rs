@@ -27,6 +27,7 @@ pub mod detectors;
 pub mod heldout;
 pub mod report;
 pub mod scores;
+pub mod select;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -243,6 +244,10 @@ pub struct LayerSummary {
     /// Held-out AUROC of the layer's MaxMin known latent (activation as score).
     pub top_known_auroc: Option<Estimate>,
     pub top_unknown_auroc: Option<Estimate>,
+    /// The same known latent's test AUROC within types (stratified over types with enough
+    /// entities, `select::MIN_TYPE_TEST`): what the depth claim compares across layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_known_stratified: Option<Estimate>,
     pub baseline: Option<LayerBaseline>,
 }
 
@@ -272,6 +277,8 @@ pub struct Discovery {
     /// The probe and difference-of-means at the layer validation picked, per subset.
     pub probe_evals: Vec<Eval>,
     pub probe_layer: Option<usize>,
+    /// Per direction, the latent its detection claim rests on (chosen on validation) and its tests.
+    pub selected: Vec<select::Selected>,
     pub scatter: Option<Scatter>,
     pub notes: Vec<String>,
     pub seconds: BTreeMap<String, f64>,
@@ -416,6 +423,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     let mut layers: Vec<LayerSummary> = Vec::new();
     let mut scatter = None;
     let mut exported: Vec<Detector> = Vec::new();
+    let mut candidate_scores: Vec<(Direction, usize, usize, usize, Vec<f64>)> = Vec::new();
     progress.start("held-out tests", Some(sae_layers.len() as u64));
     for ((l, sae), ls) in sae_layers.iter().zip(&layer_scores) {
         let h = acts.hook_index(sae.hook)?;
@@ -431,13 +439,18 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
             best_unknown_per_type: ls.best_per_type(Direction::Unknown, opts.max_corpus_freq),
             top_known_auroc: None,
             top_unknown_auroc: None,
+            top_known_stratified: None,
             baseline: None,
         };
         for dir in Direction::ALL {
             if let Some((j, _)) = ls.maxmin(dir, opts.max_corpus_freq) {
                 let e = ctx.pooled_test(dir, &column(j));
                 match dir {
-                    Direction::Known => summary.top_known_auroc = e,
+                    Direction::Known => {
+                        summary.top_known_auroc = e;
+                        summary.top_known_stratified =
+                            select::score_test(&rows, &test, dir, &column(j), opts.reps, opts.seed).stratified;
+                    }
                     Direction::Unknown => summary.top_unknown_auroc = e,
                 }
             }
@@ -448,6 +461,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
                 let values = column(r.latent);
                 if r.rank < opts.evaluate_top {
                     latent_evals.push(ctx.latent_eval(dir, r.rank, *l, r.latent, &values));
+                    candidate_scores.push((dir, *l, r.latent, r.rank, values.clone()));
                 }
                 if r.rank == 0 && opts.n_random > 0 {
                     // Not the latent itself nor another of the evaluated top latents of this direction.
@@ -540,6 +554,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
                 best_unknown_per_type: BTreeMap::new(),
                 top_known_auroc: None,
                 top_unknown_auroc: None,
+                top_known_stratified: None,
                 baseline: Some(b),
             }),
         }
@@ -552,6 +567,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     }
     let mut probe_evals = Vec::new();
     let mut probe_layer = None;
+    let mut probe_scores: Option<Vec<f64>> = None;
     if let Some(best) = probes.iter().filter(|p| p.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
     {
         let (l, _, probe, keep, _, _) = best;
@@ -559,6 +575,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         let s: Vec<f64> = (0..rows.len()).map(|r| baselines::probe_logit(probe, keep, acts.row(r, h))).collect();
         probe_evals = ctx.latent_eval(Direction::Known, 0, *l, 0, &s).evals;
         probe_layer = Some(*l);
+        probe_scores = Some(s.clone());
         let mut weights = vec![0f32; acts.d];
         let mut center = vec![0f32; acts.d];
         let mut scale = vec![1f32; acts.d];
@@ -596,6 +613,64 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
             dom.direction.clone(),
             &s,
         ));
+    }
+
+    // The latent each detection claim rests on: chosen on validation, tested once on test.
+    let mut selected = Vec::new();
+    let mut controls = Vec::new();
+    for dir in Direction::ALL {
+        let candidates: Vec<select::Candidate> = candidate_scores
+            .iter()
+            .filter(|c| c.0 == dir)
+            .map(|(_, l, j, rank, v)| select::Candidate {
+                layer: *l,
+                latent: *j,
+                train_rank: *rank,
+                validation: select::stratified_on(&rows, &validation, dir, v, select::MIN_TYPE_VALIDATION),
+            })
+            .collect();
+        let Some(best) = select::choose(&candidates).cloned() else { continue };
+        let Some((l, sae)) = sae_layers.iter().find(|(l, _)| *l == best.layer) else { continue };
+        let ls = layer_scores.iter().find(|s| s.layer == *l).context("layer scores of the selected latent")?;
+        let h = acts.hook_index(sae.hook)?;
+        let f = encode_rows(sae, &acts, h, &(0..rows.len()).collect::<Vec<_>>())?;
+        let d_sae = sae.d_sae();
+        let column = |j: usize| -> Vec<f64> { (0..rows.len()).map(|r| f[r * d_sae + j] as f64).collect() };
+        let exclude: Vec<usize> = candidates.iter().filter(|c| c.layer == *l).map(|c| c.latent).collect();
+        let random_latents =
+            baselines::same_frequency_latents(&ls.entity_freq, ls.entity_freq[best.latent], &exclude, opts.n_random);
+        let random_tests: Vec<select::ScoreTest> = random_latents
+            .iter()
+            .map(|&j| select::score_test(&rows, &test, dir, &column(j), opts.reps, opts.seed))
+            .collect();
+        let list = if dir == Direction::Known { &ranked_known } else { &ranked_unknown };
+        let ranked =
+            list.iter().find(|r| r.layer == *l && r.latent == best.latent).context("the selected latent's ranking")?;
+        let det = ctx.latent_detector(sae, &acts, h, dir, ranked)?;
+        let detector = det.name.clone();
+        if !exported.iter().any(|d| d.name == det.name) {
+            exported.push(det);
+        }
+        let decoders: Vec<Vec<f32>> =
+            random_latents.iter().map(|&j| Ok(sae.w_dec().get(j)?.to_vec1::<f32>()?)).collect::<Result<_>>()?;
+        controls.push(detectors::ControlLatents { of: detector.clone(), latents: random_latents.clone(), decoders });
+        let probe_test = probe_scores.as_ref().map(|s| {
+            let signed: Vec<f64> = s.iter().map(|x| if dir == Direction::Known { *x } else { -x }).collect();
+            select::score_test(&rows, &test, dir, &signed, opts.reps, opts.seed)
+        });
+        selected.push(select::Selected {
+            direction: dir,
+            layer: *l,
+            latent: best.latent,
+            train_rank: best.train_rank,
+            detector,
+            rule: select::RULE.to_string(),
+            test: select::score_test(&rows, &test, dir, &column(best.latent), opts.reps, opts.seed),
+            candidates,
+            random_latents,
+            random_tests,
+            probe_test,
+        });
     }
 
     // Popularity and name token count alone.
@@ -642,7 +717,15 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     seconds.insert("total".into(), t0.elapsed().as_secs_f64());
 
     let model_id = ModelId::of(model, &opts.model_name);
-    let detectors = (!exported.is_empty()).then(|| DetectorFile::new(model_id.clone(), &opts.template, exported));
+    let detectors = (!exported.is_empty()).then(|| {
+        let mut f = DetectorFile::new(model_id.clone(), &opts.template, exported);
+        f.controls = controls;
+        let name = |d: Direction| selected.iter().find(|s| s.direction == d).map(|s| s.detector.clone());
+        if let (Some(known), Some(unknown)) = (name(Direction::Known), name(Direction::Unknown)) {
+            f.selected = Some(detectors::SelectedDetectors { known, unknown, rule: select::RULE.to_string() });
+        }
+        f
+    });
     Ok(Discovery {
         model: model_id,
         labels: inp.labels.dir.display().to_string(),
@@ -659,6 +742,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         confound_baseline,
         probe_evals,
         probe_layer,
+        selected,
         scatter,
         notes,
         seconds,

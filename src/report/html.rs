@@ -219,6 +219,13 @@ main { padding:16px 28px 40px; max-width:1400px; }
 main > table { border-collapse:collapse; background:#fff; border:1px solid var(--line); border-radius:8px; margin-bottom:20px; font-size:13px; }
 main > table th, main > table td { padding:4px 12px; border-bottom:1px solid var(--line); text-align:left; }
 table.index th, table.index td { text-align:right; }
+table.num th, table.num td { text-align:right; }
+table.num th:first-child, table.num td:first-child { text-align:left; }
+.verdict { padding:1px 8px; border-radius:10px; font-weight:600; white-space:nowrap; }
+.verdict.ok { background:#dcf5e6; color:#1f7a4d; }
+.verdict.no { background:#fde2e0; color:#b3261e; }
+.verdict.inconclusive { background:#fff1c2; color:#8a5a00; }
+.verdict.na { background:#eceef1; color:#4b5563; }
 table.index th:first-child, table.index td:first-child, table.index td:last-child { text-align:left; }
 table a { color:#2456c7; text-decoration:none; }
 main > section { background:var(--card); border:1px solid var(--line); border-radius:10px; margin:0 0 22px; padding:16px 20px; }

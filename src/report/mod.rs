@@ -4,4 +4,5 @@
 
 pub mod chart;
 pub mod html;
+pub mod plots;
 pub mod table;

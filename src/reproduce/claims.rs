@@ -1,486 +1,544 @@
 //! The paper's claims, each judged from the stages' outputs (read back from their JSON files, so
-//! the verdicts can be recomputed from what is on disk): reproduced, not reproduced, or not
-//! testable here, always with the numbers that decided it.
+//! the verdicts can be recomputed from what is on disk), with the calibration `verdict` asks
+//! for: what was chosen and on which split, the null rate, the positive control, broken
+//! fractions and per-type figures.
+//!
+//! The steering stages compute their own claims (`causal::steer::claims`) and store them in
+//! `steer.json`; detection, depth and attention are judged here from `discovery.json` and
+//! `attention.json`.
 
 use std::path::Path;
 
 use anyhow::Result;
-use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Reproduced,
-    NotReproduced,
-    NotTestable,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Reproduced => "reproduced",
-            Verdict::NotReproduced => "not reproduced",
-            Verdict::NotTestable => "not testable here",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Claim {
-    pub id: String,
-    pub paper: String,
-    pub verdict: Verdict,
-    pub evidence: String,
-}
+use crate::stats::calibrate::{null_rate, rank_p, NullRate};
+use crate::verdict::{decide, Claim, PositiveControl, Selection, TypeFigure, Verdict, ALPHA};
 
 /// An estimate [value, lo, hi] from `{"value", "lo", "hi"}`.
 fn est(v: &Value) -> Option<[f64; 3]> {
     Some([v.get("value")?.as_f64()?, v.get("lo")?.as_f64()?, v.get("hi")?.as_f64()?])
 }
 
-fn fmt(e: [f64; 3], pct: bool) -> String {
-    if pct {
-        format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e[0], 100.0 * e[1], 100.0 * e[2])
-    } else {
-        format!("{:.3} [{:.3}, {:.3}]", e[0], e[1], e[2])
-    }
+fn fmt(e: [f64; 3]) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", e[0], e[1], e[2])
 }
 
 fn read(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// Fewer rows than this in a cell and a rate comparison is called not testable.
-pub const MIN_N: u64 = 10;
+const PAPER_KNOWN: &str = "a latent fires on entities the model knows and not on others, across types (Fig. 1)";
+const PAPER_UNKNOWN: &str = "a latent fires on entities the model does not know, across types (Fig. 1)";
+const PAPER_DEPTH: &str = "the most general latents sit at middle layers (Fig. 2)";
 
-/// Claims about latent discovery, from `discovery.json`.
+/// A score's test as read back: stratified AUROC and per-type AUROCs (qualifying or not).
+struct ScoreTest {
+    stratified: Option<[f64; 3]>,
+    types: Vec<(String, usize, usize, Option<[f64; 3]>, bool)>,
+}
+
+fn score_test(v: &Value) -> ScoreTest {
+    let types = v["per_type"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        t["entity_type"].as_str().unwrap_or("?").to_string(),
+                        t["n_pos"].as_u64().unwrap_or(0) as usize,
+                        t["n_neg"].as_u64().unwrap_or(0) as usize,
+                        est(&t["auroc"]),
+                        t["qualifies"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ScoreTest { stratified: est(&v["stratified"]), types }
+}
+
+impl ScoreTest {
+    fn qualifying(&self) -> impl Iterator<Item = &(String, usize, usize, Option<[f64; 3]>, bool)> {
+        self.types.iter().filter(|t| t.4)
+    }
+
+    /// The detection rule, without the random latents: the stratified interval above 0.5 and
+    /// every qualifying type's interval above 0.5.
+    fn separates(&self) -> bool {
+        self.stratified.is_some_and(|s| s[1] > 0.5) && self.qualifying().all(|t| t.3.is_some_and(|a| a[1] > 0.5))
+    }
+}
+
+/// The detection rule: `separates`, and a stratified AUROC ranked first enough among the
+/// random latents' (rank p ≤ `ALPHA`).
+fn detection_passes(t: &ScoreTest, randoms: &[f64]) -> (bool, f64) {
+    let v = t.stratified.map_or(f64::NAN, |s| s[0]);
+    let p = rank_p(v, randoms);
+    (t.separates() && p <= ALPHA, p)
+}
+
+/// The known-latent and unknown-latent claims, and the depth claim, from `discovery.json`.
 pub fn discovery_claims(path: &Path) -> Vec<Claim> {
-    let mut out = Vec::new();
     let Some(d) = read(path) else {
-        out.push(Claim {
-            id: "latents".into(),
-            paper: "SAE latents separate known from unknown entities (Fig. 1)".into(),
-            verdict: Verdict::NotTestable,
-            evidence: format!("{} is missing: the discovery stage did not run", path.display()),
-        });
-        return out;
+        return vec![Claim::not_testable(
+            "latents",
+            "SAE latents separate known from unknown entities (Fig. 1)",
+            format!("{} is missing: the discovery stage did not run", path.display()),
+        )];
     };
-    let evals = d["latent_evals"].as_array().cloned().unwrap_or_default();
-    let randoms = d["random_baselines"].as_array().cloned().unwrap_or_default();
-    for dir in ["known", "unknown"] {
-        let top = evals.iter().find(|e| e["direction"] == dir && e["rank"] == 0);
-        let pooled = top.and_then(|e| {
-            e["evals"].as_array()?.iter().find(|x| x["entity_type"].is_null() && x["subset"] == "test").cloned()
-        });
-        let auroc = pooled.as_ref().and_then(|p| est(&p["auroc"]));
-        let random_max = randoms
-            .iter()
-            .find(|r| r["direction"] == dir && Some(&r["of_latent"]) == top.map(|t| &t["latent"]))
-            .and_then(|r| r["max"].as_f64());
-        let scored: Vec<String> = d["types_scored"]
-            .as_array()
-            .map_or(Vec::new(), |t| t.iter().filter_map(|x| x.as_str().map(String::from)).collect());
-        // Per scored type, the same latent's test AUROC: "across types" needs each of them.
-        let per_type: Vec<(String, Option<[f64; 3]>)> = scored
-            .iter()
-            .map(|t| {
-                let a = top.and_then(|e| {
-                    e["evals"]
-                        .as_array()?
-                        .iter()
-                        .find(|x| x["entity_type"] == t.as_str() && x["subset"] == "test")
-                        .cloned()
-                });
-                (t.clone(), a.and_then(|a| est(&a["auroc"])))
-            })
-            .collect();
-        let (verdict, evidence) = match (top, auroc) {
-            (Some(t), Some(a)) => {
-                let beats_random = random_max.is_none_or(|m| a[1] > m);
-                let each_type = per_type.iter().all(|(_, e)| e.is_some_and(|e| e[1] > 0.5));
-                let v = if scored.len() < 2 {
-                    Verdict::NotTestable
-                } else if a[1] > 0.5 && beats_random && each_type {
-                    Verdict::Reproduced
-                } else {
-                    Verdict::NotReproduced
-                };
-                let types = per_type
-                    .iter()
-                    .map(|(t, e)| format!("{t} {}", e.map_or("–".into(), |e| fmt(e, false))))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (
-                    v,
-                    format!(
-                        "top {dir} latent: layer {} latent {}, held-out AUROC {} pooled (n = {} + {}; per type: {types}); best of the random latents of the same frequency {}{}",
-                        t["layer"],
-                        t["latent"],
-                        fmt(a, false),
-                        pooled.as_ref().map_or(0, |p| p["n_pos"].as_u64().unwrap_or(0)),
-                        pooled.as_ref().map_or(0, |p| p["n_neg"].as_u64().unwrap_or(0)),
-                        random_max.map_or("–".into(), |m| format!("{m:.3}")),
-                        if scored.len() < 2 {
-                            "; only one type has enough known entities, so generality across types cannot be tested and the pooled AUROC also separates that type from the rest"
-                        } else {
-                            ""
-                        }
-                    ),
-                )
-            }
-            _ => (
-                Verdict::NotTestable,
+    let mut out = Vec::new();
+    for (dir, id, paper) in [("known", "known-latent", PAPER_KNOWN), ("unknown", "unknown-latent", PAPER_UNKNOWN)] {
+        let sel = d["selected"].as_array().and_then(|a| a.iter().find(|s| s["direction"] == dir));
+        let Some(sel) = sel else {
+            out.push(Claim::not_testable(
+                id,
+                paper,
                 format!(
-                    "no {dir} latent was ranked and tested (types scored: {}; excluded: {})",
+                    "no {dir} latent was selected (types scored: {}; excluded: {})",
                     d["types_scored"], d["excluded_types"]
                 ),
-            ),
+            ));
+            continue;
         };
-        out.push(Claim {
-            id: if dir == "known" { "known-latent" } else { "unknown-latent" }.into(),
-            paper: if dir == "known" {
-                "a latent fires on entities the model knows and not on others, across types (Fig. 1)"
-            } else {
-                "a latent fires on entities the model does not know, across types (Fig. 1)"
-            }
-            .into(),
-            verdict,
-            evidence,
-        });
+        out.push(detection_claim(sel, id, paper));
     }
-    let layers = d["layers"].as_array().cloned().unwrap_or_default();
-    let scored: Vec<(u64, f64)> = layers
-        .iter()
-        .filter_map(|l| Some((l["layer"].as_u64()?, l["maxmin_known"].as_array()?.get(1)?.as_f64()?)))
-        .collect();
-    let n_layers = d["model"]["n_layers"].as_u64().unwrap_or(0);
-    let claim = if scored.len() < 3 || n_layers == 0 {
-        Claim {
-            id: "mid-depth".into(),
-            paper: "the most general latents sit at middle layers (Fig. 2)".into(),
-            verdict: Verdict::NotTestable,
-            evidence: format!("SAEs at {} layers; a depth curve needs at least 3", scored.len()),
-        }
-    } else {
-        let best = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)).copied().unwrap_or_default();
-        let rel = best.0 as f64 / n_layers as f64;
-        Claim {
-            id: "mid-depth".into(),
-            paper: "the most general latents sit at middle layers (Fig. 2)".into(),
-            verdict: if (1.0 / 3.0..=2.0 / 3.0).contains(&rel) { Verdict::Reproduced } else { Verdict::NotReproduced },
-            evidence: format!(
-                "highest known MaxMin {:.3} at layer {} of {n_layers} (depth {:.2}); per layer: {}",
-                best.1,
-                best.0,
-                rel,
-                scored.iter().map(|(l, s)| format!("L{l} {s:.3}")).collect::<Vec<_>>().join(", ")
-            ),
-        }
-    };
-    out.push(claim);
+    out.push(depth_claim(&d));
     out
 }
 
-/// The all-types refusal cell of the first condition matching `pick` for one class.
-fn refusal_cell<'a>(s: &'a Value, known: bool, pick: &dyn Fn(&Value) -> bool) -> Option<(&'a Value, String)> {
-    let conds = s["conditions"].as_array()?;
-    let (ci, c) = conds.iter().enumerate().filter(|(_, c)| c["known"] == known && pick(&c["treatment"])).last()?;
-    let cell = s["cells"].as_array()?.iter().find(|x| x["condition"] == ci && x["entity_type"].is_null())?;
-    Some((cell, treatment_label(&c["treatment"])))
-}
-
-fn treatment_label(t: &Value) -> String {
-    match t["kind"].as_str() {
-        Some("direction") => format!("{} ×{}", t["direction"].as_str().unwrap_or("?"), t["coef"]),
-        Some("random") => format!("random ×{}", t["coef"]),
-        Some(k) => k.to_string(),
-        None => "?".into(),
-    }
-}
-
-fn rate(cell: &Value) -> Option<([f64; 3], u64)> {
-    Some((est(&cell["refusal_rate"])?, cell["n"].as_u64()?))
-}
-
-/// Claims about steering, from `steer.json`.
-pub fn steering_claims(path: &Path) -> Vec<Claim> {
-    let Some(s) = read(path) else {
-        return vec![Claim {
-            id: "steer".into(),
-            paper: "steering with the entity directions changes refusals (Fig. 3)".into(),
-            verdict: Verdict::NotTestable,
-            evidence: format!("{} is missing: the steering stage did not run", path.display()),
-        }];
-    };
-    let mut coefs: Vec<f64> =
-        s["options"]["coefs"].as_array().map_or(Vec::new(), |c| c.iter().filter_map(|x| x.as_f64()).collect());
-    coefs.sort_by(f64::total_cmp);
-    let max_coef = coefs.last().copied().unwrap_or(0.0);
-    let original = |t: &Value| t["kind"] == "original";
-    let mut out = Vec::new();
-    for known in [true, false] {
-        let (id, paper) = if known {
-            (
-                "refusal-up",
-                "the unknown direction makes the chat model refuse questions about entities it knows (Fig. 3)",
-            )
-        } else {
-            (
-                "refusal-down",
-                "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)",
-            )
-        };
-        let Some((o, n)) = refusal_cell(&s, known, &original).and_then(|(c, _)| rate(c)) else {
-            out.push(Claim {
-                id: id.into(),
-                paper: paper.into(),
-                verdict: Verdict::NotTestable,
-                evidence: format!("no {} entities asked", if known { "known" } else { "unknown" }),
-            });
-            continue;
-        };
-        if n < MIN_N {
-            out.push(Claim {
-                id: id.into(),
-                paper: paper.into(),
-                verdict: Verdict::NotTestable,
-                evidence: format!(
-                    "{n} {} entities asked (at least {MIN_N} needed)",
-                    if known { "known" } else { "unknown" }
-                ),
-            });
-            continue;
-        }
-        // Each strength is a test: the direction must move refusals past both the original
-        // model's and the random directions' intervals at the same strength. The verdict names
-        // the first strength (weakest first) where it does, else the strongest one tried.
-        let at = |kind: &'static str, coef: f64| move |t: &Value| t["kind"] == kind && t["coef"].as_f64() == Some(coef);
-        let mut shown = None;
-        let mut held = false;
-        for &coef in &coefs {
-            let d = refusal_cell(&s, known, &at("direction", coef));
-            let r = refusal_cell(&s, known, &at("random", coef)).and_then(|(c, _)| rate(c));
-            let (Some((dc, label)), Some((rv, _))) = (d, r) else { continue };
-            let Some((dv, _)) = rate(dc) else { continue };
-            let ok = if known { dv[1] > o[2] && dv[1] > rv[2] } else { dv[2] < o[1] && dv[2] < rv[1] };
-            if ok || coef == max_coef {
-                shown = Some((coef, label, dv, rv));
-                held = ok;
-                if ok {
-                    break;
-                }
-            }
-        }
-        let Some((coef, label, dv, rv)) = shown else {
-            out.push(Claim {
-                id: id.into(),
-                paper: paper.into(),
-                verdict: Verdict::NotTestable,
-                evidence: "no steered condition with a random baseline".into(),
-            });
-            continue;
-        };
-        let evidence = format!(
-            "{} {} entities: original {}, {} {}, random ×{coef} {} ({} strength{} tried: {})",
-            n,
-            if known { "known" } else { "unknown" },
-            fmt(o, true),
-            label,
-            fmt(dv, true),
-            fmt(rv, true),
-            coefs.len(),
-            if coefs.len() == 1 { "" } else { "s" },
-            coefs.iter().map(|c| format!("×{c}")).collect::<Vec<_>>().join(", ")
-        );
-        if !known && o[0] < 0.05 {
-            // Nothing to lower: the model already answers (nearly) everything.
-            return_floor(&mut out, id, paper, evidence);
-            continue;
-        }
-        let verdict = if held { Verdict::Reproduced } else { Verdict::NotReproduced };
-        out.push(Claim { id: id.into(), paper: paper.into(), verdict, evidence });
-    }
-    // Orthogonalization: refusal on unknown entities with the unknown direction removed.
-    let o = refusal_cell(&s, false, &original).and_then(|(c, _)| rate(c));
-    let orth = refusal_cell(&s, false, &|t: &Value| t["kind"] == "orthogonalized").and_then(|(c, _)| rate(c));
-    let paper = "projecting the unknown direction out of the weights lowers refusals (Fig. 3)";
-    out.push(match (o, orth) {
-        (Some((o, n)), Some((x, _))) if n >= MIN_N && o[0] >= 0.05 => Claim {
-            id: "orthogonalized".into(),
-            paper: paper.into(),
-            verdict: if x[2] < o[1] { Verdict::Reproduced } else { Verdict::NotReproduced },
-            evidence: format!("{n} unknown entities: original {}, orthogonalized {}", fmt(o, true), fmt(x, true)),
-        },
-        (Some((o, n)), Some((x, _))) if n >= MIN_N => Claim {
-            id: "orthogonalized".into(),
-            paper: paper.into(),
-            verdict: Verdict::NotTestable,
-            evidence: format!(
-                "the original model refuses {} of questions about unknown entities, too few to lower (orthogonalized {})",
-                fmt(o, true),
-                fmt(x, true)
-            ),
-        },
-        _ => Claim { id: "orthogonalized".into(), paper: paper.into(), verdict: Verdict::NotTestable, evidence: "not measured".into() },
+fn detection_claim(sel: &Value, id: &str, paper: &str) -> Claim {
+    let test = score_test(&sel["test"]);
+    let randoms: Vec<ScoreTest> =
+        sel["random_tests"].as_array().map_or(Vec::new(), |a| a.iter().map(score_test).collect());
+    let random_values: Vec<f64> = randoms.iter().map(|r| r.stratified.map_or(f64::NAN, |s| s[0])).collect();
+    let (passed, p) = detection_passes(&test, &random_values);
+    let null: NullRate = null_rate(randoms.len(), |i, others| {
+        let o: Vec<f64> = others.iter().map(|&j| random_values[j]).collect();
+        detection_passes(&randoms[i], &o).0
     });
-    // "Are you sure you know": the logit difference moves against the entity's class.
-    if let Some(cells) = s["yes_no"]["cells"].as_array() {
-        for known in [true, false] {
-            let get = |prefix: &str| {
-                cells
-                    .iter()
-                    .find(|c| {
-                        c["known"] == known
-                            && c["entity_type"].is_null()
-                            && c["condition"].as_str().is_some_and(|x| x.starts_with(prefix))
-                    })
-                    .and_then(|c| Some((est(&c["mean"])?, c["n"].as_u64()?)))
-            };
-            let (id, paper) = if known {
-                (
-                    "yes-no-down",
-                    "the unknown direction pushes \"are you sure you know\" toward No for known entities (Fig. 5)",
-                )
-            } else {
-                ("yes-no-up", "the known direction pushes it toward Yes for unknown entities (Fig. 5)")
-            };
-            out.push(match (get("original"), get("direction"), get("random")) {
-                (Some((o, n)), Some((d, _)), Some((r, _))) if n >= MIN_N => {
-                    let moved = if known { d[2] < o[1] && d[2] < r[1] } else { d[1] > o[2] && d[1] > r[2] };
-                    Claim {
-                        id: id.into(),
-                        paper: paper.into(),
-                        verdict: if moved { Verdict::Reproduced } else { Verdict::NotReproduced },
-                        evidence: format!(
-                            "logit(Yes) − logit(No), {n} entities: original {}, steered {}, random {}",
-                            fmt(o, false),
-                            fmt(d, false),
-                            fmt(r, false)
-                        ),
-                    }
-                }
-                (o, _, _) => Claim {
-                    id: id.into(),
-                    paper: paper.into(),
-                    verdict: Verdict::NotTestable,
-                    evidence: format!("{} entities (at least {MIN_N} needed)", o.map_or(0, |x| x.1)),
-                },
-            });
+    let probe = sel.get("probe_test").filter(|p| !p.is_null()).map(score_test);
+    let positive = PositiveControl {
+        what: "the validation-chosen probe on the residual stream".into(),
+        passed: probe.as_ref().is_some_and(ScoreTest::separates),
+        evidence: probe.as_ref().map_or("no probe was fitted".into(), |p| {
+            format!("stratified test AUROC {}", p.stratified.map_or("–".into(), fmt))
+        }),
+    };
+    let qualifying: Vec<String> = test.qualifying().map(|t| t.0.clone()).collect();
+    let per_type: Vec<TypeFigure> = test
+        .types
+        .iter()
+        .map(|(t, np, nn, a, q)| {
+            let rand_t: Vec<f64> = randoms
+                .iter()
+                .filter_map(|r| r.types.iter().find(|x| &x.0 == t).and_then(|x| x.3).map(|a| a[0]))
+                .collect();
+            TypeFigure {
+                entity_type: t.clone(),
+                n: np + nn,
+                figure: format!(
+                    "AUROC {} ({np} + {nn}); random latents max {}, rank p {:.3}",
+                    a.map_or("–".into(), fmt),
+                    rand_t.iter().copied().reduce(f64::max).map_or("–".into(), |m| format!("{m:.3}")),
+                    a.map_or(1.0, |a| rank_p(a[0], &rand_t))
+                ),
+                pooled: *q,
+            }
+        })
+        .collect();
+    let candidates: Vec<String> = sel["candidates"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    format!(
+                        "L{} latent {} (train rank {}): {}",
+                        c["layer"],
+                        c["latent"],
+                        c["train_rank"],
+                        c["validation"].as_f64().map_or("–".into(), |v| format!("{v:.3}"))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let selection = Selection {
+        split: "validation".into(),
+        rule: sel["rule"].as_str().unwrap_or("").to_string(),
+        chosen: format!(
+            "layer {} latent {} ({})",
+            sel["layer"],
+            sel["latent"],
+            sel["detector"].as_str().unwrap_or("?")
+        ),
+        values: candidates,
+    };
+    let rmax = random_values.iter().copied().filter(|v| v.is_finite()).reduce(f64::max);
+    let mut evidence = format!(
+        "{}: stratified test AUROC {} over {} (types with ≥ {} known and unknown test entities); best of {} random latents of its frequency {}, rank p {:.3}",
+        sel["detector"].as_str().unwrap_or("?"),
+        test.stratified.map_or("–".into(), fmt),
+        if qualifying.is_empty() { "no type".into() } else { qualifying.join(", ") },
+        crate::discover::select::MIN_TYPE_TEST,
+        randoms.len(),
+        rmax.map_or("–".into(), |m| format!("{m:.3}")),
+        p
+    );
+    let verdict = if qualifying.len() < 2 {
+        evidence = format!(
+            "only {} type{} with enough known and unknown test entities, so \"across types\" cannot be tested; {evidence}",
+            qualifying.len(),
+            if qualifying.len() == 1 { "" } else { "s" }
+        );
+        Verdict::NotTestable
+    } else if randoms.len() < 19 {
+        evidence = format!("{} random latents: a rank test needs 19; {evidence}", randoms.len());
+        Verdict::NotTestable
+    } else {
+        let (v, why) = decide(passed, Some(&positive), &[]);
+        if !why.is_empty() {
+            evidence = format!("{why}; {evidence}");
         }
-    }
-    out
-}
-
-fn return_floor(out: &mut Vec<Claim>, id: &'static str, paper: &'static str, evidence: String) {
-    out.push(Claim {
+        v
+    };
+    Claim {
         id: id.into(),
         paper: paper.into(),
-        verdict: Verdict::NotTestable,
-        evidence: format!(
-            "{evidence}; the original model refuses under 5% of these questions, so there is no refusal to lower"
-        ),
-    });
+        verdict,
+        figure: test.stratified.map(|s| format!("AUROC {}", fmt(s))),
+        evidence,
+        selection: Some(selection),
+        null: Some(null),
+        positive_control: Some(positive),
+        broken: Vec::new(),
+        per_type,
+    }
 }
 
-/// Claims about attention to the entity, from `attention.json`.
-pub fn attention_claims(path: &Path) -> Vec<Claim> {
-    let paper_contrast = "downstream heads attend more to the last token of known entities (Fig. 4c)";
-    let Some(a) = read(path) else {
-        return vec![Claim {
-            id: "attention".into(),
-            paper: paper_contrast.into(),
-            verdict: Verdict::NotTestable,
-            evidence: format!("{} is missing: the attention stage did not run", path.display()),
-        }];
+/// Middle third of depth, and the best layer's interval above every outer layer's value.
+fn depth_passes(values: &[(usize, [f64; 3])], n_layers: usize) -> bool {
+    let middle = |l: usize| (1.0 / 3.0..=2.0 / 3.0).contains(&(l as f64 / n_layers as f64));
+    let Some(best) = values.iter().max_by(|a, b| a.1[0].total_cmp(&b.1[0])) else { return false };
+    let outer = values.iter().filter(|v| !middle(v.0)).map(|v| v.1[0]).fold(f64::NEG_INFINITY, f64::max);
+    middle(best.0) && best.1[1] > outer
+}
+
+/// The depth claim: the layer whose known latent separates best within types (stratified test
+/// AUROC) lies in the middle third, clearly (its interval above every outer layer's value). Its
+/// null: the same rule with the layers' figures shuffled over the depths (every permutation).
+fn depth_claim(d: &Value) -> Claim {
+    let n_layers = d["model"]["n_layers"].as_u64().unwrap_or(0) as usize;
+    let values: Vec<(usize, [f64; 3])> = d["layers"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|l| Some((l["layer"].as_u64()? as usize, est(&l["top_known_stratified"])?))).collect()
+        })
+        .unwrap_or_default();
+    if values.len() < 3 || n_layers == 0 {
+        return Claim::not_testable(
+            "mid-depth",
+            PAPER_DEPTH,
+            format!("SAEs at {} layers with a within-type test AUROC; a depth curve needs at least 3", values.len()),
+        );
+    }
+    let passed = depth_passes(&values, n_layers);
+    let layers: Vec<usize> = values.iter().map(|v| v.0).collect();
+    let figures: Vec<[f64; 3]> = values.iter().map(|v| v.1).collect();
+    let perms = permutations(figures.len());
+    let hits = perms
+        .iter()
+        .filter(|p| {
+            let v: Vec<(usize, [f64; 3])> = layers.iter().zip(p.iter()).map(|(&l, &k)| (l, figures[k])).collect();
+            depth_passes(&v, n_layers)
+        })
+        .count();
+    let null = NullRate { draws: perms.len(), passed: hits, rate: hits as f64 / perms.len() as f64 };
+    let per_layer = values.iter().map(|(l, e)| format!("L{l} {}", fmt(*e))).collect::<Vec<_>>().join(", ");
+    let mut evidence =
+        format!("stratified test AUROC of each layer's top known latent: {per_layer} (of {n_layers} layers)");
+    let verdict = if null.rate > ALPHA {
+        evidence = format!(
+            "with {} layers the rule passes {:.0}% of the time when their figures are shuffled over depth, above {:.0}%; {evidence}",
+            values.len(),
+            100.0 * null.rate,
+            100.0 * ALPHA
+        );
+        Verdict::NotTestable
+    } else if passed {
+        Verdict::Reproduced
+    } else {
+        Verdict::NotReproduced
     };
+    Claim {
+        id: "mid-depth".into(),
+        paper: PAPER_DEPTH.into(),
+        verdict,
+        evidence,
+        figure: None,
+        selection: Some(Selection {
+            split: "train".into(),
+            rule: "each layer's known latent by the paper's MaxMin on train; judged by its within-type test AUROC"
+                .into(),
+            chosen: "every SAE layer".into(),
+            values: Vec::new(),
+        }),
+        null: Some(null),
+        positive_control: None,
+        broken: Vec::new(),
+        per_type: Vec::new(),
+    }
+}
+
+/// Every permutation of 0..n (n ≤ 8 in practice: one SAE per sampled layer).
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
     let mut out = Vec::new();
-    let top = a["top_heads"].as_array().and_then(|t| t.first()).and_then(|h| {
-        let h = h.as_array()?;
-        Some((h.first()?.as_u64()?, h.get(1)?.as_u64()?))
-    });
-    let Some((l, h)) = top else {
-        return vec![Claim {
-            id: "attention".into(),
-            paper: paper_contrast.into(),
-            verdict: Verdict::NotTestable,
-            evidence: "no head was ranked".into(),
-        }];
-    };
-    let row = a["pooled"].as_array().and_then(|rows| rows.iter().find(|r| r["layer"] == l && r["head"] == h));
-    out.push(match row.and_then(|r| Some((est(&r["known"])?, est(&r["unknown"])?, est(&r["diff"])?, r["n_known"].as_u64()?))) {
-        Some((k, u, d, n)) if n >= MIN_N => Claim {
-            id: "attention".into(),
-            paper: paper_contrast.into(),
-            verdict: if d[1] > 0.0 { Verdict::Reproduced } else { Verdict::NotReproduced },
-            evidence: format!(
-                "L{l}H{h}: known {} vs unknown {}, difference {} ({n} known prompts; the head ranked first of all heads by Welch t)",
-                fmt(k, false),
-                fmt(u, false),
-                fmt(d, false)
-            ),
-        },
-        _ => Claim { id: "attention".into(), paper: paper_contrast.into(), verdict: Verdict::NotTestable, evidence: format!("fewer than {MIN_N} known prompts") },
-    });
-    // Steering moves that head's attention the expected way, beyond random directions.
-    for (prompts, id, paper) in [
-        (
-            "known",
-            "attention-down",
-            "the unknown direction lowers that attention on known entities, random directions do not (Fig. 4e)",
-        ),
-        ("unknown", "attention-up", "the known direction raises it on unknown entities (Fig. 4d)"),
-    ] {
-        let runs: Vec<&Value> =
-            a["steering"].as_array().map_or(Vec::new(), |v| v.iter().filter(|s| s["prompts"] == prompts).collect());
-        let found = runs.iter().find_map(|s| {
-            let head = s["heads"].as_array()?.iter().find(|x| x["layer"] == l && x["head"] == h)?;
-            Some((s, head))
-        });
-        out.push(match found {
-            Some((s, head)) => {
-                let delta = est(&head["delta"]);
-                let p = head["p_bonferroni"].as_f64().unwrap_or(1.0);
-                let right_way = delta.is_some_and(|d| if prompts == "known" { d[2] < 0.0 } else { d[1] > 0.0 });
-                Claim {
-                    id: id.into(),
-                    paper: paper.into(),
-                    verdict: if right_way && p < 0.05 { Verdict::Reproduced } else { Verdict::NotReproduced },
-                    evidence: format!(
-                        "L{l}H{h}, {} ×{} mean norms: Δ {} vs random {:+.3} ± {:.3} (Bonferroni p {:.2e}; the p-value treats prompts × random directions as independent, so it is optimistic)",
-                        s["direction"].as_str().unwrap_or("?"),
-                        s["coef"],
-                        delta.map_or("–".into(), |d| fmt(d, false)),
-                        head["random_mean"].as_f64().unwrap_or(f64::NAN),
-                        head["random_sd"].as_f64().unwrap_or(f64::NAN),
-                        p
-                    ),
-                }
-            }
-            None => Claim { id: id.into(), paper: paper.into(), verdict: Verdict::NotTestable, evidence: "no steering run on these prompts".into() },
-        });
+    for p in permutations(n - 1) {
+        for i in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(i, n - 1);
+            out.push(q);
+        }
     }
     out
 }
 
-/// The steering claims of the base model's few-shot run (`steer-base`): the same tests, ids
-/// prefixed "base-", and the paper's wording marked as measured on the base model.
-pub fn base_steering_claims(path: &Path) -> Vec<Claim> {
-    steering_claims(path)
-        .into_iter()
-        .map(|c| Claim {
-            id: format!("base-{}", c.id),
-            paper: format!("{} [base model, few-shot prompt with \"I don't know\" examples]", c.paper),
-            ..c
+/// The attention claims, from `attention.json`'s `verdicts` (`causal::head_test`).
+pub fn attention_claims(path: &Path) -> Vec<Claim> {
+    let paper_contrast = "downstream heads attend more to the last token of known entities (Fig. 4c)";
+    let paper_down =
+        "the unknown direction lowers that attention on known entities, random directions do not (Fig. 4e)";
+    let paper_up = "the known direction raises it on unknown entities (Fig. 4d)";
+    let Some(a) = read(path) else {
+        return vec![Claim::not_testable(
+            "attention",
+            paper_contrast,
+            format!("{} is missing: the attention stage did not run", path.display()),
+        )];
+    };
+    let v = &a["verdicts"];
+    if v.is_null() {
+        let why = a["notes"]
+            .as_array()
+            .and_then(|n| n.iter().filter_map(|x| x.as_str()).find(|x| x.starts_with("no head test")));
+        return vec![Claim::not_testable("attention", paper_contrast, why.unwrap_or("no head test in the output"))];
+    }
+    let (l, h) = (v["choice"]["layer"].as_u64().unwrap_or(0), v["choice"]["head"].as_u64().unwrap_or(0));
+    let selection = Selection {
+        split: "train and validation".into(),
+        rule: v["choice"]["rule"].as_str().unwrap_or("").to_string(),
+        chosen: format!("L{l}H{h}"),
+        values: v["choice"]["candidates"]
+            .as_array()
+            .map(|c| {
+                c.iter().map(|x| format!("L{}H{}: t {:.2}", x[0], x[1], x[2].as_f64().unwrap_or(f64::NAN))).collect()
+            })
+            .unwrap_or_default(),
+    };
+    let c = &v["contrast"];
+    let strat = est(&c["stratified"]);
+    let null: Option<NullRate> = serde_json::from_value(c["null"].clone()).ok();
+    let per_type: Vec<TypeFigure> = c["per_type"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|x| TypeFigure {
+                    entity_type: x["entity_type"].as_str().unwrap_or("?").into(),
+                    n: (x["n_known"].as_u64().unwrap_or(0) + x["n_unknown"].as_u64().unwrap_or(0)) as usize,
+                    figure: format!(
+                        "known − unknown {} ({} + {})",
+                        est(&x["diff"]).map_or("–".into(), fmt),
+                        x["n_known"],
+                        x["n_unknown"]
+                    ),
+                    pooled: x["pooled"].as_bool().unwrap_or(false),
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let contrast = match strat {
+        None => Claim {
+            per_type: per_type.clone(),
+            selection: Some(selection.clone()),
+            ..Claim::not_testable(
+                "attention",
+                paper_contrast,
+                format!("no type has {} known and unknown test prompts", crate::causal::head_test::MIN_TYPE),
+            )
+        },
+        Some(s) => {
+            let calibrated = null.is_some_and(|n| n.rate <= ALPHA);
+            let verdict = if !calibrated {
+                Verdict::NotTestable
+            } else if s[1] > 0.0 {
+                Verdict::Reproduced
+            } else {
+                Verdict::NotReproduced
+            };
+            Claim {
+                id: "attention".into(),
+                paper: paper_contrast.into(),
+                verdict,
+                evidence: format!(
+                    "{}L{l}H{h} (chosen on train and validation): known − unknown attention on test, within type, {}",
+                    if calibrated { "" } else { "the permutation null passes above 5%; " },
+                    fmt(s)
+                ),
+                figure: Some(format!("L{l}H{h} {:+.3}", s[0])),
+                selection: Some(selection.clone()),
+                null,
+                positive_control: None,
+                broken: Vec::new(),
+                per_type,
+            }
+        }
+    };
+    out.push(contrast);
+    for (prompts, id, paper) in [("known", "attention-down", paper_down), ("unknown", "attention-up", paper_up)] {
+        let s = v["steering"].as_array().and_then(|a| a.iter().find(|s| s["prompts"] == prompts));
+        let Some(s) = s else {
+            let why = v["notes"]
+                .as_array()
+                .and_then(|n| n.first())
+                .and_then(|x| x.as_str())
+                .unwrap_or("no steering run on these prompts");
+            out.push(Claim::not_testable(id, paper, why));
+            continue;
+        };
+        out.push(attention_steer_claim(s, id, paper, &selection));
+    }
+    out
+}
+
+fn attention_steer_claim(s: &Value, id: &str, paper: &str, head: &Selection) -> Claim {
+    let det = est(&s["detector"]);
+    let controls: Vec<f64> =
+        s["controls"].as_array().map_or(Vec::new(), |c| c.iter().filter_map(|x| x.as_f64()).collect());
+    let lows: Vec<f64> =
+        s["control_lo"].as_array().map_or(Vec::new(), |c| c.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect());
+    let opposite = s["opposite"].as_f64();
+    let (passed, p) = det.map_or((false, 1.0), |d| crate::verdict::direction_passes(d[0], d[1], &controls, opposite));
+    let null = null_rate(controls.len(), |i, others| {
+        let o: Vec<f64> = others.iter().map(|&j| controls[j]).collect();
+        crate::verdict::direction_passes(controls[i], lows.get(i).copied().unwrap_or(f64::NAN), &o, opposite).0
+    });
+    let pos = est(&s["positive"]);
+    let positive = PositiveControl {
+        what: "a direct edit of the head's attention to the entity (key knockout)".into(),
+        passed: pos.is_some_and(|e| crate::verdict::direction_passes(e[0], e[1], &controls, None).0),
+        evidence: format!("signed change {}", pos.map_or("–".into(), fmt)),
+    };
+    let mut evidence = format!(
+        "{} {} test prompts, {} ×{} mean norms (chosen on train and validation): signed change of {}'s attention {} vs {} Gaussian directions (mean {:+.4}, max {:+.4}), rank p {:.3}; opposite-class direction {}",
+        s["n_prompts"],
+        s["prompts"].as_str().unwrap_or("?"),
+        s["direction"].as_str().unwrap_or("?"),
+        s["coef"],
+        head.chosen,
+        det.map_or("–".into(), |d| format!("{:+.4} [{:+.4}, {:+.4}]", d[0], d[1], d[2])),
+        controls.len(),
+        controls.iter().sum::<f64>() / controls.len().max(1) as f64,
+        controls.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        p,
+        opposite.map_or("–".into(), |o| format!("{o:+.4}"))
+    );
+    let verdict = if crate::stats::calibrate::min_rank_p(controls.len()) > ALPHA {
+        evidence = format!("{} control directions: a rank test needs 19; {evidence}", controls.len());
+        Verdict::NotTestable
+    } else {
+        let (v, why) = decide(passed, Some(&positive), &[]);
+        if !why.is_empty() {
+            evidence = format!("{why}; {evidence}");
+        }
+        v
+    };
+    let coefs: Vec<String> = s["coef_choice"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|x| {
+                    format!(
+                        "×{}: detector {:+.4}, Gaussian {:+.4}",
+                        x[0],
+                        x[1].as_f64().unwrap_or(f64::NAN),
+                        x[2].as_f64().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Claim {
+        id: id.into(),
+        paper: paper.into(),
+        verdict,
+        figure: det.map(|d| format!("{:+.4} attention", d[0])),
+        evidence,
+        selection: Some(Selection {
+            split: "train and validation".into(),
+            rule: format!(
+                "head {}; the strength whose signed change most exceeds two Gaussian directions'",
+                head.chosen
+            ),
+            chosen: format!("×{}", s["coef"]),
+            values: coefs,
+        }),
+        null: Some(null),
+        positive_control: Some(positive),
+        broken: Vec::new(),
+        per_type: Vec::new(),
+    }
+}
+
+/// The claims a steering stage stored in its `steer.json`.
+pub fn steering_claims(path: &Path, prefix: &str) -> Vec<Claim> {
+    let missing = |why: String| {
+        vec![Claim::not_testable(
+            &format!("{prefix}steer"),
+            "steering with the entity directions changes refusals (Fig. 3)",
+            why,
+        )]
+    };
+    let Some(s) = read(path) else {
+        return missing(format!("{} is missing: the steering stage did not run", path.display()));
+    };
+    match serde_json::from_value::<Vec<Claim>>(s["claims"].clone()) {
+        Ok(c) if !c.is_empty() => c,
+        _ => missing(format!("{} holds no claims (written by an older knowlens?)", path.display())),
+    }
 }
 
 /// Every claim, from the outputs under `out` (see `plan::Dirs`).
 pub fn all(discovery: &Path, attention: &Path, steer: &Path, steer_base: &Path) -> Result<Vec<Claim>> {
     let mut v = discovery_claims(discovery);
     v.extend(attention_claims(attention));
-    v.extend(steering_claims(steer));
-    v.extend(base_steering_claims(steer_base));
+    v.extend(steering_claims(steer, ""));
+    v.extend(steering_claims(steer_base, "base-"));
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_rule_is_calibrated_by_shuffling() {
+        assert_eq!(permutations(4).len(), 24);
+        // Five layers of 18, three of them in the middle third: shuffled, a clear winner lands
+        // in the middle 60% of the time, so the claim must be not testable.
+        let layers: Vec<Value> = [3, 6, 9, 12, 15]
+            .iter()
+            .map(|&l| {
+                let (v, lo) = if l == 9 { (0.9, 0.85) } else { (0.6, 0.5) };
+                serde_json::json!({"layer": l, "top_known_stratified": {"value": v, "lo": lo, "hi": 0.95}})
+            })
+            .collect();
+        let v = serde_json::json!({"model": {"n_layers": 18}, "layers": layers});
+        let c = depth_claim(&v);
+        assert_eq!(c.verdict, Verdict::NotTestable, "{}", c.evidence);
+        assert!(c.null.unwrap().rate > 0.5);
+    }
 }

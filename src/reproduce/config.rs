@@ -117,9 +117,21 @@ pub struct Chat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Steer {
+    /// Known and unknown test entities per type (the verdicts).
     pub per_type: usize,
+    /// Known and unknown validation entities per type (the strength is chosen on them)
+    /// [default: per_type].
+    #[serde(default)]
+    pub select_per_type: Option<usize>,
+    /// Strengths tried on validation.
     pub coefs: Vec<f64>,
-    pub random: usize,
+    /// Gaussian control directions per test condition (the old key `random` means the same).
+    #[serde(alias = "random")]
+    pub gaussian: usize,
+    /// Random SAE latents of the detector's frequency; where the detectors have no SAE (the
+    /// chat model's probes) Gaussian directions take their places.
+    #[serde(default)]
+    pub random_latents: usize,
 }
 
 impl Config {
