@@ -6,9 +6,11 @@
 //! into `claims.json` and the report.
 //!
 //! The order of the rules matters and is the same for every claim:
-//! 1. too little data, or a positive control that fails → not testable (with the reason);
-//! 2. a control whose outputs are more than `MAX_BROKEN` broken → inconclusive, never a pass;
-//! 3. otherwise the claim's own test decides: reproduced or not reproduced.
+//! 1. too little data → not testable (with the reason);
+//! 2. a control whose outputs are more than `MAX_BROKEN` broken → inconclusive, never a pass
+//!    (checked before the positive control, which is ranked against the same controls);
+//! 3. a positive control that fails → not testable with this setup;
+//! 4. otherwise the claim's own test decides: reproduced or not reproduced.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,15 +129,9 @@ impl Claim {
     }
 }
 
-/// Applies the shared order of rules: a failed positive control makes the claim not testable,
-/// a broken control makes it inconclusive; otherwise `test` decides.
+/// Applies the shared order of rules: a broken control makes the claim inconclusive, a failed
+/// positive control not testable; otherwise `test` decides.
 pub fn decide(test_passed: bool, positive: Option<&PositiveControl>, controls_broken: &[Broken]) -> (Verdict, String) {
-    if let Some(p) = positive.filter(|p| !p.passed) {
-        return (
-            Verdict::NotTestable,
-            format!("not testable with this setup: the positive control ({}) failed", p.what),
-        );
-    }
     if let Some(b) = controls_broken.iter().find(|b| b.fraction > MAX_BROKEN) {
         return (
             Verdict::Inconclusive,
@@ -145,6 +141,12 @@ pub fn decide(test_passed: bool, positive: Option<&PositiveControl>, controls_br
                 b.condition,
                 100.0 * MAX_BROKEN
             ),
+        );
+    }
+    if let Some(p) = positive.filter(|p| !p.passed) {
+        return (
+            Verdict::NotTestable,
+            format!("not testable with this setup: the positive control ({}) failed", p.what),
         );
     }
     if test_passed {
@@ -174,6 +176,7 @@ mod tests {
         assert_eq!(decide(true, None, std::slice::from_ref(&bad)).0, Verdict::Inconclusive);
         let failed = PositiveControl { what: "refusal direction".into(), passed: false, evidence: String::new() };
         assert_eq!(decide(true, Some(&failed), &[]).0, Verdict::NotTestable);
+        assert_eq!(decide(true, Some(&failed), std::slice::from_ref(&bad)).0, Verdict::Inconclusive);
         assert_eq!(decide(true, None, &[]).0, Verdict::Reproduced);
         assert_eq!(decide(false, None, &[]).0, Verdict::NotReproduced);
     }

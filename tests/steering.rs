@@ -288,6 +288,10 @@ fn outcome_classifier_agrees_with_hand_labels() {
         broken_hit += (said == Outcome::Broken && want == Outcome::Broken) as usize;
     }
     let rate = agree as f64 / n as f64;
+    eprintln!(
+        "agreement {agree}/{n}; broken: {broken_hit} of {broken_true} found, {broken_said} said; misses:\n{}",
+        misses.join("\n")
+    );
     assert!(rate >= 0.8, "agreement {agree}/{n}; misses:\n{}", misses.join("\n"));
     assert!(broken_hit as f64 >= 0.75 * broken_true as f64, "broken recall {broken_hit}/{broken_true}");
     assert!(broken_hit as f64 >= 0.9 * broken_said as f64, "broken precision {broken_hit}/{broken_said}");

@@ -217,8 +217,9 @@ pub fn negated(d: &SteeringDirection) -> SteeringDirection {
     n
 }
 
-/// Picks the known and unknown directions of a detector file: by name, else the first detector
-/// of that class, else the negation of the other direction (probes and differences of means are
+/// Picks the known and unknown directions of a detector file: by name, else the one discovery
+/// selected for the class's claims, else the first detector of that class, else the negation
+/// of the other direction (probes and differences of means are
 /// exported for "known" only, so their "unknown" direction is their negation). A named detector
 /// of the other class is negated too.
 pub fn directions_from(file: &DetectorFile, known: Option<&str>, unknown: Option<&str>) -> Result<Directions> {
@@ -229,10 +230,19 @@ pub fn directions_from(file: &DetectorFile, known: Option<&str>, unknown: Option
                 let names: Vec<&str> = file.detectors.iter().map(|d| d.name.as_str()).collect();
                 format!("no detector named {n:?} (the file has: {})", names.join(", "))
             })?,
-            None => match file.detectors.iter().find(|d| d.detects == want) {
-                Some(d) => d,
-                None => return Ok(None),
-            },
+            // The detector discovery selected for the claims (on validation), else the first of
+            // the class in the file.
+            None => {
+                let chosen =
+                    file.selected.as_ref().map(|sel| if want == Direction::Known { &sel.known } else { &sel.unknown });
+                match chosen
+                    .and_then(|n| file.detectors.iter().find(|d| &d.name == n))
+                    .or_else(|| file.detectors.iter().find(|d| d.detects == want))
+                {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
         };
         let d = SteeringDirection::from_detector(det)?;
         if det.detects == want {
@@ -1099,6 +1109,7 @@ fn page(r: &AttentionReport) -> Page {
         ));
         let mut t = Table::new(&[
             "prompts",
+            "head",
             "direction",
             "strength",
             "detector (signed Δ)",
@@ -1112,6 +1123,7 @@ fn page(r: &AttentionReport) -> Page {
             let max = st.controls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             t.text_row(&[
                 st.prompts.clone(),
+                format!("L{}H{}", st.head.0, st.head.1),
                 st.direction.clone(),
                 format!("×{}", st.coef),
                 st.detector.map_or("–".into(), |e| est(&e, 4)),

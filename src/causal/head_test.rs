@@ -64,6 +64,8 @@ pub struct SteerTest {
     /// "known" or "unknown": the prompts steered.
     pub prompts: String,
     pub expect: Expect,
+    /// The head measured: the best selection head at or after the direction's layer.
+    pub head: (usize, usize),
     pub direction: String,
     pub layer: usize,
     pub coef: f64,
@@ -88,6 +90,9 @@ pub struct HeadVerdicts {
     pub steering: Vec<SteerTest>,
     pub notes: Vec<String>,
 }
+
+/// Known and unknown values of one head per type: (type, known, unknown).
+type Groups = Vec<(String, Vec<f64>, Vec<f64>)>;
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -223,7 +228,7 @@ pub fn run(
         .collect();
     let strat = stratified_ci(&groups, MIN_TYPE, reps, seed);
     let mut rng = SplitMix64::derive(seed, TAG_SHUFFLE, 78);
-    let perms: Vec<Vec<(String, Vec<f64>, Vec<f64>)>> = (0..PERMUTATIONS)
+    let perms: Vec<Groups> = (0..PERMUTATIONS)
         .map(|_| {
             groups
                 .iter()
@@ -245,13 +250,12 @@ pub fn run(
         for (known, dir, own, expect) in
             [(true, &d.unknown, &d.known, Expect::Decrease), (false, &d.known, &d.unknown, Expect::Increase)]
         {
-            if dir.layer > l {
-                notes.push(format!(
-                    "{} is steered at layer {}, after the chosen head's layer {l}: it cannot move that head",
-                    dir.name, dir.layer
-                ));
+            // A direction can only move heads at or after its layer: the steering claim's head is
+            // the best selection head there (the contrast's head when it qualifies).
+            let Some(&(hl, hh, _)) = scored.iter().find(|x| x.0 >= dir.layer) else {
+                notes.push(format!("{} is steered at layer {}, after every head", dir.name, dir.layer));
                 continue;
-            }
+            };
             let pick =
                 |idx: &[usize]| -> Vec<&Item> { idx.iter().map(|&i| items[i]).filter(|i| i.known == known).collect() };
             let (sel_k, test_k) = (pick(&sel), pick(&test));
@@ -262,7 +266,7 @@ pub fn run(
                 model,
                 &sel_k,
                 &test_k,
-                (l, h),
+                (hl, hh),
                 dir,
                 own,
                 expect,
@@ -292,6 +296,7 @@ fn mean_norm(
 }
 
 /// Per prompt, the head's attention change under `edit`, signed toward `expect`.
+#[allow(clippy::too_many_arguments)]
 fn signed_deltas(
     model: &Model,
     items: &[&Item],
@@ -401,6 +406,7 @@ fn steer_test(
     Ok(SteerTest {
         prompts: if test.first().is_some_and(|i| i.known) { "known" } else { "unknown" }.into(),
         expect,
+        head,
         direction: dir.name.clone(),
         layer: dir.layer,
         coef,

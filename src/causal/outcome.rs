@@ -8,9 +8,10 @@
 //! * **empty**: no letter at all (whitespace, punctuation, digits only);
 //! * **garbled**: the Unicode replacement character (a token cut mid-character), or under half of
 //!   the non-space characters are letters;
-//! * **repetition**: the same word three times in a row, the same line three times, or (from
-//!   twelve words on) under 40% distinct words; a looping model is not answering;
-//! * **format**: a list of options (two or more lines opening with `a.`, `b)`, `1.`) or a lone
+//! * **repetition**: the same word three times in a row, the same line (or the same opening word
+//!   of a line) three times, or (from twelve words on) under 40% distinct words; a looping model is
+//!   not answering;
+//! * **format**: a list (two or more lines opening with `a.`, `b)`, `1.`, `-`, `*`) or a lone
 //!   question (one sentence ending in `?`): the model asks or offers choices instead of answering.
 //!
 //! A completion that is not broken is a refusal (`causal::refusal`), else correct or wrong by the
@@ -69,11 +70,22 @@ pub fn broken_reason(text: &str) -> Option<&'static str> {
             return Some("repetition");
         }
     }
+    // Three or more lines opening with the same word ("ICKY", "ICKY_MEXICUM", "ICKY_M…").
+    let first_words: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.split(|c: char| !c.is_alphanumeric()).find(|w| !w.is_empty()))
+        .map(|w| w.to_lowercase())
+        .collect();
+    if first_words.iter().any(|w| first_words.iter().filter(|x| *x == w).count() >= 3) {
+        return Some("repetition");
+    }
     let option_lines = lines
         .iter()
         .filter(|l| {
             let mut c = l.chars();
-            matches!((c.next(), c.next()), (Some(a), Some('.' | ')')) if a.is_ascii_alphanumeric())
+            let (a, b) = (c.next(), c.next());
+            matches!((a, b), (Some(a), Some('.' | ')')) if a.is_ascii_alphanumeric())
+                || matches!(a, Some('-' | '*' | '•'))
         })
         .count();
     if option_lines >= 2 {

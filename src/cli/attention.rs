@@ -174,6 +174,32 @@ pub fn run(a: AttentionArgs) -> Result<()> {
             );
         }
     }
+    if let Some(v) = &r.verdicts {
+        let c = &v.contrast;
+        println!(
+            "claims' head L{}H{} (chosen on train and validation): known − unknown on test within type {}; permutation null {}/{}",
+            v.choice.layer,
+            v.choice.head,
+            c.stratified.map(|e| format!("{:+.4} [{:+.4}, {:+.4}]", e.value, e.lo, e.hi)).unwrap_or_else(|| "–".into()),
+            c.null.passed,
+            c.null.draws
+        );
+        for st in &v.steering {
+            let max = st.controls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "{} prompts + {} ×{} at L{}H{}: signed change {} vs {} Gaussian directions (max {:+.4}); direct edit {}",
+                st.prompts,
+                st.direction,
+                st.coef,
+                st.head.0,
+                st.head.1,
+                st.detector.map(|e| format!("{:+.4} [{:+.4}, {:+.4}]", e.value, e.lo, e.hi)).unwrap_or_else(|| "–".into()),
+                st.controls.len(),
+                max,
+                st.positive.map(|e| format!("{:+.4}", e.value)).unwrap_or_else(|| "–".into())
+            );
+        }
+    }
     println!("wrote {}", a.out.join("report.html").display());
     Ok(())
 }

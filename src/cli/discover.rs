@@ -169,6 +169,28 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
             e.map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi)).unwrap_or_default()
         );
     }
+    for s in &d.selected {
+        let per_type: Vec<String> = s
+            .test
+            .per_type
+            .iter()
+            .map(|t| {
+                let a = t.auroc.map(|e| format!("{:.3}", e.value)).unwrap_or_else(|| "–".into());
+                format!("{} {a}{}", t.entity_type, if t.qualifies { "" } else { " (too few)" })
+            })
+            .collect();
+        println!(
+            "selected {:<7} {} (train rank {}): stratified test AUROC {} [{}]",
+            s.direction.as_str(),
+            s.detector,
+            s.train_rank,
+            s.test
+                .stratified
+                .map(|e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi))
+                .unwrap_or_else(|| "–".into()),
+            per_type.join(", ")
+        );
+    }
     println!("wrote {}", a.out.join("report.html").display());
     Ok(())
 }

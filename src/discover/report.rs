@@ -293,6 +293,7 @@ fn page(d: &Discovery) -> Result<Page> {
         d.seconds.get("total").copied().unwrap_or(0.0)
     );
     let mut p = Page::new("Entity-recognition latents").meta(Html::text(&meta));
+    p = selected_section(p, d);
     if !d.notes.is_empty() {
         p = p.heading("Notes");
         for n in &d.notes {
@@ -494,4 +495,71 @@ fn page(d: &Discovery) -> Result<Page> {
         }
     }
     Ok(p.footer(Html::text("Scores on the train split only; AUROC and accuracy on the test split (thresholds chosen on train); every number in discovery.json and the CSV files.")))
+}
+
+/// The latents the detection claims rest on: chosen on validation among the train MaxMin top,
+/// tested once on test within type, beside random latents of their frequency and the probe.
+fn selected_section(mut p: Page, d: &Discovery) -> Page {
+    if d.selected.is_empty() {
+        return p;
+    }
+    p = p.heading("The claims' latents: chosen on validation, tested once on test");
+    p = p.paragraph(&format!(
+        "Rule: {}. Test AUROC within each type; a type enters the pooled (stratified) figure with at least {} known and \
+         {} unknown test entities. Random latents: same layer, same firing frequency on train entities. Probe: the \
+         validation-chosen probe on the raw residual (the positive control). 0.5 is chance.",
+        super::select::RULE,
+        super::select::MIN_TYPE_TEST,
+        super::select::MIN_TYPE_TEST
+    ));
+    let mut t = Table::new(&[
+        "direction",
+        "latent",
+        "train rank",
+        "type",
+        "n (pos + neg)",
+        "pooled",
+        "test AUROC",
+        "random latents (max)",
+        "probe",
+    ]);
+    for s in &d.selected {
+        let rows: Vec<&super::select::TypeAuroc> = s.test.per_type.iter().collect();
+        let strat = |x: &super::select::ScoreTest| est_text(&x.stratified);
+        let rmax = |f: &dyn Fn(&super::select::ScoreTest) -> Option<f64>| {
+            s.random_tests.iter().filter_map(f).fold(f64::NEG_INFINITY, f64::max)
+        };
+        t.text_row(&[
+            s.direction.as_str().to_string(),
+            format!("L{} #{}", s.layer, s.latent),
+            s.train_rank.to_string(),
+            "stratified".into(),
+            String::new(),
+            String::new(),
+            strat(&s.test),
+            opt(Some(rmax(&|r| r.stratified.map(|e| e.value))).filter(|v| v.is_finite())),
+            s.probe_test.as_ref().map_or("–".into(), strat),
+        ]);
+        for r in rows {
+            let ty = r.entity_type;
+            let rm = rmax(&|x| x.per_type.iter().find(|y| y.entity_type == ty).and_then(|y| y.auroc.map(|e| e.value)));
+            let probe = s
+                .probe_test
+                .as_ref()
+                .and_then(|p| p.per_type.iter().find(|y| y.entity_type == ty))
+                .map_or("–".into(), |y| est_text(&y.auroc));
+            t.text_row(&[
+                String::new(),
+                String::new(),
+                String::new(),
+                ty.to_string(),
+                format!("{} + {}", r.n_pos, r.n_neg),
+                if r.qualifies { "yes".into() } else { "no".into() },
+                est_text(&r.auroc),
+                opt(Some(rm).filter(|v| v.is_finite())),
+                probe,
+            ]);
+        }
+    }
+    p.table(t.class("num"))
 }

@@ -32,10 +32,13 @@ const PAPER_KNOWN: &str = "a latent fires on entities the model knows and not on
 const PAPER_UNKNOWN: &str = "a latent fires on entities the model does not know, across types (Fig. 1)";
 const PAPER_DEPTH: &str = "the most general latents sit at middle layers (Fig. 2)";
 
+/// One type's AUROC as read back: (type, n positive, n negative, AUROC, qualifies).
+type TypeRow = (String, usize, usize, Option<[f64; 3]>, bool);
+
 /// A score's test as read back: stratified AUROC and per-type AUROCs (qualifying or not).
 struct ScoreTest {
     stratified: Option<[f64; 3]>,
-    types: Vec<(String, usize, usize, Option<[f64; 3]>, bool)>,
+    types: Vec<TypeRow>,
 }
 
 fn score_test(v: &Value) -> ScoreTest {
@@ -59,7 +62,7 @@ fn score_test(v: &Value) -> ScoreTest {
 }
 
 impl ScoreTest {
-    fn qualifying(&self) -> impl Iterator<Item = &(String, usize, usize, Option<[f64; 3]>, bool)> {
+    fn qualifying(&self) -> impl Iterator<Item = &TypeRow> {
         self.types.iter().filter(|t| t.4)
     }
 
@@ -432,13 +435,14 @@ fn attention_steer_claim(s: &Value, id: &str, paper: &str, head: &Selection) -> 
         passed: pos.is_some_and(|e| crate::verdict::direction_passes(e[0], e[1], &controls, None).0),
         evidence: format!("signed change {}", pos.map_or("–".into(), fmt)),
     };
+    let head_name = format!("L{}H{}", s["head"][0], s["head"][1]);
     let mut evidence = format!(
         "{} {} test prompts, {} ×{} mean norms (chosen on train and validation): signed change of {}'s attention {} vs {} Gaussian directions (mean {:+.4}, max {:+.4}), rank p {:.3}; opposite-class direction {}",
         s["n_prompts"],
         s["prompts"].as_str().unwrap_or("?"),
         s["direction"].as_str().unwrap_or("?"),
         s["coef"],
-        head.chosen,
+        head_name,
         det.map_or("–".into(), |d| format!("{:+.4} [{:+.4}, {:+.4}]", d[0], d[1], d[2])),
         controls.len(),
         controls.iter().sum::<f64>() / controls.len().max(1) as f64,
@@ -480,10 +484,10 @@ fn attention_steer_claim(s: &Value, id: &str, paper: &str, head: &Selection) -> 
         selection: Some(Selection {
             split: "train and validation".into(),
             rule: format!(
-                "head {}; the strength whose signed change most exceeds two Gaussian directions'",
+                "the best selection head at or after the direction's layer (the contrast's is {}); the strength whose signed change most exceeds two Gaussian directions'",
                 head.chosen
             ),
-            chosen: format!("×{}", s["coef"]),
+            chosen: format!("L{}H{} at ×{}", s["head"][0], s["head"][1], s["coef"]),
             values: coefs,
         }),
         null: Some(null),

@@ -314,8 +314,8 @@ fn direction_claim(out: &SteerOutput, known: bool, yes_no: bool, id: &str, paper
     let k = if pct { 100.0 } else { 1.0 };
     let ctl_max = j.controls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut evidence = format!(
-        "{n} {what} test entities, {unit}: original {:.3}; {det_name} changes it by {} vs {} control directions (mean {:+.2}, max {:+.2}), rank p {:.3}; opposite-class direction {}",
-        if pct { orig * 100.0 } else { orig },
+        "{n} {what} test entities, {unit}: original {}; {det_name} changes it by {} vs {} control directions (mean {:+.2}, max {:+.2}), rank p {:.3}; opposite-class direction {}",
+        if pct { format!("{:.0}%", orig * 100.0) } else { format!("{orig:.3}") },
         fmt_effect(&j.detector, pct),
         j.controls.len(),
         k * mean(&j.controls),
@@ -382,9 +382,15 @@ fn orthogonalized_claim(out: &SteerOutput) -> Claim {
     }
     let d = paired_mean_diff(&x, &o, 1000, out.options.seed);
     let lowered = d.is_some_and(|d| d.hi < 0.0);
-    let (verdict, why) = decide(lowered, None, &broken);
+    let (mut verdict, mut why) = decide(lowered, None, &broken);
+    // Without random weight edits beside it there is no null: a change, however large, is not
+    // calibrated (any projection might break the prompt's format and lower refusals with it).
+    if verdict == crate::verdict::Verdict::Reproduced || verdict == crate::verdict::Verdict::NotReproduced {
+        verdict = crate::verdict::Verdict::NotTestable;
+        why = "no null: no random direction was projected out of the weights in this run, so the change cannot be told from what any weight edit does".into();
+    }
     let evidence = format!(
-        "{}{} unknown test entities: refusals {:.0}% originally, {:.0}% orthogonalized, change {} points (paired bootstrap); no null: a weight edit has no random counterpart in this run",
+        "{}{} unknown test entities: refusals {:.0}% originally, {:.0}% orthogonalized, change {} points (paired bootstrap)",
         if why.is_empty() { String::new() } else { format!("{why}; ") },
         o.len(),
         100.0 * rate,

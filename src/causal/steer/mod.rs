@@ -272,7 +272,7 @@ pub fn run(
         (0..items.len()).filter(|&i| items[i].known == known && items[i].split == split).collect()
     };
     let push_dir = |known: bool| if known { &dirs.unknown } else { &dirs.known };
-    let mut run = Runner { model, items: &items, texts: &texts, opts, answers: Vec::new(), gens: Vec::new() };
+    let mut run = Runner { items: &items, texts: &texts, opts, answers: Vec::new(), gens: Vec::new() };
 
     // Phase 1: validation.
     let mut conditions: Vec<Condition> = Vec::new();
@@ -300,10 +300,10 @@ pub fn run(
     }
     let total: usize = conditions.iter().map(|c| rows_of(c.known, c.split).len()).sum();
     progress.start("steering: validation (choosing the strength)", Some(total as u64));
-    for ci in 0..conditions.len() {
-        let rows = rows_of(conditions[ci].known, conditions[ci].split);
-        run.condition(ci, &conditions[ci], directions[ci].as_ref(), None, &rows, progress)?;
-    }
+    let rows_for = |c: &Condition| rows_of(c.known, c.split);
+    let all: Vec<(usize, &Condition, Option<&SteeringDirection>)> =
+        (0..conditions.len()).map(|ci| (ci, &conditions[ci], directions[ci].as_ref())).collect();
+    run.conditions(model, &all, &rows_for, progress)?;
     progress.finish();
     let strengths: Vec<StrengthChoice> = [true, false]
         .into_iter()
@@ -359,10 +359,18 @@ pub fn run(
     let total: usize =
         conditions[first_test..].iter().filter(|c| generated(c)).map(|c| rows_of(c.known, c.split).len()).sum();
     progress.start("steering: test (the verdict's conditions)", Some(total as u64));
-    for ci in (first_test..conditions.len()).filter(|&ci| generated(&conditions[ci])) {
-        let rows = rows_of(conditions[ci].known, conditions[ci].split);
-        let m = (conditions[ci].role == Role::Orthogonalized).then_some(orthogonalized).flatten();
-        run.condition(ci, &conditions[ci], directions[ci].as_ref(), m, &rows, progress)?;
+    let rows_for = |c: &Condition| rows_of(c.known, c.split);
+    let on_model: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
+        .filter(|&ci| generated(&conditions[ci]) && conditions[ci].role != Role::Orthogonalized)
+        .map(|ci| (ci, &conditions[ci], directions[ci].as_ref()))
+        .collect();
+    run.conditions(model, &on_model, &rows_for, progress)?;
+    if let Some(m) = orthogonalized {
+        let orth: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
+            .filter(|&ci| conditions[ci].role == Role::Orthogonalized)
+            .map(|ci| (ci, &conditions[ci], None))
+            .collect();
+        run.conditions(m, &orth, &rows_for, progress)?;
     }
     progress.finish();
 
@@ -393,7 +401,6 @@ pub fn run(
 
 /// Generation for one condition at a time, keeping every completion.
 struct Runner<'a> {
-    model: &'a Model,
     items: &'a [Item],
     texts: &'a [String],
     opts: &'a Options,
@@ -404,32 +411,45 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    fn condition(
+    /// Generates every (condition, item) pair of `conds` on `model`, packed into batches of
+    /// `opts.batch` rows across conditions (a condition of 20 questions alone would leave most
+    /// of a batch empty): each row is pushed along its own condition's direction only, one
+    /// edit per direction with positions on its rows. Greedy decoding makes a row's completion
+    /// independent of its batch neighbours up to float rounding.
+    fn conditions(
         &mut self,
-        ci: usize,
-        cond: &Condition,
-        dir: Option<&SteeringDirection>,
-        other_model: Option<&Model>,
-        rows: &[usize],
+        model: &Model,
+        conds: &[(usize, &Condition, Option<&SteeringDirection>)],
+        rows_of: &dyn Fn(&Condition) -> Vec<usize>,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let m = other_model.unwrap_or(self.model);
         let gen_opts =
             GenerateOptions { max_tokens: self.opts.max_tokens, stop: self.opts.prompt.stop(), ..Default::default() };
-        for chunk in rows.chunks(self.opts.batch) {
+        let pairs: Vec<(usize, usize)> =
+            conds.iter().enumerate().flat_map(|(k, (_, c, _))| rows_of(c).into_iter().map(move |i| (k, i))).collect();
+        for chunk in pairs.chunks(self.opts.batch) {
             let prompts: Vec<(&str, &str)> =
-                chunk.iter().map(|&i| (self.texts[i].as_str(), self.items[i].name.as_str())).collect();
-            let eb = m.entity_batch(&prompts, true)?;
-            let positions = match self.opts.positions {
+                chunk.iter().map(|&(_, i)| (self.texts[i].as_str(), self.items[i].name.as_str())).collect();
+            let eb = model.entity_batch(&prompts, true)?;
+            let Positions::Rows(rows) = (match self.opts.positions {
                 Steered::EntityLastToEnd => eb.last_to_end(),
                 Steered::EntityLast => eb.last(),
+            }) else {
+                bail!("steering needs per-row positions");
             };
-            let spec = match dir {
-                Some(d) => d.add(HookSpec::new(), positions, cond.magnitude, m.transformer.device())?,
-                None => HookSpec::new(),
-            };
-            let (gens, _): (Vec<Generation>, _) = generate(m, &eb.batch, &spec, &gen_opts)?;
-            for (&i, g) in chunk.iter().zip(gens) {
+            let mut spec = HookSpec::new();
+            let mut used: Vec<usize> = chunk.iter().map(|p| p.0).collect();
+            used.dedup();
+            for k in used {
+                let (_, cond, dir) = conds[k];
+                let Some(d) = dir else { continue };
+                let mine: Vec<Vec<i64>> =
+                    chunk.iter().zip(&rows).map(|(p, ps)| if p.0 == k { ps.clone() } else { Vec::new() }).collect();
+                spec = d.add(spec, Positions::Rows(mine), cond.magnitude, model.transformer.device())?;
+            }
+            let (gens, _): (Vec<Generation>, _) = generate(model, &eb.batch, &spec, &gen_opts)?;
+            for (&(k, i), g) in chunk.iter().zip(gens) {
+                let (ci, cond, _) = conds[k];
                 let it = &self.items[i];
                 let outcome = classify(&g.text, it.kind, &it.gold, &it.name, self.opts.rule);
                 if cond.split == Split::Validation {
