@@ -231,7 +231,11 @@ fn outcome_table(s: &SteerOutput, known: bool) -> Table {
                 k[3] += x.broken;
             }
         }
-        let pct = |v: usize| if n == 0 { "–".to_string() } else { format!("{:.0}%", 100.0 * v as f64 / n as f64) };
+        if n == 0 {
+            // Measured on the yes/no question only (the unembedding's No − Yes direction).
+            continue;
+        }
+        let pct = |v: usize| format!("{:.0}%", 100.0 * v as f64 / n as f64);
         let name = if cs.len() > 1 { format!("{label} ({} directions)", cs.len()) } else { label };
         t.text_row(&[name, n.to_string(), pct(k[0]), pct(k[1]), pct(k[2]), pct(k[3])]);
     }
