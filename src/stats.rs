@@ -153,6 +153,11 @@ pub fn welch(a: &[f64], b: &[f64]) -> Result<Welch> {
     Ok(Welch { diff, t, df, p })
 }
 
+/// Arithmetic mean; 0 for an empty slice.
+pub fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
+}
+
 /// Mean and unbiased variance (n − 1).
 pub fn mean_var(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;

@@ -33,7 +33,7 @@ use crate::entities::questions::EntityType;
 use crate::hooks::{HookPoint, HookSpec, Positions};
 use crate::progress::Progress;
 use crate::rng::{shuffle, SplitMix64};
-use crate::stats::{self, auroc, auroc_ci, bootstrap, mean_var, welch, Estimate, Welch};
+use crate::stats::{self, auroc, auroc_ci, bootstrap, mean, mean_var, welch, Estimate, Welch};
 use crate::Model;
 
 /// Derived-stream purposes of this module (distinct from `crate::rng`'s tags).
@@ -774,10 +774,6 @@ pub fn run(model: &Model, inputs: Inputs, opts: &Options, progress: &dyn Progres
         shifts,
         answer_check: None,
     })
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -22,7 +22,7 @@ use crate::hooks::{HookPoint, HookSpec, Intervention, Positions};
 use crate::progress::Progress;
 use crate::rng::{SplitMix64, TAG_SHUFFLE};
 use crate::stats::calibrate::{null_rate, NullRate};
-use crate::stats::{bootstrap, quantile_sorted, Estimate};
+use crate::stats::{bootstrap, mean, mean_var, quantile_sorted, Estimate};
 use crate::Model;
 
 /// A type enters the test with at least this many known and unknown test prompts.
@@ -94,15 +94,6 @@ pub struct HeadVerdicts {
 /// Known and unknown values of one head per type: (type, known, unknown).
 type Groups = Vec<(String, Vec<f64>, Vec<f64>)>;
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn var(v: &[f64]) -> f64 {
-    let m = mean(v);
-    v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64
-}
-
 /// Known and unknown values of one head, grouped by type.
 fn by_type(items: &[&Item], grids: &[HeadGrid], l: usize, h: usize) -> Vec<(String, Vec<f64>, Vec<f64>)> {
     let mut types: Vec<String> = items.iter().map(|i| i.entity_type.to_string()).collect();
@@ -136,7 +127,7 @@ fn stratified(groups: &[(String, Vec<f64>, Vec<f64>)], min: usize) -> Option<(f6
         let w = weight(k.len(), u.len());
         num += w * (mean(k) - mean(u));
         den += w;
-        se2 += w * w * (var(k) / k.len() as f64 + var(u) / u.len() as f64);
+        se2 += w * w * (mean_var(k).1 / k.len() as f64 + mean_var(u).1 / u.len() as f64);
     }
     (den > 0.0).then(|| (num / den, (num / den) / (se2.sqrt() / den).max(1e-12)))
 }

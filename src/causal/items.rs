@@ -26,7 +26,6 @@ pub struct Item {
     pub name: String,
     pub known: bool,
     /// The split the entity is in: strengths are chosen on validation, verdicts read test.
-    #[serde(serialize_with = "split_name")]
     pub split: Split,
     pub popularity_rank: Option<u64>,
     pub attribute: &'static str,
@@ -35,10 +34,6 @@ pub struct Item {
     pub gold: Vec<String>,
     /// The user's question (chat models) or the plain prompt (base models).
     pub question: String,
-}
-
-fn split_name<S: serde::Serializer>(s: &Split, ser: S) -> std::result::Result<S::Ok, S::Error> {
-    ser.serialize_str(s.as_str())
 }
 
 /// How a question is put to the model.

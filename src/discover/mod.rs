@@ -164,18 +164,10 @@ pub struct Row {
     pub entity_type: EntityType,
     pub name: String,
     pub class: RowClass,
-    #[serde(serialize_with = "split_name")]
     pub split: Option<Split>,
     pub popularity_rank: Option<u64>,
     pub name_tokens: usize,
     pub matched: bool,
-}
-
-fn split_name<S: serde::Serializer>(s: &Option<Split>, ser: S) -> std::result::Result<S::Ok, S::Error> {
-    match s {
-        Some(s) => ser.serialize_str(s.as_str()),
-        None => ser.serialize_none(),
-    }
 }
 
 /// The paper's layer of an SAE hook: resid_pre(L) → L, resid_post(L-1) → L.

@@ -37,6 +37,13 @@ pub enum Split {
 
 crate::names::named_enum!(Split, "split", Train => "train", Validation => "validation", Test => "test");
 
+/// A split serializes as its name ("train", "validation", "test").
+impl serde::Serialize for Split {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        ser.serialize_str(self.as_str())
+    }
+}
+
 /// One labeled entity: its label (with every question record) and its split.
 #[derive(Debug, Clone)]
 pub struct LabeledEntity {

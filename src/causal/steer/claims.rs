@@ -15,7 +15,7 @@
 
 use super::{metric, Condition, Role, SteerOutput};
 use crate::stats::calibrate::{min_rank_p, null_rate, paired_mean_diff, rank_p};
-use crate::stats::Estimate;
+use crate::stats::{mean, Estimate};
 use crate::verdict::{decide, direction_passes, Broken, Claim, PositiveControl, Selection, TypeFigure, ALPHA};
 
 /// Fewer test questions than this in a class and its claims are not testable.
@@ -98,10 +98,6 @@ fn yes_no_series(out: &SteerOutput, known: bool) -> Option<Series> {
         }
     }
     Some(Series { items, values })
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// A direction's effect: its paired difference from the original model.

@@ -142,15 +142,10 @@ pub struct Condition {
     /// The direction's name ("original" without one).
     pub name: String,
     pub known: bool,
-    #[serde(serialize_with = "split_name")]
     pub split: Split,
     pub coef: f64,
     /// `coef` × the mean residual norm at the direction's layer.
     pub magnitude: f64,
-}
-
-fn split_name<S: serde::Serializer>(s: &Split, ser: S) -> std::result::Result<S::Ok, S::Error> {
-    ser.serialize_str(s.as_str())
 }
 
 impl Condition {
