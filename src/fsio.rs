@@ -15,6 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
+/// Lower-case hexadecimal of bytes (a sha256 digest as people write it).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A name beside `path`, unique to this process and call: `.{file name}.{pid}.{n}.tmp`. Hidden
 /// (leading dot) and ending in `.tmp`, so a leftover from a killed process is easy to recognise.
 pub fn temp_path(path: &Path) -> PathBuf {

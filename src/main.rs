@@ -12,7 +12,33 @@ use clap::Parser;
 /// machine is quiet (BENCHMARKS.md, issue 11). A value the user sets wins.
 const SPIN_LIMIT: &str = "1000";
 
+/// The library never prints; its notices (fetching, skipped rows, resumed files) arrive here
+/// through `log` and go to stderr, warnings marked as such.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info && m.target().starts_with("knowlens")
+    }
+
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            match r.level() {
+                log::Level::Warn | log::Level::Error => eprintln!("warning: {}", r.args()),
+                _ => eprintln!("{}", r.args()),
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLog = StderrLog;
+
 fn main() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // Before any thread exists and before candle's pool reads it.
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", SPIN_LIMIT);

@@ -165,7 +165,7 @@ fn planted_sae(model: &Model, ents: &[Ent], hook: HookPoint, d_sae: usize, seed:
 
 fn run(model: &Model, labels: &LabelSet, saes: &[Sae], opts: &Options) -> anyhow::Result<Discovery> {
     let fab = fabricated();
-    discover::run(&Inputs { model, labels, saes, corpus: None, fabricated: &fab }, opts, None, &Silent)
+    discover::run(&Inputs { model, labels, saes, corpus: None, fabricated: &fab, entities: &[] }, opts, None, &Silent)
 }
 
 fn encode(sae: &Sae, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
@@ -701,7 +701,7 @@ fn exported_latents_get_dashboards_from_corpus_text() {
     let fab = fabricated();
     let saes = [sae];
     let d = discover::run(
-        &Inputs { model: &m, labels: &labels, saes: &saes, corpus: Some(&corpus), fabricated: &fab },
+        &Inputs { model: &m, labels: &labels, saes: &saes, corpus: Some(&corpus), fabricated: &fab, entities: &[] },
         &opts,
         None,
         &Silent,

@@ -292,3 +292,150 @@ fn stage_records_name_the_output_directory_relatively() {
     assert_eq!(plan::absolute_args(&old_record, out), list);
     assert_eq!(plan::absolute_args(&plan::relative_args(&list, out), out), list);
 }
+
+/// Unknown test questions, all refused by the original model; the unknown direction projected
+/// out makes `detector` of them answered, control i `controls[i]`, the refusal direction
+/// `positive`.
+fn orthogonalized_output(detector: usize, controls: &[usize], positive: Option<usize>) -> steer::SteerOutput {
+    use knowlens::causal::outcome::Outcome;
+    use knowlens::causal::steer::{Answer, Condition, Role};
+    let mut out = steer_output(0, &[], None, 0);
+    let n = out.items.len();
+    out.items.iter_mut().for_each(|it| it.known = false);
+    out.conditions.clear();
+    out.answers.clear();
+    let mut add = |role: Role, answered: usize| {
+        let ci = out.conditions.len();
+        out.conditions.push(Condition {
+            role,
+            name: format!("{role:?}"),
+            known: false,
+            split: Split::Test,
+            coef: 0.0,
+            magnitude: 0.0,
+        });
+        for i in 0..n {
+            let outcome = if i < answered { Outcome::Wrong } else { Outcome::Refusal };
+            out.answers.push(Answer { item: i, condition: ci, text: String::new(), outcome });
+        }
+    };
+    add(Role::Original, 0);
+    add(Role::Orthogonalized, detector);
+    for &c in controls {
+        add(Role::OrthogonalizedControl, c);
+    }
+    if let Some(p) = positive {
+        add(Role::OrthogonalizedRefusal, p);
+    }
+    out.tallies = steer::tallies(&out.items, &out.answers);
+    out
+}
+
+#[test]
+fn the_orthogonalized_model_is_ranked_among_control_projections() {
+    let verdict = |o: &steer::SteerOutput| {
+        steer::claims::claims(o, false).into_iter().find(|c| c.id == "orthogonalized").unwrap()
+    };
+    let controls: Vec<usize> = (0..20).map(|i| i % 3).collect();
+    let c = verdict(&orthogonalized_output(15, &controls, Some(18)));
+    assert_eq!(c.verdict, Verdict::Reproduced, "{}", c.evidence);
+    assert!(c.null.unwrap().rate <= 0.05);
+    // Any projection lowers refusals as much: not reproduced.
+    let mut strong = controls.clone();
+    strong[5] = 16;
+    assert_eq!(verdict(&orthogonalized_output(15, &strong, Some(18))).verdict, Verdict::NotReproduced);
+    // The refusal direction projected out changes nothing: the setup cannot show the effect.
+    assert_eq!(verdict(&orthogonalized_output(15, &controls, Some(1))).verdict, Verdict::NotTestable);
+    // Without controls there is no null.
+    assert_eq!(verdict(&orthogonalized_output(15, &[], Some(18))).verdict, Verdict::NotTestable);
+}
+
+/// An uncertainty run as `knowlens uncertainty` writes it: a rank-0 "wrong" latent at two sites
+/// (the larger train t at layer 9), its random latents, and the probes.
+fn uncertainty_json(latent: f64, random_max: f64, probe: f64) -> serde_json::Value {
+    let det = |layer: usize, latent_id: usize, t: f64, auroc: f64| {
+        serde_json::json!({
+            "name": format!("L{layer} latent {latent_id} (wrong)"), "kind": "sae_latent", "layer": layer,
+            "hook": format!("blocks.{}.hook_resid_post", layer - 1), "latent": latent_id, "direction": "wrong",
+            "rank": 0, "train_welch": {"t": t},
+            "evals": [
+                {"subset": "test", "n_wrong": 100, "n_correct": 100, "auroc": rate(auroc, auroc - 0.04, auroc + 0.04)},
+                {"subset": "test: city", "n_wrong": 60, "n_correct": 60, "auroc": rate(auroc, auroc - 0.05, auroc + 0.05)},
+            ],
+        })
+    };
+    let probe = serde_json::json!({"name": "L9 probe", "kind": "probe", "layer": 9,
+        "evals": [{"subset": "test", "n_wrong": 100, "n_correct": 100, "auroc": rate(probe, probe - 0.04, probe + 0.04)}]});
+    let aurocs: Vec<f64> = (0..20).map(|i| random_max - 0.01 * i as f64).collect();
+    serde_json::json!({
+        "detectors": [det(6, 11, 3.0, 0.9), det(9, 22, 5.0, latent), probe],
+        "random_baselines": [{"hook": "blocks.8.hook_resid_post", "layer": 9, "direction": "wrong", "of_latent": 22, "aurocs": aurocs}],
+    })
+}
+
+/// A patching run: `heads[l][h]` recovered on every pair except where `test_head` overrides the
+/// chosen head on test pairs; the last position's residual at the last layer recovers `full`.
+fn patching_json(chosen_on_test: f64, full: f64) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = (0..24)
+        .map(|i| {
+            let test = i % 2 == 0;
+            let heads: Vec<Vec<f64>> = (0..6)
+                .map(|l| {
+                    (0..4)
+                        .map(|h| match (l, h) {
+                            (4, 2) => {
+                                if test {
+                                    chosen_on_test + 0.01 * (i % 3) as f64
+                                } else {
+                                    0.7
+                                }
+                            }
+                            _ => 0.01 * ((l * 4 + h + i) % 5) as f64,
+                        })
+                        .collect()
+                })
+                .collect();
+            let resid: Vec<Vec<f64>> = (0..6).map(|l| vec![0.0, 0.0, 0.9, if l == 5 { full } else { 0.1 }]).collect();
+            serde_json::json!({
+                "pair": {"type": "city", "clean": {"split": if test { "test" } else { "train" }}, "entity": [1, 2]},
+                "heads": heads, "resid": resid,
+            })
+        })
+        .collect();
+    serde_json::json!({ "results": results })
+}
+
+#[test]
+fn uncertainty_and_extraction_claims_choose_without_test_and_rank_among_controls() {
+    use knowlens::reproduce::{extraction_claim::extraction_claim, uncertainty_claim::uncertainty_claim};
+    let dir = std::env::temp_dir().join(format!("knowlens-unc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("u.json");
+    let unc = |v: serde_json::Value| {
+        std::fs::write(&p, v.to_string()).unwrap();
+        uncertainty_claim(&p)
+    };
+    let c = unc(uncertainty_json(0.7, 0.6, 0.85));
+    assert_eq!(c.verdict, Verdict::Reproduced, "{}", c.evidence);
+    // The larger train t is chosen, whatever the other site scores on test.
+    assert!(c.selection.as_ref().unwrap().chosen.starts_with("L9 latent 22"), "{:?}", c.selection);
+    assert!(c.null.unwrap().rate <= 0.05);
+    assert_eq!(unc(uncertainty_json(0.7, 0.75, 0.85)).verdict, Verdict::NotReproduced);
+    assert_eq!(unc(uncertainty_json(0.7, 0.6, 0.5)).verdict, Verdict::NotTestable);
+
+    let ext = |v: serde_json::Value| {
+        std::fs::write(&p, v.to_string()).unwrap();
+        extraction_claim(&p)
+    };
+    let c = ext(patching_json(0.6, 1.0));
+    assert_eq!(c.verdict, Verdict::Reproduced, "{}", c.evidence);
+    assert_eq!(c.selection.as_ref().unwrap().chosen, "L4H2");
+    assert!(c.null.unwrap().rate <= 0.05);
+    // Chosen on the other pairs, it does nothing on the test pairs: not reproduced.
+    assert_eq!(ext(patching_json(0.0, 1.0)).verdict, Verdict::NotReproduced);
+    // The full residual patch does not restore the answer: the metric is broken here.
+    assert_eq!(ext(patching_json(0.6, 0.4)).verdict, Verdict::NotTestable);
+    assert_eq!(uncertainty_claim(&dir.join("none.json")).verdict, Verdict::NotTestable);
+    assert_eq!(extraction_claim(&dir.join("none.json")).verdict, Verdict::NotTestable);
+    std::fs::remove_dir_all(&dir).ok();
+}

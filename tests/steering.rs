@@ -116,7 +116,7 @@ fn steering_at_zero_strength_changes_nothing_and_strong_steering_changes_answers
         ..Default::default()
     };
     let dirs = directions(model.cfg().d_model, 10, 99);
-    let r = steer::run(&model, None, both_splits(chat_items()), &dirs, &opts, &Silent).unwrap();
+    let r = steer::run(&model, false, both_splits(chat_items()), &dirs, &opts, &Silent).unwrap();
     assert!(r.mean_norms.iter().all(|&(_, n)| n > 0.0 && n.is_finite()));
     let mut changed = 0;
     for i in (0..r.items.len()).filter(|&i| r.items[i].split == Split::Validation) {
@@ -164,7 +164,7 @@ fn yes_no_logit_difference_is_unchanged_at_zero_strength() {
             batch: 4,
             ..Default::default()
         };
-        steer::run(&model, None, both_splits(chat_items()), &dirs, &opts, &Silent).unwrap()
+        steer::run(&model, false, both_splits(chat_items()), &dirs, &opts, &Silent).unwrap()
     };
     let zero = run(0.0);
     let yn = zero.yes_no.as_ref().unwrap();
@@ -229,7 +229,7 @@ fn a_base_model_is_asked_through_the_few_shot_preamble_and_answers_one_line() {
         prompt: PromptStyle::FewShot,
         ..Default::default()
     };
-    let r = steer::run(&model, None, both_splits(base_items()), &dirs, &opts, &Silent).unwrap();
+    let r = steer::run(&model, false, both_splits(base_items()), &dirs, &opts, &Silent).unwrap();
     let orig: Vec<_> = r.answers.iter().filter(|a| r.conditions[a.condition].role == Role::Original).collect();
     assert_eq!(orig.len(), 8, "four questions, on validation and on test");
     for a in &orig {

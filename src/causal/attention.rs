@@ -1,5 +1,5 @@
-//! Attention from the final token to the entity (the paper's §5, Fig. 4 and Table 7;
-//! ../shared/reference/paper.md §1.6): how much each head at the last position of
+//! Attention from the final token to the entity (the paper's §5, Fig. 4 and Table 7; its code's
+//! `mech_interp/attn_analysis.py`): how much each head at the last position of
 //! `The {type} '{name}' {relation}` attends to the entity's last token, for known and unknown
 //! entities; how steering that one token with the entity-recognition directions changes it,
 //! against random directions of the same norm; and, for the heads that separate the classes
@@ -205,16 +205,8 @@ pub struct Directions {
     pub notes: Vec<String>,
 }
 
-/// `d` pointing the other way: a probe fitted for "known" gives "unknown" as its negation.
-pub fn negated(d: &SteeringDirection) -> SteeringDirection {
-    let mut n = d.clone();
-    n.name = format!("-{}", d.name);
-    n.unit.iter_mut().for_each(|x| *x = -*x);
-    n.detects = d.detects.map(|c| match c {
-        Direction::Known => Direction::Unknown,
-        Direction::Unknown => Direction::Known,
-    });
-    n
+fn negated(d: &SteeringDirection) -> SteeringDirection {
+    d.negated()
 }
 
 /// Picks the known and unknown directions of a detector file: by name, else the one discovery

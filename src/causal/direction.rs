@@ -53,6 +53,19 @@ fn normalised(v: &[f32], what: &str) -> Result<Vec<f32>> {
 }
 
 impl SteeringDirection {
+    /// The direction pointing the other way, named "−{name}": a probe fitted for "known" gives
+    /// "unknown" as its negation.
+    pub fn negated(&self) -> Self {
+        let mut n = self.clone();
+        n.name = format!("−{}", self.name);
+        n.unit.iter_mut().for_each(|x| *x = -*x);
+        n.detects = self.detects.map(|c| match c {
+            Direction::Known => Direction::Unknown,
+            Direction::Unknown => Direction::Known,
+        });
+        n
+    }
+
     /// The direction of an exported detector: its decoder row when it has one (SAE latents;
     /// probes and difference-of-means detectors store their raw-space direction there too),
     /// else its weights divided by the input scale (a linear score's gradient in raw space).

@@ -1,4 +1,4 @@
-//! Activation patching (the paper's §5, Fig. 4a–b and 13; ../shared/reference/paper.md §1.6):
+//! Activation patching (the paper's §5, Fig. 4a–b and 13; its code's `mech_interp/patching.py`):
 //! run a corrupted prompt (an unknown entity) with one activation taken from the clean run (a
 //! known entity, same template, type and token length) and measure how much of the clean answer
 //! comes back: `(LD − LD_corr) / (LD_clean − LD_corr)` with

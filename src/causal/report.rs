@@ -213,6 +213,7 @@ fn outcome_table(s: &SteerOutput, known: bool) -> Table {
         let label = match c.role {
             Role::RandomLatent => format!("random SAE latents ×{}", c.coef),
             Role::Gaussian => format!("Gaussian directions ×{}", c.coef),
+            Role::OrthogonalizedControl => "orthogonalized, a control direction projected out".into(),
             _ => c.label(),
         };
         match groups.iter_mut().find(|g| g.0 == label) {

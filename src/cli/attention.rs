@@ -12,6 +12,7 @@ use knowlens::entities::labels::{LabelSet, Split};
 use knowlens::entities::EntityType;
 use knowlens::progress::Progress;
 
+use super::discover::model_name;
 use super::progress::{named, Bars, LogOnly};
 use super::ModelArgs;
 
@@ -202,15 +203,4 @@ pub fn run(a: AttentionArgs) -> Result<()> {
     }
     println!("wrote {}", a.out.join("report.html").display());
     Ok(())
-}
-
-/// The name recorded for a model: the preset name, or a path's file name (as `discover` records
-/// it in detector files).
-pub(super) fn model_name(arg: &str) -> String {
-    let p = std::path::Path::new(arg);
-    if p.exists() {
-        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| arg.to_string())
-    } else {
-        arg.to_string()
-    }
 }

@@ -48,6 +48,12 @@ pub struct DiscoverArgs {
     /// The entity dataset's fabricated names (those in the labels' controls are scored apart).
     #[arg(long, default_value = "data/entities/v1/fabricated.jsonl")]
     fabricated: PathBuf,
+    /// The entity dataset (directory or files) the labels were made from: a type's matching
+    /// attribute (a city's country) is read from it, and held-out tests compare known with
+    /// unknown entities only within one of its values. A missing path turns matching off, with
+    /// a note.
+    #[arg(long, default_value = "data/entities/v1")]
+    entities: PathBuf,
     /// Output directory: discovery.json, CSVs, detectors.json, report.html.
     #[arg(long)]
     out: PathBuf,
@@ -96,7 +102,7 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     let model = a.model.load()?;
     let fabricated = if a.fabricated.is_file() {
         let rep = dataset::load(std::slice::from_ref(&a.fabricated), Require::NameOnly)?;
-        dataset::print_skipped(&rep.skipped, 5);
+        dataset::log_skipped(&rep.skipped, 5);
         rep.entities
     } else if labels.fabricated_ids().is_empty() {
         Vec::new()
@@ -106,6 +112,14 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
             a.fabricated.display(),
             labels.fabricated_ids().len()
         );
+    };
+    let real = if a.entities.exists() {
+        let files = if a.entities.is_dir() { dataset::dataset_files(&a.entities)? } else { vec![a.entities.clone()] };
+        let rep = dataset::load(&files, Require::NameOnly)?;
+        dataset::log_skipped(&rep.skipped, 5);
+        rep.entities
+    } else {
+        Vec::new()
     };
     let corpus = match &a.corpus {
         Some(c) => Some(knowlens::corpus::TokenCorpus::open_split(c, knowlens::corpus::Split::Heldout)?),
@@ -142,8 +156,14 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     opts.seed = a.seed;
     let cache = a.cache.clone().unwrap_or_else(|| a.out.join("cache"));
     let progress: Box<dyn Progress> = if a.no_progress { Box::new(LogOnly) } else { Box::new(Bars::default()) };
-    let inputs =
-        Inputs { model: &model, labels: &labels, saes: &saes, corpus: corpus.as_ref(), fabricated: &fabricated };
+    let inputs = Inputs {
+        model: &model,
+        labels: &labels,
+        saes: &saes,
+        corpus: corpus.as_ref(),
+        fabricated: &fabricated,
+        entities: &real,
+    };
     let d = discover::run(&inputs, &opts, Some(&cache), progress.as_ref())?;
     discover::report::write(&d, &a.out)?;
     for n in &d.notes {

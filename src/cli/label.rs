@@ -32,6 +32,10 @@ pub struct LabelArgs {
     /// Label only this many entities per type, evenly spread over the popularity range.
     #[arg(long)]
     per_type: Option<usize>,
+    /// A different count for some types, as TYPE=N (comma-separated; N = 0: the whole type),
+    /// over --per-type.
+    #[arg(long, value_delimiter = ',', value_parser = parse_type_count)]
+    per_type_of: Vec<(EntityType, usize)>,
     /// Only these types.
     #[arg(long, value_delimiter = ',', value_parser = named::<EntityType>(&EntityType::NAMES))]
     types: Vec<EntityType>,
@@ -132,12 +136,20 @@ pub fn run(a: LabelArgs) -> Result<()> {
     cfg.validate()?;
     let files = discover(&a.entities)?;
     let mut data = files.load()?;
-    dataset::print_skipped(&data.skipped, 20);
+    dataset::log_skipped(&data.skipped, 20);
     // Guessable gold values come from the whole dataset, so a subset is judged as the whole is.
     let cfg = RunConfig { guessable: Some(Guessable::from_entities(&data.entities)), ..cfg };
     data.retain_types(&a.types);
-    if let Some(n) = a.per_type {
-        data.entities = run::spread_subset(&data.entities, n);
+    if a.per_type.is_some() || !a.per_type_of.is_empty() {
+        let n_of = |t: EntityType| {
+            let n = a.per_type_of.iter().find(|(x, _)| *x == t).map(|x| x.1).or(a.per_type).unwrap_or(0);
+            if n == 0 {
+                usize::MAX
+            } else {
+                n
+            }
+        };
+        data.entities = run::spread_subset_by(&data.entities, n_of);
     }
     if data.entities.is_empty() {
         bail!("no entities to label");
@@ -163,4 +175,12 @@ pub fn run(a: LabelArgs) -> Result<()> {
     );
     println!("summary: {}", run::mode_dir(&a.out, a.mode).join("summary.md").display());
     Ok(())
+}
+
+/// `TYPE=N` of `--per-type-of`.
+fn parse_type_count(s: &str) -> Result<(EntityType, usize), String> {
+    let (t, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected TYPE=N, for example city=450"))?;
+    let t: EntityType = t.trim().parse().map_err(|e| format!("{e}"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("{s:?}: {n:?} is not a count"))?;
+    Ok((t, n))
 }

@@ -11,7 +11,7 @@ use knowlens::entities::labels::{LabelSet, Split};
 use knowlens::entities::EntityType;
 use knowlens::progress::Progress;
 
-use super::attention::model_name;
+use super::discover::model_name;
 use super::progress::{named, Bars, LogOnly};
 use super::ModelArgs;
 

@@ -125,12 +125,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     let dirs = Dirs::new(out, &config);
-    let claims = claims::all(
-        &dirs.discover_base.join("discovery.json"),
-        &dirs.attention.join("attention.json"),
-        &dirs.steer.join("steer.json"),
-        &dirs.steer_base.join("steer.json"),
-    )?;
+    let claims = claims::all(&dirs)?;
     let info = run_info(&config, &format!("knowlens reproduce ({preset})"));
     report::write(out, &dirs, &stages, &claims, &info)?;
     for c in &claims {

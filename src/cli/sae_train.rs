@@ -496,7 +496,7 @@ pub struct CacheArgs {
 fn sha256_file(path: &std::path::Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(knowlens::fsio::hex(&Sha256::digest(&bytes)))
 }
 
 /// `knowlens sae cache`: the model runs once over the tokens and the hooks' activations go into

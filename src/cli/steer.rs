@@ -16,7 +16,6 @@ use knowlens::discover::scores::Direction;
 use knowlens::entities::dataset;
 use knowlens::entities::labels::{LabelSet, Split};
 use knowlens::entities::questions::EntityType;
-use knowlens::model::Orthogonalization;
 use knowlens::progress::Progress;
 
 use super::progress::{named, Bars, LogOnly};
@@ -82,7 +81,8 @@ pub struct SteerArgs {
     /// "I don't know" answers, for a base model) [default: chat if the model has a template].
     #[arg(long, value_parser = named::<PromptStyle>(&PromptStyle::NAMES))]
     prompt: Option<PromptStyle>,
-    /// Also measure the model with the unknown direction projected out of its weights.
+    /// Also measure the model with the unknown direction projected out of its weights, and with
+    /// each control direction (its null) and the refusal direction (its positive control) instead.
     #[arg(long)]
     orthogonalize: bool,
     /// Skip the yes/no logit differences.
@@ -158,14 +158,6 @@ pub fn run(a: SteerArgs) -> Result<()> {
             progress.log(&format!("{t}, {split}: {} known, {} unknown entities asked", n(true), n(false)));
         }
     }
-    let ortho = if a.orthogonalize {
-        let mut m = a.model.load()?;
-        let d = candle_core::Tensor::from_vec(unknown.unit.clone(), unknown.unit.len(), &candle_core::Device::Cpu)?;
-        m.transformer.orthogonalize(&d, Orthogonalization::NormAware)?;
-        Some(m)
-    } else {
-        None
-    };
     let controls = |det: &str, layer: usize| -> Vec<SteeringDirection> {
         file.controls
             .iter()
@@ -214,7 +206,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
         yes_no: !a.no_yes_no,
         seed: a.seed,
     };
-    let result = steer::run(&model, ortho.as_ref(), picked, &dirs, &opts, progress.as_ref())?;
+    let result = steer::run(&model, a.orthogonalize, picked, &dirs, &opts, progress.as_ref())?;
     let claims = report::write(&result, &name, style == PromptStyle::FewShot, &a.out)?;
     for c in &claims {
         println!("{:<22} {:<18} {}", c.id, c.verdict.as_str(), c.evidence);

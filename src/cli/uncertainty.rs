@@ -12,7 +12,7 @@ use knowlens::entities::rule::Guessable;
 use knowlens::progress::Progress;
 use knowlens::Sae;
 
-use super::attention::model_name;
+use super::discover::model_name;
 use super::progress::{Bars, LogOnly};
 use super::ModelArgs;
 
@@ -78,7 +78,7 @@ pub struct UncertaintyArgs {
 pub fn run(a: UncertaintyArgs) -> Result<()> {
     let labels = LabelSet::load(&a.labels)?;
     let data = dataset::discover(std::slice::from_ref(&a.entities))?.load()?;
-    dataset::print_skipped(&data.skipped, 5);
+    dataset::log_skipped(&data.skipped, 5);
     // The labeling run's guessable values when it wrote them (the judgments rest on those).
     let gpath = a.labels.join("guessable.json");
     let guessable: Guessable = if gpath.is_file() {

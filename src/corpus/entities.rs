@@ -117,5 +117,5 @@ pub fn recipe_digest(exclude: &BTreeSet<String>) -> String {
     for id in exclude {
         h.update(format!("exclude {id}\n").as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::fsio::hex(&h.finalize())
 }

@@ -248,8 +248,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     if !opts.entities.is_empty() {
         recipe_json["entity_sentences"] = entities::recipe_digest(&opts.exclude_entities).into();
     }
-    let recipe: String =
-        Sha256::digest(recipe_json.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let recipe: String = crate::fsio::hex(&Sha256::digest(recipe_json.to_string().as_bytes()));
     let default_recipe = opts.sources.len() == SOURCES.len()
         && opts.entities.is_empty()
         && opts.seed == 0

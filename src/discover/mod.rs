@@ -15,7 +15,7 @@
 //! let model = Model::load("model.gguf".as_ref(), Precision::F32)?;
 //! let labels = LabelSet::load("data/labels/gemma-3-270m/greedy".as_ref())?;
 //! let saes = vec![Sae::load("sae/blocks.6.hook_resid_post".as_ref())?];
-//! let inputs = Inputs { model: &model, labels: &labels, saes: &saes, corpus: None, fabricated: &[] };
+//! let inputs = Inputs { model: &model, labels: &labels, saes: &saes, corpus: None, fabricated: &[], entities: &[] };
 //! let result = discover::run(&inputs, &Options::new("gemma-3-270m"), None, &knowlens::progress::Silent)?;
 //! discover::report::write(&result, "out".as_ref())?;
 //! # anyhow::Ok(())
@@ -146,6 +146,9 @@ pub struct Inputs<'a> {
     /// Fabricated names (rows of the entity dataset's fabricated.jsonl); those in the label
     /// set's controls are scored as a held-out "not a real entity" set.
     pub fabricated: &'a [Entity],
+    /// The dataset's real entities, read only for each type's matching attribute (a city's
+    /// country). Empty: no matching, with a note when a type has such an attribute.
+    pub entities: &'a [Entity],
 }
 
 /// The class of a row: labelled known / unknown, or a fabricated name.
@@ -168,6 +171,10 @@ pub struct Row {
     pub popularity_rank: Option<u64>,
     pub name_tokens: usize,
     pub matched: bool,
+    /// The value of the type's matching attribute (`EntityType::matching_attribute`, a city's
+    /// country); held-out tests compare known with unknown only within one value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stratum: Option<String>,
 }
 
 /// The paper's layer of an SAE hook: resid_pre(L) → L, resid_post(L-1) → L.
@@ -763,6 +770,12 @@ fn entity_rows(inp: &Inputs, opts: &Options, notes: &mut Vec<String>) -> Result<
         let p = detectors::prompt(&opts.template, t.as_str(), name);
         Ok(tok.span_positions(&p, name, true, false).with_context(|| format!("entity {name:?}: prompt {p:?}"))?.len())
     };
+    let real: HashMap<&str, &Entity> = inp.entities.iter().map(|e| (e.id.as_str(), e)).collect();
+    let stratum = |t: EntityType, id: &str| -> Option<String> {
+        let attr = t.matching_attribute()?;
+        real.get(id)?.attributes.get(attr)?.first().map(|v| v.trim().to_string())
+    };
+    let mut unmatched: BTreeMap<EntityType, usize> = BTreeMap::new();
     let mut rows = Vec::new();
     for e in &inp.labels.entities {
         let class = match e.class() {
@@ -782,7 +795,18 @@ fn entity_rows(inp: &Inputs, opts: &Options, notes: &mut Vec<String>) -> Result<
             popularity_rank: e.popularity_rank(),
             name_tokens: name_tokens(e.entity_type(), e.name())?,
             matched: matched.contains(e.id()),
+            stratum: stratum(e.entity_type(), e.id()),
         });
+        if e.entity_type().matching_attribute().is_some() && rows.last().is_some_and(|r| r.stratum.is_none()) {
+            *unmatched.entry(e.entity_type()).or_default() += 1;
+        }
+    }
+    for (t, n) in unmatched {
+        notes.push(format!(
+            "{n} {t} entities have no {} in the entity dataset{}: held-out tests leave them out",
+            t.matching_attribute().unwrap_or_default(),
+            if inp.entities.is_empty() { " (none given)" } else { "" }
+        ));
     }
     let wanted = inp.labels.fabricated_ids();
     if !wanted.is_empty() {
@@ -799,6 +823,7 @@ fn entity_rows(inp: &Inputs, opts: &Options, notes: &mut Vec<String>) -> Result<
                     popularity_rank: None,
                     name_tokens: name_tokens(e.entity_type, &e.name)?,
                     matched: true,
+                    stratum: None,
                 }),
                 None => missing += 1,
             }

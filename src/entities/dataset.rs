@@ -139,16 +139,16 @@ fn parse_row(text: &str, require: Require) -> std::result::Result<Entity, String
     Ok(entity)
 }
 
-/// Prints each skipped row (up to `max`) and the total to stderr.
-pub fn print_skipped(skipped: &[SkippedRow], max: usize) {
+/// Logs each skipped row (up to `max`) and the total as warnings.
+pub fn log_skipped(skipped: &[SkippedRow], max: usize) {
     for s in skipped.iter().take(max) {
-        eprintln!("skipped {s}");
+        log::warn!("skipped {s}");
     }
     if skipped.len() > max {
-        eprintln!("... and {} more skipped rows", skipped.len() - max);
+        log::warn!("... and {} more skipped rows", skipped.len() - max);
     }
     if !skipped.is_empty() {
-        eprintln!("{} rows skipped in all", skipped.len());
+        log::warn!("{} rows skipped in all", skipped.len());
     }
 }
 
@@ -166,7 +166,7 @@ pub struct DatasetFiles {
 pub struct Dataset {
     pub entities: Vec<Entity>,
     pub fabricated: Vec<Entity>,
-    /// Rows skipped in either set (see `print_skipped`).
+    /// Rows skipped in either set (see `log_skipped`).
     pub skipped: Vec<SkippedRow>,
 }
 

@@ -1,5 +1,5 @@
 //! Entity datasets, the questions asked about them, answer matching, and known / unknown labels
-//! from the model's own answers (the paper's section 2; ../shared/reference/paper.md §1.1).
+//! from the model's own answers (the paper's section 2 and its code's `get_known_unknown_splits`).
 //!
 //! * `dataset`: JSONL entity tables (data/entities/), loaded with per-line error reports
 //! * `questions`: the one table of attributes, prompts and answer kinds

@@ -4,7 +4,7 @@
 //! model) and the chat-model question (sent through the model's chat template). The first base
 //! prompt of each attribute is the paper's (its question, a space, its answer prefix); the others
 //! are declarative variants, because a 270M base model reads the paper's form as the start of a
-//! quiz (../shared/reference/findings.md #2). `label` picks one per attribute by accuracy on a
+//! quiz (data/labels/gemma-3-270m/templates.json records the accuracy of each). `label` picks one per attribute by accuracy on a
 //! development sample and records the choice. `{e}` stands for the entity name.
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,19 @@ pub enum EntityType {
 }
 
 crate::names::named_enum!(EntityType, "entity type", Player => "player", Movie => "movie", City => "city", Song => "song");
+
+impl EntityType {
+    /// The attribute that gives a class away without the entity being known: known and unknown
+    /// entities are compared only within one value of it. A city's country: the model knows
+    /// more cities of the countries it reads about most, so "a known city" and "a city in the
+    /// United States" are confounded unless the comparison stays inside a country.
+    pub fn matching_attribute(self) -> Option<&'static str> {
+        match self {
+            EntityType::City => Some("country"),
+            EntityType::Player | EntityType::Movie | EntityType::Song => None,
+        }
+    }
+}
 
 /// How a completion is compared with the gold values (paper: check_correctness_wikidata.py).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -200,7 +200,7 @@ pub fn run(
     let rules = decide::Rules { known_min: cfg.known_min, opts: &cfg.opts, attributes: set, guessable: &guessable };
     let (mut labels, incomplete) = decide::label_entities(entities, &records, &rules);
     if incomplete > 0 {
-        eprintln!("{incomplete} entities lack answers (records for questions no longer asked?)");
+        progress.log(&format!("{incomplete} entities lack answers (records for questions no longer asked?)"));
     }
     let duplicates = decide::dedupe(&mut labels);
     write_jsonl(&dir.join("labels.jsonl"), &labels)?;
@@ -231,8 +231,14 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 /// Evenly spaced entities over each type's popularity order, `n` per type: a subset that keeps
 /// the whole range from famous to obscure.
 pub fn spread_subset(entities: &[Entity], n: usize) -> Vec<Entity> {
+    spread_subset_by(entities, |_| n)
+}
+
+/// `spread_subset` with a count per type (`n_of(type)`).
+pub fn spread_subset_by(entities: &[Entity], n_of: impl Fn(EntityType) -> usize) -> Vec<Entity> {
     let mut out = Vec::new();
     for t in EntityType::ALL {
+        let n = n_of(t);
         let mut of: Vec<&Entity> = entities.iter().filter(|e| e.entity_type == t).collect();
         of.sort_by_key(|e| (e.popularity_rank.unwrap_or(u64::MAX), e.id.clone()));
         if of.len() <= n {

@@ -44,7 +44,7 @@ impl RecordStore {
                     // A torn final line: the run stopped while writing it. Anything unreadable
                     // before the end is damage we must not paper over.
                     _ if good_len + line.len() == bytes.len() => {
-                        eprintln!(
+                        log::warn!(
                             "{}: dropping an unfinished last line (the previous run stopped mid-write)",
                             path.display()
                         );

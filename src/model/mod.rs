@@ -69,7 +69,9 @@ pub fn simd_level() -> &'static str {
     }
 }
 
-/// A model ready to run: weights, configuration and tokenizer.
+/// A model ready to run: weights, configuration and tokenizer. Cloning shares the weights
+/// (tensors are reference-counted); an edit such as `orthogonalize` replaces the edited ones.
+#[derive(Clone)]
 pub struct Model {
     pub transformer: Transformer,
     pub tokenizer: Tokenizer,

@@ -29,6 +29,7 @@ use super::weights::{Embedding, Linear, Precision, WeightSource};
 use crate::batch::{Batch, Layout};
 use crate::hooks::{ActivationCache, HookPoint, HookRuntime, HookSpec, LogitsAt};
 
+#[derive(Clone)]
 pub struct RmsNorm {
     weight: Tensor,
     eps: f32,
@@ -45,6 +46,7 @@ impl RmsNorm {
     }
 }
 
+#[derive(Clone)]
 pub struct Block {
     attn_norm: RmsNorm,
     q: Linear,
@@ -61,6 +63,7 @@ pub struct Block {
     post_ffw_norm: Option<RmsNorm>,
 }
 
+#[derive(Clone)]
 pub struct Transformer {
     pub cfg: ModelConfig,
     embed: Embedding,

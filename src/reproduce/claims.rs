@@ -5,7 +5,8 @@
 //!
 //! The steering stages compute their own claims (`causal::steer::claims`) and store them in
 //! `steer.json`; detection, depth and attention are judged here from `discovery.json` and
-//! `attention.json`.
+//! `attention.json`, uncertainty (`uncertainty_claim`) and attribute extraction
+//! (`extraction_claim`) beside it.
 
 use std::path::Path;
 
@@ -16,15 +17,15 @@ use crate::stats::calibrate::{null_rate, rank_p, NullRate};
 use crate::verdict::{decide, Claim, PositiveControl, Selection, TypeFigure, Verdict, ALPHA};
 
 /// An estimate [value, lo, hi] from `{"value", "lo", "hi"}`.
-fn est(v: &Value) -> Option<[f64; 3]> {
+pub(super) fn est(v: &Value) -> Option<[f64; 3]> {
     Some([v.get("value")?.as_f64()?, v.get("lo")?.as_f64()?, v.get("hi")?.as_f64()?])
 }
 
-fn fmt(e: [f64; 3]) -> String {
+pub(super) fn fmt(e: [f64; 3]) -> String {
     format!("{:.3} [{:.3}, {:.3}]", e[0], e[1], e[2])
 }
 
-fn read(path: &Path) -> Option<Value> {
+pub(super) fn read(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
@@ -32,8 +33,16 @@ const PAPER_KNOWN: &str = "a latent fires on entities the model knows and not on
 const PAPER_UNKNOWN: &str = "a latent fires on entities the model does not know, across types (Fig. 1)";
 const PAPER_DEPTH: &str = "the most general latents sit at middle layers (Fig. 2)";
 
-/// One type's AUROC as read back: (type, n positive, n negative, AUROC, qualifies).
-type TypeRow = (String, usize, usize, Option<[f64; 3]>, bool);
+/// One type's AUROC as read back.
+struct TypeRow {
+    name: String,
+    n_pos: usize,
+    n_neg: usize,
+    auroc: Option<[f64; 3]>,
+    qualifies: bool,
+    /// The matching attribute (a city's country) and how many of its values were compared.
+    matched_on: Option<(String, usize)>,
+}
 
 /// A score's test as read back: stratified AUROC and per-type AUROCs (qualifying or not).
 struct ScoreTest {
@@ -46,14 +55,15 @@ fn score_test(v: &Value) -> ScoreTest {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|t| {
-                    (
-                        t["entity_type"].as_str().unwrap_or("?").to_string(),
-                        t["n_pos"].as_u64().unwrap_or(0) as usize,
-                        t["n_neg"].as_u64().unwrap_or(0) as usize,
-                        est(&t["auroc"]),
-                        t["qualifies"].as_bool().unwrap_or(false),
-                    )
+                .map(|t| TypeRow {
+                    name: t["entity_type"].as_str().unwrap_or("?").to_string(),
+                    n_pos: t["n_pos"].as_u64().unwrap_or(0) as usize,
+                    n_neg: t["n_neg"].as_u64().unwrap_or(0) as usize,
+                    auroc: est(&t["auroc"]),
+                    qualifies: t["qualifies"].as_bool().unwrap_or(false),
+                    matched_on: t["matched_on"]
+                        .as_str()
+                        .map(|m| (m.to_string(), t["strata"].as_u64().unwrap_or(0) as usize)),
                 })
                 .collect()
         })
@@ -63,13 +73,13 @@ fn score_test(v: &Value) -> ScoreTest {
 
 impl ScoreTest {
     fn qualifying(&self) -> impl Iterator<Item = &TypeRow> {
-        self.types.iter().filter(|t| t.4)
+        self.types.iter().filter(|t| t.qualifies)
     }
 
     /// The detection rule, without the random latents: the stratified interval above 0.5 and
     /// every qualifying type's interval above 0.5.
     fn separates(&self) -> bool {
-        self.stratified.is_some_and(|s| s[1] > 0.5) && self.qualifying().all(|t| t.3.is_some_and(|a| a[1] > 0.5))
+        self.stratified.is_some_and(|s| s[1] > 0.5) && self.qualifying().all(|t| t.auroc.is_some_and(|a| a[1] > 0.5))
     }
 }
 
@@ -128,25 +138,28 @@ fn detection_claim(sel: &Value, id: &str, paper: &str) -> Claim {
             format!("stratified test AUROC {}", p.stratified.map_or("–".into(), fmt))
         }),
     };
-    let qualifying: Vec<String> = test.qualifying().map(|t| t.0.clone()).collect();
+    let qualifying: Vec<String> = test.qualifying().map(|t| t.name.clone()).collect();
     let per_type: Vec<TypeFigure> = test
         .types
         .iter()
-        .map(|(t, np, nn, a, q)| {
+        .map(|t| {
             let rand_t: Vec<f64> = randoms
                 .iter()
-                .filter_map(|r| r.types.iter().find(|x| &x.0 == t).and_then(|x| x.3).map(|a| a[0]))
+                .filter_map(|r| r.types.iter().find(|x| x.name == t.name).and_then(|x| x.auroc).map(|a| a[0]))
                 .collect();
             TypeFigure {
-                entity_type: t.clone(),
-                n: np + nn,
+                entity_type: t.name.clone(),
+                n: t.n_pos + t.n_neg,
                 figure: format!(
-                    "AUROC {} ({np} + {nn}); random latents max {}, rank p {:.3}",
-                    a.map_or("–".into(), fmt),
+                    "AUROC {} ({} + {}{}); random latents max {}, rank p {:.3}",
+                    t.auroc.map_or("–".into(), fmt),
+                    t.n_pos,
+                    t.n_neg,
+                    t.matched_on.as_ref().map_or(String::new(), |(m, k)| format!(", within {m}: {k} values")),
                     rand_t.iter().copied().reduce(f64::max).map_or("–".into(), |m| format!("{m:.3}")),
-                    a.map_or(1.0, |a| rank_p(a[0], &rand_t))
+                    t.auroc.map_or(1.0, |a| rank_p(a[0], &rand_t))
                 ),
-                pooled: *q,
+                pooled: t.qualifies,
             }
         })
         .collect();
@@ -516,11 +529,13 @@ pub fn steering_claims(path: &Path, prefix: &str) -> Vec<Claim> {
 }
 
 /// Every claim, from the outputs under `out` (see `plan::Dirs`).
-pub fn all(discovery: &Path, attention: &Path, steer: &Path, steer_base: &Path) -> Result<Vec<Claim>> {
-    let mut v = discovery_claims(discovery);
-    v.extend(attention_claims(attention));
-    v.extend(steering_claims(steer, ""));
-    v.extend(steering_claims(steer_base, "base-"));
+pub fn all(dirs: &super::plan::Dirs) -> Result<Vec<Claim>> {
+    let mut v = discovery_claims(&dirs.discover_base.join("discovery.json"));
+    v.push(super::uncertainty_claim::uncertainty_claim(&dirs.uncertainty.join("uncertainty.json")));
+    v.extend(attention_claims(&dirs.attention.join("attention.json")));
+    v.push(super::extraction_claim::extraction_claim(&dirs.patch.join("patching.json")));
+    v.extend(steering_claims(&dirs.steer.join("steer.json"), ""));
+    v.extend(steering_claims(&dirs.steer_base.join("steer.json"), "base-"));
     Ok(v)
 }
 

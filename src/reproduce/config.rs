@@ -20,7 +20,36 @@ pub struct Config {
     pub chat: Chat,
     pub steer: Steer,
     #[serde(default)]
+    pub uncertainty: Uncertainty,
+    #[serde(default)]
     pub seed: u64,
+}
+
+/// The uncertainty latents (the paper's §6) on the base model. They need the model's own greedy
+/// answers, which the estimate-mode labels of `[base]` do not hold: a greedy label set made
+/// with `knowlens label --mode greedy` (the repository commits one for the default model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uncertainty {
+    /// A greedy label set of the base model [default: data/labels/{base model}/greedy; the stage
+    /// is left out, and its claim not testable, when that directory does not exist].
+    #[serde(default)]
+    pub labels: Option<String>,
+    /// Wrong and correct questions per type in each of train and test.
+    pub per_type: usize,
+}
+
+impl Default for Uncertainty {
+    fn default() -> Self {
+        Self { labels: None, per_type: 100 }
+    }
+}
+
+impl Config {
+    /// The greedy label set the uncertainty stage reads (see `Uncertainty::labels`).
+    pub fn uncertainty_labels(&self) -> String {
+        self.uncertainty.labels.clone().unwrap_or_else(|| format!("data/labels/{}/greedy", self.base.model))
+    }
 }
 
 /// The base model: labels, SAEs, latent discovery, attention and patching.
@@ -31,6 +60,10 @@ pub struct Base {
     pub label_mode: String,
     /// Entities per type (0: the whole dataset).
     pub per_type: usize,
+    /// A different count for some types (type → entities; 0: the whole type). Cities matched on
+    /// country need more cities than a type without matching to reach 30 known test entities.
+    #[serde(default)]
+    pub per_type_of: std::collections::BTreeMap<String, usize>,
     pub known_min: usize,
     /// Types the base model's few-shot steering asks about (empty: all); types it knows nothing
     /// of have no known entities to steer and only cost time.
@@ -190,11 +223,17 @@ impl Config {
         for t in &self.chat.types {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[chat] types".to_string())?;
         }
+        for t in self.base.per_type_of.keys() {
+            t.parse::<crate::entities::questions::EntityType>().with_context(|| "[base] per_type_of".to_string())?;
+        }
         for t in &self.base.steer_types {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[base] steer_types".to_string())?;
         }
         if self.steer.per_type == 0 {
             bail!("[steer] per_type must be at least 1");
+        }
+        if self.uncertainty.per_type == 0 {
+            bail!("[uncertainty] per_type must be at least 1");
         }
         Ok(())
     }

@@ -6,11 +6,14 @@
 //! * `config`: the TOML schema and the quick / full presets
 //! * `plan`: the stages (knowlens commands) and the records finished stages leave
 //! * `claims`: the verdicts, recomputed from the stages' JSON outputs
+//! * `uncertainty_claim`, `extraction_claim`: the §6 and §5 (patching) claims
 //! * `report`: the final page
 
 pub mod claims;
 pub mod config;
+pub mod extraction_claim;
 pub mod plan;
 pub mod report;
+pub mod uncertainty_claim;
 
 pub use config::Config;

@@ -120,6 +120,7 @@ pub struct Dirs {
     pub steer_base: PathBuf,
     pub attention: PathBuf,
     pub patch: PathBuf,
+    pub uncertainty: PathBuf,
 }
 
 impl Dirs {
@@ -136,6 +137,7 @@ impl Dirs {
             steer_base: out.join("steer-base"),
             attention: out.join("attention"),
             patch: out.join("patch"),
+            uncertainty: out.join("uncertainty"),
         }
     }
 }
@@ -173,6 +175,10 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         p(&out.join("labels-base")),
     ];
     label.extend(per_type(c.base.per_type));
+    if !c.base.per_type_of.is_empty() {
+        let of: Vec<String> = c.base.per_type_of.iter().map(|(t, n)| format!("{t}={n}")).collect();
+        label.extend([s("--per-type-of"), of.join(",")]);
+    }
     v.push(Stage {
         name: "label-base",
         about: "label entities known / unknown (base model)",
@@ -326,6 +332,35 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         ],
         json_output: false,
     });
+    // The paper's §6 on the base model's own greedy answers (a committed label set: the
+    // estimate-mode labels above hold likelihoods, not answers). Without one, the stage is left
+    // out and its claim says why.
+    let greedy = c.uncertainty_labels();
+    if Path::new(&greedy).is_dir() {
+        let args = vec![
+            s("uncertainty"),
+            s("--model"),
+            c.base.model.clone(),
+            s("--labels"),
+            greedy,
+            s("--sae"),
+            sae_dirs.join(","),
+            s("--corpus"),
+            s(CORPUS_DIR),
+            s("--per-type"),
+            s(c.uncertainty.per_type),
+            s("--seed"),
+            s(c.seed),
+            s("--out"),
+            p(&d.uncertainty),
+        ];
+        v.push(Stage {
+            name: "uncertainty",
+            about: "latents that tell in advance the answer will be wrong (base model, §6)",
+            args,
+            json_output: false,
+        });
+    }
     v.push(Stage {
         name: "attention",
         about: "attention from the final token to the entity, and under steering (base model)",

@@ -22,6 +22,7 @@ impl ChatMessage {
     }
 }
 
+#[derive(Clone)]
 pub struct ChatTemplate {
     source: String,
     pub bos_token: String,

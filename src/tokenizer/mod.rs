@@ -11,6 +11,7 @@ use candle_core::quantized::gguf_file::Content;
 
 pub use chat::{ChatMessage, ChatTemplate};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     /// Control tokens in the text are tokenized as ordinary text.
     plain: tokenizers::Tokenizer,

@@ -336,33 +336,54 @@ fn direction_claim(out: &SteerOutput, known: bool, yes_no: bool, id: &str, paper
     }
 }
 
+/// Projecting the unknown direction out of the weights, judged like a steering direction with
+/// the direction as the unit: the change of the refusal rate on unknown test entities (signed so
+/// that lowering is positive) ranked among the same change with each control direction projected
+/// out instead (the null), with the refusal direction projected out as the positive control.
 fn orthogonalized_claim(out: &SteerOutput) -> Claim {
     let id = "orthogonalized";
     let conds = test_conditions(out, false);
     let (Some(orig), Some(orth)) = (find(out, &conds, Role::Original), find(out, &conds, Role::Orthogonalized)) else {
         return Claim::not_testable(id, PAPER_ORTH, "not measured (the stage ran without --orthogonalize)");
     };
-    let refusals = |ci: usize| -> Vec<f64> {
-        let mut v: Vec<(usize, f64)> = out
-            .answers
+    let mut items: Vec<usize> = out.answers.iter().filter(|a| a.condition == orig).map(|a| a.item).collect();
+    items.sort_unstable();
+    // 1 where the model did NOT refuse: a lower refusal rate is a positive effect.
+    let not_refused = |ci: usize| -> Vec<f64> {
+        items
             .iter()
-            .filter(|a| a.condition == ci)
-            .map(|a| (a.item, (a.outcome == crate::causal::outcome::Outcome::Refusal) as u8 as f64))
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v.into_iter().map(|x| x.1).collect()
+            .map(|&i| {
+                out.answers
+                    .iter()
+                    .find(|a| a.condition == ci && a.item == i)
+                    .map_or(f64::NAN, |a| (a.outcome != crate::causal::outcome::Outcome::Refusal) as u8 as f64)
+            })
+            .collect()
     };
-    let (o, x) = (refusals(orig), refusals(orth));
-    if o.len() < MIN_N || o.len() != x.len() {
+    let o = not_refused(orig);
+    if o.len() < MIN_N {
         return Claim::not_testable(
             id,
             PAPER_ORTH,
             format!("{} unknown test entities (at least {MIN_N} needed)", o.len()),
         );
     }
-    let rate = mean(&o);
-    let broken: Vec<Broken> =
-        broken_of(out, &conds, |c| c.role == Role::Orthogonalized, "orthogonalized").into_iter().collect();
+    let rate = 1.0 - mean(&o);
+    let seed = out.options.seed;
+    let change = |ci: usize| -> (f64, Option<Estimate>) {
+        let x = not_refused(ci);
+        (mean(&x) - mean(&o), paired_mean_diff(&x, &o, 1000, seed))
+    };
+    let controls_ci: Vec<usize> =
+        conds.iter().copied().filter(|&c| out.conditions[c].role == Role::OrthogonalizedControl).collect();
+    let controls: Vec<(f64, Option<Estimate>)> = controls_ci.iter().map(|&c| change(c)).collect();
+    let control_values: Vec<f64> = controls.iter().map(|c| c.0).collect();
+    let mut broken: Vec<Broken> =
+        broken_of(out, &conds, |c| c.role == Role::OrthogonalizedControl, "orthogonalized controls")
+            .into_iter()
+            .collect();
+    let controls_broken = broken.clone();
+    broken.extend(broken_of(out, &conds, |c| c.role == Role::Orthogonalized, "orthogonalized"));
     if rate < 0.05 {
         return Claim {
             broken,
@@ -376,34 +397,67 @@ fn orthogonalized_claim(out: &SteerOutput) -> Claim {
             )
         };
     }
-    let d = paired_mean_diff(&x, &o, 1000, out.options.seed);
-    let lowered = d.is_some_and(|d| d.hi < 0.0);
-    let (mut verdict, mut why) = decide(lowered, None, &broken);
-    // Without random weight edits beside it there is no null: a change, however large, is not
-    // calibrated (any projection might break the prompt's format and lower refusals with it).
-    if verdict == crate::verdict::Verdict::Reproduced || verdict == crate::verdict::Verdict::NotReproduced {
-        verdict = crate::verdict::Verdict::NotTestable;
-        why = "no null: no random direction was projected out of the weights in this run, so the change cannot be told from what any weight edit does".into();
+    if min_rank_p(controls.len()) > ALPHA {
+        return Claim {
+            broken,
+            ..Claim::not_testable(
+                id,
+                PAPER_ORTH,
+                format!("{} control directions projected out: a rank test needs at least 19 (rerun the stage with --orthogonalize and enough controls)", controls.len()),
+            )
+        };
     }
+    let passes = |e: &(f64, Option<Estimate>), others: &[f64]| -> (bool, f64) {
+        direction_passes(e.0, e.1.map_or(f64::NAN, |c| c.lo), others, None)
+    };
+    let det = change(orth);
+    let (passed, p) = passes(&det, &control_values);
+    let null = null_rate(controls.len(), |i, others| {
+        let o: Vec<f64> = others.iter().map(|&j| control_values[j]).collect();
+        passes(&controls[i], &o).0
+    });
+    let refusal = find(out, &conds, Role::OrthogonalizedRefusal).map(change);
+    let positive = PositiveControl {
+        what: "the model's refusal direction projected out of the weights".into(),
+        passed: refusal.as_ref().is_some_and(|r| passes(r, &control_values).0),
+        evidence: refusal
+            .as_ref()
+            .map_or("no refusal direction (the model refused or answered everything on validation)".into(), |r| {
+                format!("refusals change by {}, rank p {:.3}", fmt_points(r), passes(r, &control_values).1)
+            }),
+    };
+    let (verdict, why) = decide(passed, Some(&positive), &controls_broken);
     let evidence = format!(
-        "{}{} unknown test entities: refusals {:.0}% originally, {:.0}% orthogonalized, change {} points (paired bootstrap)",
+        "{}{} unknown test entities: refusals {:.0}% originally; projecting {} out changes them by {} points (paired bootstrap) vs {} control directions projected out (mean {:+.0}, best {:+.0}), rank p {p:.3}; positive control: {}",
         if why.is_empty() { String::new() } else { format!("{why}; ") },
         o.len(),
         100.0 * rate,
-        100.0 * mean(&x),
-        d.map_or("–".into(), |d| format!("{:+.0} [{:+.0}, {:+.0}]", 100.0 * d.value, 100.0 * d.lo, 100.0 * d.hi))
+        out.conditions[orth].name,
+        fmt_points(&det),
+        controls.len(),
+        -100.0 * mean(&control_values),
+        -100.0 * control_values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        positive.evidence
     );
     Claim {
         id: id.into(),
         paper: PAPER_ORTH.into(),
         verdict,
+        figure: Some(format!("{} points", fmt_points(&det))),
         evidence,
-        figure: None,
         selection: None,
-        null: None,
-        positive_control: None,
+        null: Some(null),
+        positive_control: Some(positive),
         broken,
         per_type: Vec::new(),
+    }
+}
+
+/// A change of the non-refusal rate as a change of refusals, in points with its interval.
+fn fmt_points(e: &(f64, Option<Estimate>)) -> String {
+    match e.1 {
+        Some(c) => format!("{:+.0} [{:+.0}, {:+.0}]", -100.0 * e.0, -100.0 * c.hi, -100.0 * c.lo),
+        None => format!("{:+.0}", -100.0 * e.0),
     }
 }
 

@@ -24,8 +24,10 @@
 //!    question: the unit of the verdict is the direction.
 //!
 //! The orthogonalized model (the unknown direction projected out of its weights) can be
-//! measured beside them on the test entities, and the "are you sure you know" logit difference
-//! (`yesno`) for every direction of phase 2.
+//! measured beside them on the test entities, with its own null (each control direction of the
+//! unknown class projected out instead) and positive control (the refusal direction projected
+//! out), and the "are you sure you know" logit difference (`yesno`) for every direction of
+//! phase 2.
 
 pub mod claims;
 
@@ -127,11 +129,23 @@ pub enum Role {
     Gaussian,
     /// The model with the unknown direction projected out of its weights.
     Orthogonalized,
+    /// The model with a control direction (a random SAE latent or a Gaussian direction of the
+    /// unknown detector's layer) projected out: the orthogonalization's null.
+    OrthogonalizedControl,
+    /// The model with its own refusal direction projected out: the orthogonalization's positive
+    /// control (unknown items only).
+    OrthogonalizedRefusal,
 }
 
 impl Role {
     pub fn is_control(self) -> bool {
         matches!(self, Role::RandomLatent | Role::Gaussian)
+    }
+
+    /// Measured on a copy of the model with the direction projected out of its weights, not by
+    /// steering.
+    pub fn is_weight_edit(self) -> bool {
+        matches!(self, Role::Orthogonalized | Role::OrthogonalizedControl | Role::OrthogonalizedRefusal)
     }
 }
 
@@ -152,7 +166,9 @@ impl Condition {
     pub fn label(&self) -> String {
         match self.role {
             Role::Original => "original".into(),
-            Role::Orthogonalized => format!("orthogonalized ({})", self.name),
+            Role::Orthogonalized | Role::OrthogonalizedControl | Role::OrthogonalizedRefusal => {
+                format!("orthogonalized ({})", self.name)
+            }
             _ => format!("{} ×{}", self.name, self.coef),
         }
     }
@@ -242,11 +258,12 @@ pub fn metric(known: bool, o: Outcome) -> f64 {
     hit as u8 as f64
 }
 
-/// Runs both phases. `orthogonalized`: the same model with the unknown direction projected out
-/// of its weights, measured on the test items when given.
+/// Runs both phases. `orthogonalize`: also measure the test items on copies of the model with
+/// the unknown direction projected out of its weights (both classes), and, for unknown items,
+/// with each control direction and the refusal direction projected out instead.
 pub fn run(
     model: &Model,
-    orthogonalized: Option<&Model>,
+    orthogonalize: bool,
     items: Vec<Item>,
     dirs: &Directions,
     opts: &Options,
@@ -338,16 +355,29 @@ pub fn run(
         for i in 0..opts.n_gaussian {
             add(Role::Gaussian, Some(gaussian(d.layer, d_model, opts.seed, i as u64, "test")?));
         }
-        if orthogonalized.is_some() {
-            conditions.push(Condition {
-                role: Role::Orthogonalized,
-                name: dirs.unknown.name.clone(),
-                known,
-                split: Split::Test,
-                coef: 0.0,
-                magnitude: 0.0,
-            });
-            directions.push(None);
+        if orthogonalize {
+            let mut add_orth = |role, d: Option<SteeringDirection>| {
+                let name = d.as_ref().map_or_else(|| dirs.unknown.name.clone(), |d| d.name.clone());
+                conditions.push(Condition { role, name, known, split: Split::Test, coef: 0.0, magnitude: 0.0 });
+                directions.push(d);
+            };
+            add_orth(Role::Orthogonalized, Some(dirs.unknown.clone()));
+            if !known {
+                // The null: the unknown class's own controls (those the known items are steered
+                // with), each projected out in the detector's place.
+                for c in &dirs.unknown_controls {
+                    add_orth(Role::OrthogonalizedControl, Some(c.clone()));
+                }
+                for i in 0..opts.n_gaussian {
+                    add_orth(
+                        Role::OrthogonalizedControl,
+                        Some(gaussian(dirs.unknown.layer, d_model, opts.seed, i as u64, "test")?),
+                    );
+                }
+                if let Some(r) = &refusal_direction {
+                    add_orth(Role::OrthogonalizedRefusal, Some(r.clone()));
+                }
+            }
         }
     }
     let generated = |c: &Condition| c.role != Role::LogitDirection;
@@ -356,22 +386,25 @@ pub fn run(
     progress.start("steering: test (the verdict's conditions)", Some(total as u64));
     let rows_for = |c: &Condition| rows_of(c.known, c.split);
     let on_model: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
-        .filter(|&ci| generated(&conditions[ci]) && conditions[ci].role != Role::Orthogonalized)
+        .filter(|&ci| generated(&conditions[ci]) && !conditions[ci].role.is_weight_edit())
         .map(|ci| (ci, &conditions[ci], directions[ci].as_ref()))
         .collect();
     run.conditions(model, &on_model, &rows_for, progress)?;
-    if let Some(m) = orthogonalized {
-        let orth: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
-            .filter(|&ci| conditions[ci].role == Role::Orthogonalized)
-            .map(|ci| (ci, &conditions[ci], None))
-            .collect();
-        run.conditions(m, &orth, &rows_for, progress)?;
+    // One weight edit at a time: a copy shares every weight the edit leaves alone.
+    for ci in (first_test..conditions.len()).filter(|&ci| conditions[ci].role.is_weight_edit()) {
+        let Some(d) = directions[ci].as_ref() else { continue };
+        let mut edited = model.clone();
+        let t = candle_core::Tensor::from_vec(d.unit.clone(), d.unit.len(), &candle_core::Device::Cpu)?;
+        edited.transformer.orthogonalize(&t, crate::model::Orthogonalization::NormAware)?;
+        run.conditions(&edited, &[(ci, &conditions[ci], None)], &rows_for, progress)?;
     }
     progress.finish();
 
     let yes_no = if opts.yes_no {
-        let picked: Vec<(usize, &SteeringDirection)> =
-            (first_test..conditions.len()).filter_map(|ci| directions[ci].as_ref().map(|d| (ci, d))).collect();
+        let picked: Vec<(usize, &SteeringDirection)> = (first_test..conditions.len())
+            .filter(|&ci| !conditions[ci].role.is_weight_edit())
+            .filter_map(|ci| directions[ci].as_ref().map(|d| (ci, d)))
+            .collect();
         Some(yesno::run(model, &items, &conditions, &picked, opts.prompt, opts.batch, opts.seed, progress)?)
     } else {
         None
@@ -465,10 +498,7 @@ fn gaussian(layer: usize, d_model: usize, seed: u64, index: u64, what: &str) -> 
 }
 
 fn negated(d: &SteeringDirection) -> SteeringDirection {
-    let mut n = d.clone();
-    n.unit.iter_mut().for_each(|x| *x = -*x);
-    n.name = format!("−{}", d.name);
-    n
+    d.negated()
 }
 
 /// `d` pushed at `layer` instead of its own (the opposite class's direction at the claim

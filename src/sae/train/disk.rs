@@ -165,7 +165,7 @@ pub struct Recipe {
 impl Recipe {
     pub fn digest(&self) -> String {
         let text = serde_json::to_string(self).expect("a recipe serialises");
-        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        crate::fsio::hex(&Sha256::digest(text.as_bytes()))
     }
 
     /// Bytes of one row of every hook.
@@ -237,7 +237,7 @@ impl StoreIndex {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::fsio::hex(&Sha256::digest(bytes))
 }
 
 fn shard_name(i: usize) -> String {

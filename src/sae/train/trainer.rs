@@ -767,10 +767,10 @@ fn total_variance(x: &[f32], d: usize) -> f64 {
 }
 
 /// With `KNOWLENS_PROFILE_SAE` set, prints the time since `t` at the end of each phase of a step
-/// (cumulative within the forward/backward, separately for the update) to stderr.
+/// (cumulative within the forward/backward, separately for the update) as a log line.
 fn prof(name: &str, t: std::time::Instant) {
     if std::env::var_os("KNOWLENS_PROFILE_SAE").is_some() {
-        eprintln!("{name:>10} {:.3} s (process CPU {:.3} s)", t.elapsed().as_secs_f64(), cpu_seconds());
+        log::info!("{name:>10} {:.3} s (process CPU {:.3} s)", t.elapsed().as_secs_f64(), cpu_seconds());
     }
 }
 
