@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use knowlens::entities::dataset::{self, LoadReport, Require};
-use knowlens::entities::labels::LabelSet;
+use knowlens::entities::label_set::LabelSet;
 use knowlens::sae::train::checkpoint;
 use knowlens::sae::train::disk::{dim_stats, StoreIndex};
 use knowlens::sae::train::{ArchConfig, BatchSource, DiskBatches, DiskStore, TrainConfig, Trainer};

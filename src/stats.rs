@@ -61,6 +61,15 @@ pub fn auroc_ci(pos: &[f64], neg: &[f64], reps: usize, seed: u64) -> Option<Esti
     Some(Estimate { value, lo, hi })
 }
 
+/// The mean with a 95% percentile bootstrap interval.
+pub fn mean_ci(v: &[f64], reps: usize, seed: u64) -> Estimate {
+    bootstrap(v, reps, seed, |x| x.iter().sum::<f64>() / x.len() as f64).unwrap_or(Estimate {
+        value: f64::NAN,
+        lo: f64::NAN,
+        hi: f64::NAN,
+    })
+}
+
 /// Any statistic of a sample with a 95% percentile bootstrap interval.
 pub fn bootstrap<T: Copy>(items: &[T], reps: usize, seed: u64, stat: impl Fn(&[T]) -> f64) -> Option<Estimate> {
     if items.is_empty() {

@@ -12,7 +12,7 @@ use knowlens::corpus::clean::{
 };
 use knowlens::corpus::entities;
 use knowlens::corpus::sources::{self, Format};
-use knowlens::corpus::store::{self, CorpusIndex, SourceInfo, SplitIndex};
+use knowlens::corpus::token_cache::{self as store, CorpusIndex, SourceInfo, SplitIndex};
 use knowlens::corpus::wiki::{clean_wiki_markup, wiki_pages};
 use knowlens::corpus::{self, Deduper, Split, TokenCorpus};
 use knowlens::entities::questions::{self, EntityType};

@@ -13,7 +13,7 @@ use knowlens::discover::activations::{self, Item};
 use knowlens::discover::detectors::{self, DetectorFile, DetectorKind};
 use knowlens::discover::scores::{self, Direction, Group, LayerScores};
 use knowlens::discover::{self, Discovery, Inputs, Options};
-use knowlens::entities::labels::LabelSet;
+use knowlens::entities::label_set::LabelSet;
 use knowlens::entities::{Entity, EntityType};
 use knowlens::progress::Silent;
 use knowlens::rng::SplitMix64;

@@ -374,7 +374,7 @@ fn sentencepiece_gguf() -> Vec<u8> {
 
 /// A few labeled entities of the committed greedy labels, with splits and controls cut to them.
 fn small_label_set() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-    use knowlens::entities::labels::LabelSet;
+    use knowlens::entities::label_set::LabelSet;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/labels/gemma-3-270m/greedy");
     let set = LabelSet::load(&dir).unwrap();
     let mut splits = set.splits.clone();
@@ -407,7 +407,7 @@ fn small_label_set() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
 
 /// A three-document token corpus written by the corpus store.
 fn small_corpus() -> (Vec<u8>, Vec<u8>) {
-    use knowlens::corpus::store::{write, SourceInfo, SplitIndex};
+    use knowlens::corpus::token_cache::{write, SourceInfo, SplitIndex};
     use knowlens::corpus::CorpusIndex;
     let train: Vec<u32> = vec![2, 10, 11, 12, 2, 13, 14, 2, 15, 16, 17, 18];
     let src = |name: &str| SourceInfo {
@@ -417,7 +417,7 @@ fn small_corpus() -> (Vec<u8>, Vec<u8>) {
         license: "MIT".into(),
     };
     let index = CorpusIndex {
-        format: knowlens::corpus::store::FORMAT.into(),
+        format: knowlens::corpus::token_cache::FORMAT.into(),
         version: "1".into(),
         model: "tiny".into(),
         recipe: "fuzz".into(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::check_label_outputs;
 use knowlens::entities::decide::Class;
 use knowlens::entities::label::Mode;
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::EntityType;
 
 fn committed(dir: &str) -> PathBuf {
@@ -37,7 +37,7 @@ fn committed_estimate_labels_match_their_summary() {
         let (k, u) = set.matched_in(split);
         assert_eq!(k.len(), u.len());
         assert!(k.iter().chain(&u).all(|e| e.split == Some(split)));
-        let types = |v: &[&knowlens::entities::labels::LabeledEntity]| {
+        let types = |v: &[&knowlens::entities::label_set::LabeledEntity]| {
             let mut t: Vec<EntityType> = v.iter().map(|e| e.entity_type()).collect();
             t.sort();
             t

@@ -9,11 +9,11 @@ mod common;
 use std::path::Path;
 
 use common::{fixture, tiny};
-use knowlens::causal::attention::{self, AttentionOptions, Expect, Item, MeasureOptions, SelectOptions};
+use knowlens::causal::attention::{self, AttentionOptions, Expect, MeasureOptions, Prompt, SelectOptions};
 use knowlens::causal::patching::{self, PairOptions, PatchOptions, Site};
 use knowlens::causal::SteeringDirection;
 use knowlens::discover::detectors::DetectorFile;
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::EntityType;
 use knowlens::progress::Silent;
 use knowlens::{HookPoint, HookSpec, Intervention, Model, Positions};
@@ -21,8 +21,8 @@ use serde_json::json;
 
 const TEMPLATE: &str = "w5 {name} w7 w8";
 
-fn item(name: &str, known: bool) -> Item {
-    Item {
+fn item(name: &str, known: bool) -> Prompt {
+    Prompt {
         id: name.to_string(),
         entity_type: EntityType::City,
         name: name.to_string(),
@@ -33,7 +33,7 @@ fn item(name: &str, known: bool) -> Item {
 }
 
 /// Prompts of different lengths, so batches are left-padded.
-fn items() -> Vec<Item> {
+fn items() -> Vec<Prompt> {
     vec![item("w10 w11", true), item("w12", true), item("w13 w14 w15", false), item("w16", false)]
 }
 
@@ -45,7 +45,7 @@ fn opts(batch: usize, value_weighted: bool) -> MeasureOptions {
 fn the_attention_metric_is_the_captured_pattern_at_the_final_query_and_the_entitys_last_key() {
     let m = tiny("gemma3");
     let its = items();
-    let refs: Vec<&Item> = its.iter().collect();
+    let refs: Vec<&Prompt> = its.iter().collect();
     let got = attention::measure(&m, &refs, None, &opts(3, false), &Silent).unwrap();
     let (nl, nh) = (m.cfg().n_layers, m.cfg().n_heads);
     for (k, it) in its.iter().enumerate() {
@@ -71,7 +71,7 @@ fn the_attention_metric_is_the_captured_pattern_at_the_final_query_and_the_entit
 fn value_weighted_attention_is_the_attention_times_the_norm_of_the_entitys_value() {
     let m = tiny("gemma3");
     let its = items();
-    let refs: Vec<&Item> = its.iter().collect();
+    let refs: Vec<&Prompt> = its.iter().collect();
     let got = attention::measure(&m, &refs, None, &opts(4, true), &Silent).unwrap();
     let nl = m.cfg().n_layers;
     for (k, it) in its.iter().enumerate() {
@@ -102,7 +102,7 @@ fn value_weighted_attention_is_the_attention_times_the_norm_of_the_entitys_value
 fn steering_by_zero_changes_nothing_and_steering_moves_only_later_layers() {
     let m = tiny("gemma3");
     let its = items();
-    let known: Vec<&Item> = its.iter().filter(|i| i.known).collect();
+    let known: Vec<&Prompt> = its.iter().filter(|i| i.known).collect();
     let o = opts(2, false);
     let base = attention::measure(&m, &known, None, &o, &Silent).unwrap();
     let dir = SteeringDirection::random(3, m.cfg().d_model, 7, 0).unwrap();
@@ -162,7 +162,7 @@ fn steering_by_zero_changes_nothing_and_steering_moves_only_later_layers() {
 fn promoted_tokens_are_the_heads_output_through_the_final_norm_and_unembedding() {
     let m = tiny("gemma3");
     let its = items();
-    let refs: Vec<&Item> = its.iter().collect();
+    let refs: Vec<&Prompt> = its.iter().collect();
     let got = attention::promoted_tokens(&m, &refs, &[(0, 4, 1), (1, 2, 3)], 5, 8).unwrap();
     // Directly: zero every other head of the layer at the last position, read attn_out there.
     for (&(i, l, h), top) in [(0usize, 4usize, 1usize), (1, 2, 3)].iter().zip(&got) {
@@ -426,14 +426,14 @@ fn the_attention_experiment_steers_with_a_probe_and_its_negation() {
     let m = tiny("gemma3");
     let file = DetectorFile::load(&detector_file(dir.path(), 6)).unwrap();
     let d = attention::directions_from(&file, None, None).unwrap();
-    assert_eq!(d.unknown.name, "-probe_L2");
+    assert_eq!(d.unknown.name, "−probe_L2");
     assert!((d.known.cosine(&d.unknown) + 1.0).abs() < 1e-6);
     assert!(d.notes[0].contains("negation of probe_L2"), "{:?}", d.notes);
     // The other direction is the negation of the one chosen, not of the file's first detector.
     let dom = attention::directions_from(&file, Some("dom_L3"), None).unwrap();
-    assert_eq!((dom.known.name.as_str(), dom.unknown.name.as_str(), dom.unknown.layer), ("dom_L3", "-dom_L3", 3));
+    assert_eq!((dom.known.name.as_str(), dom.unknown.name.as_str(), dom.unknown.layer), ("dom_L3", "−dom_L3", 3));
     let named = attention::directions_from(&file, None, Some("dom_L3")).unwrap();
-    assert_eq!((named.known.name.as_str(), named.unknown.name.as_str()), ("probe_L2", "-dom_L3"));
+    assert_eq!((named.known.name.as_str(), named.unknown.name.as_str()), ("probe_L2", "−dom_L3"));
     let err = attention::directions_from(&file, Some("nope"), None).unwrap_err().to_string();
     assert!(err.contains("probe_L2"), "{err}");
     let mut o = AttentionOptions {
@@ -544,7 +544,7 @@ fn the_commands_run_on_the_tiny_model_and_refuse_bad_arguments_by_name() {
     ];
     let (ok, msg) = cli(&[&base[..], &["--detectors", det.to_str().unwrap()]].concat());
     assert!(ok, "{msg}");
-    assert!(msg.contains("city: 6 known, 6 unknown") && msg.contains("-probe_L2"), "{msg}");
+    assert!(msg.contains("city: 6 known, 6 unknown") && msg.contains("−probe_L2"), "{msg}");
     assert!(out.join("report.html").is_file());
     for (flag, value, needle) in [
         ("--coef", "-1", "--coef"),

@@ -3,7 +3,7 @@
 
 use knowlens::causal::items::Item;
 use knowlens::causal::steer;
-use knowlens::entities::labels::Split;
+use knowlens::entities::label_set::Split;
 use knowlens::entities::questions::{AnswerKind, EntityType};
 use knowlens::reproduce::claims;
 use knowlens::reproduce::plan::{self, StageRecord};

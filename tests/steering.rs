@@ -9,7 +9,7 @@ use knowlens::causal::items::{chat_text, few_shot_preamble, prompt_text, Item, P
 use knowlens::causal::refusal::{is_refusal, RefusalRule};
 use knowlens::causal::steer::{self, Role};
 use knowlens::discover::scores::Direction;
-use knowlens::entities::labels::Split;
+use knowlens::entities::label_set::Split;
 use knowlens::entities::questions::{AnswerKind, EntityType};
 use knowlens::progress::Silent;
 use knowlens::Precision;

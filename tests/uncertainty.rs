@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use common::{fixture, tiny};
 use knowlens::causal::uncertainty::questions::{self, Question};
 use knowlens::causal::uncertainty::{self, report, Direction, Inputs, Options};
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::questions::{attribute, fill};
 use knowlens::entities::rule::Guessable;
 use knowlens::entities::{Entity, EntityType};

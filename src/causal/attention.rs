@@ -19,70 +19,26 @@ use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::direction::SteeringDirection;
+use super::relations::{candidates, default_attribute, fill, relation, sample};
 use crate::discover::detectors::DetectorFile;
 use crate::discover::scores::Direction;
 use crate::entities::decide::Class;
-use crate::entities::labels::{LabelSet, LabeledEntity, Split};
+use crate::entities::label_set::{LabelSet, LabeledEntity, Split};
 use crate::entities::EntityType;
 use crate::hooks::{HookPoint, HookSpec, Intervention, Positions};
 use crate::progress::Progress;
-use crate::report::html::{escape, Html, Page, Table};
-use crate::rng::{self, SplitMix64, TAG_PICK};
-use crate::stats::{self, Estimate};
+use crate::report::csv_field;
+use crate::report::heatmap::heatmap_svg;
+use crate::report::html::{Html, Page, Table};
+use crate::stats::{self, mean_ci, Estimate};
 use crate::Model;
 
 /// The prompt: the discovery prompt (`The {type} '{name}'`) followed by a base-model relation.
 pub const TEMPLATE: &str = "The {type} '{name}' {relation}";
 
-/// The paper's base-model relations (`attn_analysis.py`), under our attribute names. City
-/// regions are ours (the paper asks for a city's "location"); the paper's two player-birth
-/// entries are swapped in its code and are given here the right way round.
-pub const RELATIONS: &[(EntityType, &str, &str)] = &[
-    (EntityType::Player, "birth_city", "was born in the city of"),
-    (EntityType::Player, "birth_year", "was born in the year"),
-    (EntityType::Player, "team", "has played for"),
-    (EntityType::Movie, "director", "is directed by"),
-    (EntityType::Movie, "screenwriter", "is written by"),
-    (EntityType::Movie, "actor", "has starring"),
-    (EntityType::Movie, "release_year", "was released in"),
-    (EntityType::Movie, "genre", "has the genre"),
-    (EntityType::City, "country", "is located in"),
-    (EntityType::City, "region", "is located in the region of"),
-    (EntityType::City, "population", "has a population of"),
-    (EntityType::Song, "artist", "is sung by"),
-    (EntityType::Song, "album", "appears in the album"),
-    (EntityType::Song, "genre", "has the genre"),
-    (EntityType::Song, "release_year", "was released in"),
-];
-
-/// The one attribute (hence relation) each type is asked about: a name attribute that counts
-/// toward "known", so a known entity's answer is one the model gives.
-pub fn default_attribute(t: EntityType) -> &'static str {
-    match t {
-        EntityType::Player => "team",
-        EntityType::Movie => "director",
-        EntityType::City => "country",
-        EntityType::Song => "artist",
-    }
-}
-
-/// The relation text of `t.attribute`.
-pub fn relation(t: EntityType, attribute: &str) -> Result<&'static str> {
-    RELATIONS.iter().find(|(rt, a, _)| *rt == t && *a == attribute).map(|r| r.2).with_context(|| {
-        let known: Vec<String> = RELATIONS.iter().filter(|r| r.0 == t).map(|r| r.1.to_string()).collect();
-        format!("no base relation for {t}.{attribute} (known for {t}: {})", known.join(", "))
-    })
-}
-
-/// `template` with `{type}`, `{relation}` and then `{name}` filled in (the name last, so a name
-/// holding braces is never substituted into).
-pub fn fill(template: &str, t: EntityType, name: &str, relation: &str) -> String {
-    template.replace("{type}", t.as_str()).replace("{relation}", relation).replace("{name}", name)
-}
-
 /// One prompt of the experiment.
 #[derive(Debug, Clone, Serialize)]
-pub struct Item {
+pub struct Prompt {
     pub id: String,
     #[serde(rename = "type")]
     pub entity_type: EntityType,
@@ -108,7 +64,7 @@ pub struct SelectOptions {
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// Every known item first, then every unknown one (each class is run in its own batches).
-    pub items: Vec<Item>,
+    pub items: Vec<Prompt>,
     pub types: Vec<EntityType>,
     /// (type → (attribute, relation)).
     pub relations: BTreeMap<EntityType, (String, String)>,
@@ -117,27 +73,6 @@ pub struct Selection {
 
 fn split_list(splits: &[Split]) -> String {
     splits.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-}
-
-/// The labeled entities of a type and class in the given splits, in file order.
-pub fn candidates<'a>(labels: &'a LabelSet, t: EntityType, class: Class, splits: &[Split]) -> Vec<&'a LabeledEntity> {
-    labels
-        .entities
-        .iter()
-        .filter(|e| e.entity_type() == t && e.class() == class && e.split.is_some_and(|s| splits.contains(&s)))
-        .collect()
-}
-
-/// At most `n` of `v`: all of them, or a seeded sample kept in file order.
-pub fn sample<T: Clone>(v: &[T], n: usize, seed: u64, stream: u64) -> Vec<T> {
-    if v.len() <= n {
-        return v.to_vec();
-    }
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    rng::shuffle(&mut idx, &mut SplitMix64::derive(seed, TAG_PICK, stream));
-    idx.truncate(n);
-    idx.sort_unstable();
-    idx.into_iter().map(|i| v[i].clone()).collect()
 }
 
 /// The known and unknown prompts of each type.
@@ -174,7 +109,7 @@ pub fn select(labels: &LabelSet, o: &SelectOptions) -> Result<Selection> {
         let attribute = default_attribute(t);
         let rel = relation(t, attribute)?;
         relations.insert(t, (attribute.to_string(), rel.to_string()));
-        let item = |e: &LabeledEntity| Item {
+        let item = |e: &LabeledEntity| Prompt {
             id: e.id().to_string(),
             entity_type: t,
             name: e.name().to_string(),
@@ -298,7 +233,7 @@ pub struct Measured {
 /// steered and an unsteered measurement differ only by the steering.
 pub fn measure(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     steer: Option<Steer>,
     o: &MeasureOptions,
     progress: &dyn Progress,
@@ -318,7 +253,7 @@ pub type EditFn<'a> = dyn Fn(HookSpec, &crate::EntityBatch) -> Result<HookSpec> 
 /// `measure` with any edit of the forward pass; `steer` only feeds the value-weighted norms.
 pub fn measure_with(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     edit: &EditFn,
     steer: Option<Steer>,
     o: &MeasureOptions,
@@ -455,15 +390,6 @@ pub fn welch_difference(a: &[f64], b: &[f64]) -> Result<Difference> {
     Ok(Difference { value: w.diff, lo: w.diff - half, hi: w.diff + half, t: w.t, df: w.df, p: w.p })
 }
 
-/// The mean with a 95% percentile bootstrap interval.
-pub fn mean_ci(v: &[f64], reps: usize, seed: u64) -> Estimate {
-    stats::bootstrap(v, reps, seed, |x| x.iter().sum::<f64>() / x.len() as f64).unwrap_or(Estimate {
-        value: f64::NAN,
-        lo: f64::NAN,
-        hi: f64::NAN,
-    })
-}
-
 /// One head, known vs unknown.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeadContrast {
@@ -556,7 +482,7 @@ pub struct SteeringResult {
 #[allow(clippy::too_many_arguments)]
 pub fn steer_class(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     base: &[HeadGrid],
     direction: &SteeringDirection,
     coef: f64,
@@ -650,7 +576,7 @@ pub fn steer_class(
 /// per target.
 pub fn promoted_tokens(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     targets: &[(usize, usize, usize)],
     k: usize,
     batch: usize,
@@ -788,7 +714,7 @@ pub struct AttentionReport {
     pub promoted: Vec<Promoted>,
     pub seconds: BTreeMap<String, f64>,
     #[serde(skip)]
-    pub items: Vec<Item>,
+    pub items: Vec<Prompt>,
     #[serde(skip)]
     pub measured: Measured,
 }
@@ -814,8 +740,8 @@ pub fn run(
             HookPoint::ResidPre(dir.layer).check_layer(nl).with_context(|| format!("direction {}", dir.name))?;
         }
     }
-    let known: Vec<&Item> = sel.items.iter().filter(|i| i.known).collect();
-    let unknown: Vec<&Item> = sel.items.iter().filter(|i| !i.known).collect();
+    let known: Vec<&Prompt> = sel.items.iter().filter(|i| i.known).collect();
+    let unknown: Vec<&Prompt> = sel.items.iter().filter(|i| !i.known).collect();
     let mut mo = o.measure.clone();
     if let Some(d) = directions {
         mo.norm_layers = vec![d.known.layer, d.unknown.layer];
@@ -884,7 +810,7 @@ pub fn run(
 
     // The claims' design: chosen on train and validation, tested once on test.
     let t3 = Instant::now();
-    let all_items: Vec<&Item> = known.iter().chain(&unknown).copied().collect();
+    let all_items: Vec<&Prompt> = known.iter().chain(&unknown).copied().collect();
     let all_grids: Vec<HeadGrid> = mk.attention.iter().chain(&mu.attention).cloned().collect();
     let verdicts = match super::head_test::run(
         model, &all_items, &all_grids, directions, &o.coefs, o.n_random, &mo, o.reps, o.seed, progress,
@@ -922,7 +848,7 @@ pub fn run(
     seconds.insert("promoted_tokens".into(), t2.elapsed().as_secs_f64());
     seconds.insert("total".into(), t0.elapsed().as_secs_f64());
 
-    let items: Vec<Item> = known.iter().chain(&unknown).map(|&i| i.clone()).collect();
+    let items: Vec<Prompt> = known.iter().chain(&unknown).map(|&i| i.clone()).collect();
     let measured = Measured {
         attention: mk.attention.iter().chain(&mu.attention).cloned().collect(),
         value_weighted: mk.value_weighted.iter().chain(&mu.value_weighted).cloned().collect(),
@@ -948,15 +874,6 @@ pub fn run(
         items,
         measured,
     })
-}
-
-/// A CSV field, quoted when it needs to be.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// Writes `attention.json`, `heads.csv` (known vs unknown per head and scope), `steering.csv`,
@@ -1223,66 +1140,6 @@ fn page(r: &AttentionReport) -> Page {
     p.footer(Html::text(&format!("knowlens attention; wall time: {}", secs.join(", "))))
 }
 
-/// A heatmap as an inline SVG: one cell per value (rows top to bottom, columns left to right),
-/// a diverging scale centred on 0 (red positive, blue negative, symmetric in the largest |value|),
-/// grey for missing (NaN) cells, a tooltip per cell, and the scale's ends written under it.
-pub fn heatmap_svg(title: &str, rows: &[String], cols: &[String], values: &[Vec<f64>]) -> String {
-    let (cw, ch) = (if cols.len() > 12 { 30.0 } else { 40.0 }, 16.0f64);
-    let left = 10.0 + 7.0 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(1) as f64;
-    let top = 24.0 + 6.5 * cols.iter().map(|c| c.chars().count()).max().unwrap_or(1).min(24) as f64;
-    let (w, h) = (left + cw * cols.len() as f64 + 10.0, top + ch * rows.len() as f64 + 30.0);
-    let max = values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" \
-         role=\"img\" font-size=\"11\"><text x=\"4\" y=\"14\" font-size=\"13\">{}</text>",
-        escape(title)
-    );
-    for (j, c) in cols.iter().enumerate() {
-        let x = left + cw * (j as f64 + 0.5);
-        let _ = write!(
-            s,
-            "<text transform=\"translate({x:.1},{:.1}) rotate(-60)\">{}</text>",
-            top - 4.0,
-            escape(&c.chars().take(24).collect::<String>())
-        );
-    }
-    for (i, r) in rows.iter().enumerate() {
-        let y = top + ch * i as f64;
-        let (x, ty) = (left - 4.0, y + 12.0);
-        let _ = write!(s, "<text x=\"{x:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{}</text>", escape(r));
-        for (j, c) in cols.iter().enumerate() {
-            let v = values.get(i).and_then(|row| row.get(j)).copied().unwrap_or(f64::NAN);
-            let fill = if !v.is_finite() {
-                "#e5e7eb".to_string()
-            } else {
-                let a = if max > 0.0 { (v.abs() / max).min(1.0) } else { 0.0 };
-                let fade = (255.0 * (1.0 - a)).round() as u8;
-                if v >= 0.0 {
-                    format!("rgb(255,{fade},{fade})")
-                } else {
-                    format!("rgb({fade},{fade},255)")
-                }
-            };
-            let tip = if v.is_finite() { format!("{v:+.4}") } else { "not measured".into() };
-            let _ = write!(
-                s,
-                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{cw}\" height=\"{ch}\" fill=\"{fill}\" stroke=\"#fff\">\
-                 <title>{}, {}: {}</title></rect>",
-                left + cw * j as f64,
-                escape(r),
-                escape(c),
-                tip
-            );
-        }
-    }
-    let _ = write!(
-        s,
-        "<text x=\"{left:.1}\" y=\"{:.1}\">scale: blue −{max:.3} · white 0 · red +{max:.3}</text></svg>",
-        top + ch * rows.len() as f64 + 18.0
-    );
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1315,12 +1172,5 @@ mod tests {
     fn top_k_orders_by_value() {
         assert_eq!(top_k(&[0.1, 3.0, -1.0, 2.0], 2), vec![(1, 3.0), (3, 2.0)]);
         assert!(top_k(&[1.0], 0).is_empty());
-    }
-
-    #[test]
-    fn heatmap_draws_every_cell_with_a_tooltip() {
-        let svg = heatmap_svg("t <x>", &["L0".into(), "L1".into()], &["H0".into()], &[vec![0.5], vec![f64::NAN]]);
-        assert_eq!(svg.matches("<rect").count(), 2);
-        assert!(svg.contains("L0, H0: +0.5000") && svg.contains("not measured") && svg.contains("t &lt;x&gt;"));
     }
 }

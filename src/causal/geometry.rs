@@ -28,7 +28,7 @@ use serde::Serialize;
 use super::direction::{mean_resid_norm, SteeringDirection};
 use super::refusal::{is_refusal, RefusalRule};
 use crate::batch::EntityBatch;
-use crate::entities::labels::{LabelSet, Split};
+use crate::entities::label_set::{LabelSet, Split};
 use crate::entities::questions::EntityType;
 use crate::hooks::{HookPoint, HookSpec, Positions};
 use crate::progress::Progress;

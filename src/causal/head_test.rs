@@ -16,7 +16,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::attention::{measure, measure_with, Directions, Expect, HeadGrid, Item, MeasureOptions};
+use super::attention::{measure, measure_with, Directions, Expect, HeadGrid, MeasureOptions, Prompt};
 use super::direction::SteeringDirection;
 use crate::hooks::{HookPoint, HookSpec, Intervention, Positions};
 use crate::progress::Progress;
@@ -95,7 +95,7 @@ pub struct HeadVerdicts {
 type Groups = Vec<(String, Vec<f64>, Vec<f64>)>;
 
 /// Known and unknown values of one head, grouped by type.
-fn by_type(items: &[&Item], grids: &[HeadGrid], l: usize, h: usize) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+fn by_type(items: &[&Prompt], grids: &[HeadGrid], l: usize, h: usize) -> Vec<(String, Vec<f64>, Vec<f64>)> {
     let mut types: Vec<String> = items.iter().map(|i| i.entity_type.to_string()).collect();
     types.sort();
     types.dedup();
@@ -163,7 +163,7 @@ fn stratified_ci(groups: &[(String, Vec<f64>, Vec<f64>)], min: usize, reps: usiz
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     grids: &[HeadGrid],
     directions: Option<&Directions>,
     coefs: &[f64],
@@ -179,7 +179,7 @@ pub fn run(
     let (nl, nh) = (model.cfg().n_layers, model.cfg().n_heads);
     let sel: Vec<usize> = (0..items.len()).filter(|&i| items[i].split != "test").collect();
     let test: Vec<usize> = (0..items.len()).filter(|&i| items[i].split == "test").collect();
-    let sub = |idx: &[usize]| -> (Vec<&Item>, Vec<HeadGrid>) {
+    let sub = |idx: &[usize]| -> (Vec<&Prompt>, Vec<HeadGrid>) {
         (idx.iter().map(|&i| items[i]).collect(), idx.iter().map(|&i| grids[i].clone()).collect())
     };
     let (sel_items, sel_grids) = sub(&sel);
@@ -247,8 +247,9 @@ pub fn run(
                 notes.push(format!("{} is steered at layer {}, after every head", dir.name, dir.layer));
                 continue;
             };
-            let pick =
-                |idx: &[usize]| -> Vec<&Item> { idx.iter().map(|&i| items[i]).filter(|i| i.known == known).collect() };
+            let pick = |idx: &[usize]| -> Vec<&Prompt> {
+                idx.iter().map(|&i| items[i]).filter(|i| i.known == known).collect()
+            };
             let (sel_k, test_k) = (pick(&sel), pick(&test));
             if sel_k.is_empty() || test_k.is_empty() {
                 continue;
@@ -276,7 +277,7 @@ pub fn run(
 /// Norm of the residual entering `layer` at the entity's last token, averaged over `items`.
 fn mean_norm(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     layer: usize,
     mo: &MeasureOptions,
     progress: &dyn Progress,
@@ -290,7 +291,7 @@ fn mean_norm(
 #[allow(clippy::too_many_arguments)]
 fn signed_deltas(
     model: &Model,
-    items: &[&Item],
+    items: &[&Prompt],
     base: &[HeadGrid],
     (l, h): (usize, usize),
     edit: &super::attention::EditFn,
@@ -306,8 +307,8 @@ fn signed_deltas(
 #[allow(clippy::too_many_arguments)]
 fn steer_test(
     model: &Model,
-    sel: &[&Item],
-    test: &[&Item],
+    sel: &[&Prompt],
+    test: &[&Prompt],
     head: (usize, usize),
     dir: &SteeringDirection,
     own: &SteeringDirection,

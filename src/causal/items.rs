@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::entities::dataset::Entity;
 use crate::entities::decide::Class;
-use crate::entities::labels::{LabelSet, Split};
+use crate::entities::label_set::{LabelSet, Split};
 use crate::entities::questions::{self, AnswerKind, EntityType};
 use crate::entities::rule::{self, Guessable};
 use crate::rng::{shuffle, SplitMix64, TAG_PICK};

@@ -18,6 +18,8 @@
 //! * `head_test`: the attention claims' design: the head chosen on train and validation, the
 //!   contrast and steering tested on test with permutation nulls, Gaussian controls and a direct
 //!   edit of the head as the positive control
+//! * `relations`: the base-model prompts of attention and patching (the paper's relations) and
+//!   the entities they read
 //! * `patching`: activation patching from known-entity into unknown-entity prompts
 //! * `uncertainty`: latents and probes at the last prompt token that tell in advance whether the
 //!   model's answer will be wrong
@@ -31,6 +33,7 @@ pub mod items;
 pub mod outcome;
 pub mod patching;
 pub mod refusal;
+pub mod relations;
 pub mod report;
 pub mod steer;
 pub mod uncertainty;

@@ -19,14 +19,17 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::attention::{csv_field, default_attribute, fill, heatmap_svg, mean_ci, relation, sample};
+use super::relations::{candidates, default_attribute, fill, relation, sample};
 use crate::entities::decide::Class;
-use crate::entities::labels::{LabelSet, LabeledEntity, Split};
+use crate::entities::label_set::{LabelSet, LabeledEntity, Split};
 use crate::entities::EntityType;
 use crate::hooks::{HookPoint, HookSpec, Intervention, LogitsAt, Positions};
 use crate::progress::Progress;
+use crate::report::csv_field;
+use crate::report::heatmap::heatmap_svg;
 use crate::report::html::{Html, Page, Table};
 use crate::rng::{self, SplitMix64, TAG_PICK};
+use crate::stats::mean_ci;
 use crate::stats::Estimate;
 use crate::Model;
 
@@ -315,7 +318,7 @@ pub fn find_pairs(model: &Model, labels: &LabelSet, o: &PairOptions) -> Result<P
     for (ti, &t) in types.iter().enumerate() {
         let attribute = default_attribute(t);
         let rel = relation(t, attribute)?;
-        let of = |class| super::attention::candidates(labels, t, class, &o.splits);
+        let of = |class| candidates(labels, t, class, &o.splits);
         let mut counts = PairCounts::default();
         let mut known = Vec::new();
         for e in of(Class::Known) {

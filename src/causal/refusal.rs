@@ -1,7 +1,7 @@
 //! Is a completion a refusal? Two rules:
 //!
 //! * `Paper`: the authors' `is_generation_refusal` with their lists verbatim
-//!   (`entities::refusals`), for parity with the paper's numbers.
+//!   (`entities::refusal_lists`), for parity with the paper's numbers.
 //! * `Fixed` (the default of the steering experiments): the same lists with their defects
 //!   mended. The two missing commas of the Python source glued "not aware" + "not familiar" and
 //!   "provide me with more" + "there doesn't seem to be any" into strings that never occur; the
@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::entities::refusals;
+use crate::entities::refusal_lists;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -156,7 +156,7 @@ fn calls_it_fictional(g: &str) -> bool {
 /// Whether `completion` (the assistant's text only) refuses, under `rule`.
 pub fn is_refusal(completion: &str, rule: RefusalRule) -> bool {
     match rule {
-        RefusalRule::Paper => refusals::is_refusal(completion),
+        RefusalRule::Paper => refusal_lists::is_refusal(completion),
         RefusalRule::Fixed => {
             // Curly apostrophes are as common as straight ones in chat output.
             let g = completion.to_lowercase().replace('\u{2019}', "'");

@@ -182,7 +182,7 @@ fn page(s: &SteerOutput, claims: &[Claim], model_name: &str) -> Result<(Page, St
     for known in [true, false] {
         let test: Vec<usize> = (0..s.conditions.len())
             .filter(|&i| {
-                s.conditions[i].known == known && s.conditions[i].split == crate::entities::labels::Split::Test
+                s.conditions[i].known == known && s.conditions[i].split == crate::entities::label_set::Split::Test
             })
             .collect();
         let of = |role: Role| test.iter().copied().find(|&i| s.conditions[i].role == role);
@@ -205,7 +205,7 @@ fn page(s: &SteerOutput, claims: &[Claim], model_name: &str) -> Result<(Page, St
 fn outcome_table(s: &SteerOutput, known: bool) -> Table {
     let mut t = Table::new(&["condition", "n", "correct", "wrong", "refusal", "broken"]);
     let test: Vec<usize> = (0..s.conditions.len())
-        .filter(|&i| s.conditions[i].known == known && s.conditions[i].split == crate::entities::labels::Split::Test)
+        .filter(|&i| s.conditions[i].known == known && s.conditions[i].split == crate::entities::label_set::Split::Test)
         .collect();
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for &ci in &test {
@@ -246,7 +246,7 @@ fn outcome_table(s: &SteerOutput, known: bool) -> Table {
 /// The test effects of every direction of one class, grouped by role.
 fn effect_strip(s: &SteerOutput, known: bool) -> Option<String> {
     let test: Vec<usize> = (0..s.conditions.len())
-        .filter(|&i| s.conditions[i].known == known && s.conditions[i].split == crate::entities::labels::Split::Test)
+        .filter(|&i| s.conditions[i].known == known && s.conditions[i].split == crate::entities::label_set::Split::Test)
         .collect();
     let orig = test.iter().copied().find(|&i| s.conditions[i].role == Role::Original)?;
     let rate = |ci: usize| -> Option<f64> {

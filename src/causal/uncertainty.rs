@@ -35,7 +35,7 @@ use crate::discover::baselines::{self, Dom};
 use crate::discover::heldout::train_threshold;
 use crate::discover::layer_of;
 use crate::discover::scores::active_fraction;
-use crate::entities::labels::{LabelSet, Split};
+use crate::entities::label_set::{LabelSet, Split};
 use crate::entities::questions::EntityType;
 use crate::entities::rule::{Guessable, COUNTING};
 use crate::entities::Entity;

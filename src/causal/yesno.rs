@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::direction::SteeringDirection;
 use super::items::{prompt_text, Item, PromptStyle};
 use super::steer::Condition;
-use crate::entities::labels::Split;
+use crate::entities::label_set::Split;
 use crate::hooks::{HookSpec, LogitsAt};
 use crate::progress::Progress;
 use crate::Model;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use knowlens::causal::attention::{self, AttentionOptions, MeasureOptions, SelectOptions};
 use knowlens::discover::detectors::DetectorFile;
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::EntityType;
 use knowlens::progress::Progress;
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use knowlens::discover::{self, detectors, Inputs, Options};
 use knowlens::entities::dataset::{self, Require};
-use knowlens::entities::labels::LabelSet;
+use knowlens::entities::label_set::LabelSet;
 use knowlens::progress::Progress;
 use knowlens::Sae;
 

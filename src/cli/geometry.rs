@@ -14,7 +14,7 @@ use knowlens::causal::refusal::RefusalRule;
 use knowlens::discover::detectors::DetectorFile;
 use knowlens::discover::scores::Direction;
 use knowlens::entities::dataset;
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::questions::EntityType;
 use knowlens::progress::Progress;
 use knowlens::rng::{shuffle, SplitMix64};

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use knowlens::causal::attention::TEMPLATE;
 use knowlens::causal::patching::{self, PairOptions, PatchOptions};
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::EntityType;
 use knowlens::progress::Progress;
 

@@ -14,7 +14,7 @@ use knowlens::causal::{items, report};
 use knowlens::discover::detectors::{Detector, DetectorFile, DetectorKind};
 use knowlens::discover::scores::Direction;
 use knowlens::entities::dataset;
-use knowlens::entities::labels::{LabelSet, Split};
+use knowlens::entities::label_set::{LabelSet, Split};
 use knowlens::entities::questions::EntityType;
 use knowlens::progress::Progress;
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use knowlens::causal::uncertainty::{self, report, Inputs, Options};
 use knowlens::entities::dataset;
-use knowlens::entities::labels::LabelSet;
+use knowlens::entities::label_set::LabelSet;
 use knowlens::entities::rule::Guessable;
 use knowlens::progress::Progress;
 use knowlens::Sae;

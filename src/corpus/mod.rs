@@ -5,7 +5,7 @@
 //! into documents, optionally add sentences about entities (`entities`; some may be excluded by
 //! id, e.g. held-out entities of a labeling run), tokenize with BOS per
 //! document, set aside a seeded held-out share of the documents, and write the token cache
-//! (`store`). `TokenCorpus` reads the cache back for an activation store; `sequences` cuts token
+//! (`token_cache`). `TokenCorpus` reads the cache back for an activation store; `sequences` cuts token
 //! streams and texts into training sequences by one rule.
 //!
 //! Cache layout under `$KNOWLENS_HOME/corpus/`:
@@ -16,7 +16,7 @@ pub mod clean;
 pub mod entities;
 pub mod sequences;
 pub mod sources;
-pub mod store;
+pub mod token_cache;
 pub mod wiki;
 
 use std::collections::{BTreeSet, HashSet};
@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 pub use sequences::{sequences, text_sequences};
 pub use sources::{Source, SOURCES};
-pub use store::{CorpusIndex, SourceStats, Split, TokenCorpus};
+pub use token_cache::{CorpusIndex, SourceStats, Split, TokenCorpus};
 
 use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
@@ -211,10 +211,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let tokenizer = Tokenizer::from_model_path(&model_path)?;
     let model_name = model_dir_name(&opts.model, &model_path);
 
-    let mut infos: Vec<store::SourceInfo> = opts
+    let mut infos: Vec<token_cache::SourceInfo> = opts
         .sources
         .iter()
-        .map(|s| store::SourceInfo {
+        .map(|s| token_cache::SourceInfo {
             name: s.name.into(),
             origin: s.spec(),
             sha256: s.sha256.into(),
@@ -230,7 +230,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         if !opts.exclude_entities.is_empty() {
             origin += &format!(" (excluding {} entity ids)", opts.exclude_entities.len());
         }
-        infos.push(store::SourceInfo {
+        infos.push(token_cache::SourceInfo {
             name: ENTITY_SOURCE.into(),
             origin,
             sha256: digests.join(" "),
@@ -363,7 +363,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         tokens.extend(ids);
     }
     let index = CorpusIndex {
-        format: store::FORMAT.into(),
+        format: token_cache::FORMAT.into(),
         version,
         model: model_name,
         recipe,
@@ -373,14 +373,14 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         heldout_fraction: opts.heldout_fraction,
         sources: infos,
         stats,
-        train: store::SplitIndex { file: "tokens.bin".into(), tokens: train.len() as u64, documents: train_docs },
-        heldout: store::SplitIndex {
+        train: token_cache::SplitIndex { file: "tokens.bin".into(), tokens: train.len() as u64, documents: train_docs },
+        heldout: token_cache::SplitIndex {
             file: "heldout.bin".into(),
             tokens: heldout.len() as u64,
             documents: heldout_docs,
         },
     };
-    store::write(&dir, &index, &train, &heldout)?;
+    token_cache::write(&dir, &index, &train, &heldout)?;
     progress.log(&format!("knowlens: corpus: wrote {}", dir.display()));
     Ok(BuildReport { dir, index, cached: false })
 }

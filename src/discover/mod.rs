@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # use knowlens::{Model, Precision, Sae};
-//! # use knowlens::entities::labels::LabelSet;
+//! # use knowlens::entities::label_set::LabelSet;
 //! use knowlens::discover::{self, Inputs, Options};
 //! let model = Model::load("model.gguf".as_ref(), Precision::F32)?;
 //! let labels = LabelSet::load("data/labels/gemma-3-270m/greedy".as_ref())?;
@@ -44,7 +44,7 @@ use self::heldout::Eval;
 use self::scores::{Direction, ExcludedType, Group, LayerScores, Ranked};
 use crate::corpus::TokenCorpus;
 use crate::entities::decide::Class;
-use crate::entities::labels::{LabelSet, Split};
+use crate::entities::label_set::{LabelSet, Split};
 use crate::entities::questions::EntityType;
 use crate::entities::Entity;
 use crate::progress::Progress;

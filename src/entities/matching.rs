@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::questions::AnswerKind;
-use super::refusals::is_refusal;
+use super::refusal_lists::is_refusal;
 
 /// What a completion is, as the paper labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

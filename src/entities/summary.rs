@@ -10,7 +10,7 @@ use super::chance::{self, ChanceRow};
 use super::config::{mode_dir, RunConfig};
 use super::decide::{classify, Class, Controls, EntityLabel, Splits};
 use super::label::{Mode, QuestionRecord};
-use super::labels::read_entity_labels;
+use super::label_set::read_entity_labels;
 use super::matching::Outcome;
 use super::questions::EntityType;
 use crate::report::chart::{grouped_bars, Series};

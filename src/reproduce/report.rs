@@ -137,6 +137,7 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], info: 
             "steer-base" => Some(&dirs.steer_base),
             "attention" => Some(&dirs.attention),
             "patch" => Some(&dirs.patch),
+            "uncertainty" => Some(&dirs.uncertainty),
             "label-base" => Some(&dirs.labels_base),
             "label-chat" => Some(&dirs.labels_chat),
             _ => None,

@@ -147,9 +147,9 @@ pub fn write_tiny_llama_gguf(path: &std::path::Path, arch_name: &str) {
 /// rule from its records (counting attributes only, a note for entities dropped otherwise), summary.json counts what labels.jsonl holds (per type and in all),
 /// every known / unknown entity is in exactly one split and no dropped one is, and the control
 /// sets have the sizes the summary reports.
-pub fn check_label_outputs(dir: &std::path::Path) -> knowlens::entities::labels::LabelSet {
+pub fn check_label_outputs(dir: &std::path::Path) -> knowlens::entities::label_set::LabelSet {
     use knowlens::entities::decide::{classify, Class};
-    use knowlens::entities::labels::LabelSet;
+    use knowlens::entities::label_set::LabelSet;
     let set = LabelSet::load(dir).unwrap_or_else(|e| panic!("{e:#}"));
     let known_min = set.known_min.expect("summary.json gives known_min");
     for e in &set.entities {

@@ -20,6 +20,9 @@ use crate::verdict::{decide, direction_passes, Broken, Claim, PositiveControl, S
 
 /// Fewer test questions than this in a class and its claims are not testable.
 pub const MIN_N: usize = 10;
+/// The orthogonalization claim needs the original model to refuse at least this share of the
+/// unknown test questions: below it there is nothing to lower (and its null is not run).
+pub const MIN_REFUSAL_TO_LOWER: f64 = 0.05;
 
 const PAPER_UP: &str = "the unknown direction makes the chat model refuse questions about entities it knows (Fig. 3)";
 const PAPER_DOWN: &str = "the known direction makes it answer (hallucinate) about entities it does not know (Fig. 3)";
@@ -44,7 +47,7 @@ impl Series {
 fn test_conditions(out: &SteerOutput, known: bool) -> Vec<usize> {
     (0..out.conditions.len())
         .filter(|&i| {
-            out.conditions[i].known == known && out.conditions[i].split == crate::entities::labels::Split::Test
+            out.conditions[i].known == known && out.conditions[i].split == crate::entities::label_set::Split::Test
         })
         .collect()
 }
@@ -384,7 +387,7 @@ fn orthogonalized_claim(out: &SteerOutput) -> Claim {
             .collect();
     let controls_broken = broken.clone();
     broken.extend(broken_of(out, &conds, |c| c.role == Role::Orthogonalized, "orthogonalized"));
-    if rate < 0.05 {
+    if rate < MIN_REFUSAL_TO_LOWER {
         return Claim {
             broken,
             ..Claim::not_testable(

@@ -41,7 +41,7 @@ use super::items::{prompt_text, Item, PromptStyle};
 use super::outcome::{classify, Outcome};
 use super::refusal::RefusalRule;
 use super::yesno::{self, YesNoOutput};
-use crate::entities::labels::Split;
+use crate::entities::label_set::Split;
 use crate::hooks::{HookPoint, HookSpec, Positions};
 use crate::model::generate::{generate, GenerateOptions, Generation};
 use crate::progress::Progress;
@@ -362,27 +362,14 @@ pub fn run(
                 directions.push(d);
             };
             add_orth(Role::Orthogonalized, Some(dirs.unknown.clone()));
-            if !known {
-                // The null: the unknown class's own controls (those the known items are steered
-                // with), each projected out in the detector's place.
-                for c in &dirs.unknown_controls {
-                    add_orth(Role::OrthogonalizedControl, Some(c.clone()));
-                }
-                for i in 0..opts.n_gaussian {
-                    add_orth(
-                        Role::OrthogonalizedControl,
-                        Some(gaussian(dirs.unknown.layer, d_model, opts.seed, i as u64, "test")?),
-                    );
-                }
-                if let Some(r) = &refusal_direction {
-                    add_orth(Role::OrthogonalizedRefusal, Some(r.clone()));
-                }
-            }
         }
     }
     let generated = |c: &Condition| c.role != Role::LogitDirection;
-    let total: usize =
-        conditions[first_test..].iter().filter(|c| generated(c)).map(|c| rows_of(c.known, c.split).len()).sum();
+    let total: usize = conditions[first_test..]
+        .iter()
+        .filter(|c| generated(c) && !c.role.is_weight_edit())
+        .map(|c| rows_of(c.known, c.split).len())
+        .sum();
     progress.start("steering: test (the verdict's conditions)", Some(total as u64));
     let rows_for = |c: &Condition| rows_of(c.known, c.split);
     let on_model: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
@@ -390,8 +377,38 @@ pub fn run(
         .map(|ci| (ci, &conditions[ci], directions[ci].as_ref()))
         .collect();
     run.conditions(model, &on_model, &rows_for, progress)?;
+    // The orthogonalization's null (the unknown class's own controls, those the known items are
+    // steered with, each projected out in the detector's place) and positive control (the
+    // refusal direction projected out), on unknown items; only where the original model
+    // refuses enough of them for the claim to be testable (`claims::MIN_REFUSAL_TO_LOWER`).
+    if orthogonalize && original_refusal_rate(&conditions, &run.answers, first_test) >= claims::MIN_REFUSAL_TO_LOWER {
+        let mut add_orth = |role, d: SteeringDirection| {
+            conditions.push(Condition {
+                role,
+                name: d.name.clone(),
+                known: false,
+                split: Split::Test,
+                coef: 0.0,
+                magnitude: 0.0,
+            });
+            directions.push(Some(d));
+        };
+        for c in &dirs.unknown_controls {
+            add_orth(Role::OrthogonalizedControl, c.clone());
+        }
+        for i in 0..opts.n_gaussian {
+            add_orth(Role::OrthogonalizedControl, gaussian(dirs.unknown.layer, d_model, opts.seed, i as u64, "test")?);
+        }
+        if let Some(r) = &refusal_direction {
+            add_orth(Role::OrthogonalizedRefusal, r.clone());
+        }
+    }
+    progress.finish();
     // One weight edit at a time: a copy shares every weight the edit leaves alone.
-    for ci in (first_test..conditions.len()).filter(|&ci| conditions[ci].role.is_weight_edit()) {
+    let edits: Vec<usize> = (first_test..conditions.len()).filter(|&ci| conditions[ci].role.is_weight_edit()).collect();
+    let edit_rows: usize = edits.iter().map(|&ci| rows_for(&conditions[ci]).len()).sum();
+    progress.start("steering: orthogonalized models", Some(edit_rows as u64));
+    for ci in edits {
         let Some(d) = directions[ci].as_ref() else { continue };
         let mut edited = model.clone();
         let t = candle_core::Tensor::from_vec(d.unit.clone(), d.unit.len(), &candle_core::Device::Cpu)?;
@@ -425,6 +442,20 @@ pub fn run(
         strengths,
         yes_no,
     })
+}
+
+/// The original model's refusal rate on the unknown test items (0 when it was not run).
+fn original_refusal_rate(conditions: &[Condition], answers: &[Answer], first_test: usize) -> f64 {
+    let Some(orig) = (first_test..conditions.len()).find(|&ci| {
+        conditions[ci].role == Role::Original && !conditions[ci].known && conditions[ci].split == Split::Test
+    }) else {
+        return 0.0;
+    };
+    let of: Vec<&Answer> = answers.iter().filter(|a| a.condition == orig).collect();
+    if of.is_empty() {
+        return 0.0;
+    }
+    of.iter().filter(|a| a.outcome == Outcome::Refusal).count() as f64 / of.len() as f64
 }
 
 /// Generation for one condition at a time, keeping every completion.

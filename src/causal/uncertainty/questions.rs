@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::entities::decide::{leak_groups, Class, EntityLabel};
-use crate::entities::labels::{LabelSet, Split};
+use crate::entities::label_set::{LabelSet, Split};
 use crate::entities::questions::{self, EntityType};
 use crate::entities::rule::{self, Guessable};
 use crate::entities::Entity;

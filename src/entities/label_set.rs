@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use knowlens::entities::decide::Class;
-//! use knowlens::entities::labels::{LabelSet, Split};
+//! use knowlens::entities::label_set::{LabelSet, Split};
 //! let labels = LabelSet::load("data/labels/gemma-3-270m/greedy".as_ref())?;
 //! let known_train = labels.entities(Split::Train, Class::Known);
 //! let unknown_train = labels.entities(Split::Train, Class::Unknown);
