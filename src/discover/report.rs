@@ -175,13 +175,21 @@ pub struct Line {
     pub dashed: bool,
 }
 
-/// Lines over layers as an SVG string (plotters).
-pub fn line_chart(title: &str, y_label: &str, lines: &[Line], y_range: (f64, f64)) -> Result<String> {
+/// Lines over layers as an SVG string (plotters), with the legend to the right of the plotting
+/// area (it covers no data) and, when `chance` is given, a dashed grey line at that value.
+pub fn line_chart(
+    title: &str,
+    y_label: &str,
+    lines: &[Line],
+    y_range: (f64, f64),
+    chance: Option<f64>,
+) -> Result<String> {
     let mut svg = String::new();
     {
         let err = |e: &dyn std::fmt::Display| anyhow!("drawing {title}: {e}");
-        let root = SVGBackend::with_string(&mut svg, (720, 380)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let whole = SVGBackend::with_string(&mut svg, (900, 380)).into_drawing_area();
+        whole.fill(&WHITE).map_err(|e| err(&e))?;
+        let (root, side) = whole.split_horizontally(700);
         let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
         let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
         let (x0, x1) = if x0.is_finite() { (x0 - 0.5, x1 + 0.5) } else { (0.0, 1.0) };
@@ -201,27 +209,34 @@ pub fn line_chart(title: &str, y_label: &str, lines: &[Line], y_range: (f64, f64
             .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{x:.0}") } else { String::new() })
             .draw()
             .map_err(|e| err(&e))?;
+        let grey = RGBColor(120, 120, 120);
+        if let Some(y) = chance {
+            chart
+                .draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 6, 4, grey.stroke_width(1)))
+                .map_err(|e| err(&e))?;
+        }
+        let mut legend: Vec<(String, RGBColor, bool)> = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             let c = COLORS[i % COLORS.len()];
             let style = ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: if l.dashed { 1 } else { 2 } };
-            chart
-                .draw_series(LineSeries::new(l.points.clone(), style))
-                .map_err(|e| err(&e))?
-                .label(l.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+            chart.draw_series(LineSeries::new(l.points.clone(), style)).map_err(|e| err(&e))?;
             chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(|e| err(&e))?;
             chart
                 .draw_series(l.bars.iter().map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, c, 6)))
                 .map_err(|e| err(&e))?;
+            legend.push((l.name.clone(), c, l.dashed));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
+        if let Some(y) = chance {
+            legend.push((format!("chance ({y})"), grey, true));
+        }
+        // The legend, beside the chart.
+        for (i, (name, c, dashed)) in legend.iter().enumerate() {
+            let y = 50 + 20 * i as i32;
+            let w = if *dashed { 1 } else { 2 };
+            side.draw(&PathElement::new(vec![(4, y), (24, y)], c.stroke_width(w))).map_err(|e| err(&e))?;
+            side.draw(&Text::new(name.clone(), (30, y - 6), ("sans-serif", 12))).map_err(|e| err(&e))?;
+        }
+        whole.present().map_err(|e| err(&e))?;
     }
     Ok(svg)
 }
@@ -269,6 +284,7 @@ fn scatter_chart(d: &Discovery) -> Result<Option<String>> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
@@ -292,7 +308,7 @@ fn page(d: &Discovery) -> Result<Page> {
         d.counts.corpus_tokens,
         d.seconds.get("total").copied().unwrap_or(0.0)
     );
-    let mut p = Page::new("Entity-recognition latents").meta(Html::text(&meta));
+    let mut p = Page::new("Entity-recognition latents").meta(Html::text(&meta)).contents();
     p = selected_section(p, d);
     if !d.notes.is_empty() {
         p = p.heading("Notes");
@@ -341,7 +357,8 @@ fn page(d: &Discovery) -> Result<Page> {
                 .collect();
             lines.push(Line { name: format!("MaxMin {}", dir.as_str()), points: pts, bars: Vec::new(), dashed: false });
         }
-        for t in &d.types_scored {
+        // With one type scored, its best latent is the MaxMin latent: no second line.
+        for t in d.types_scored.iter().filter(|_| d.types_scored.len() > 1) {
             for dir in Direction::ALL {
                 let pts = sae_layers
                     .iter()
@@ -362,7 +379,7 @@ fn page(d: &Discovery) -> Result<Page> {
             }
         }
         p = p.heading("Generality per layer (paper Fig. 2)").figure(
-            &line_chart("Separation score per layer (train split)", "score", &lines, (-0.05, 1.0))?,
+            &line_chart("Separation score per layer (train split)", "score", &lines, (-0.05, 1.0), None)?,
             "MaxMin: the best latent's minimum over types of f_class − f_other (latents active on ≥ 2% of corpus tokens left out); dashed: the best latent per type.",
         );
     }
@@ -389,7 +406,7 @@ fn page(d: &Discovery) -> Result<Page> {
     lines.retain(|l| !l.points.is_empty());
     if !lines.is_empty() {
         p = p.heading("Held-out AUROC per layer").figure(
-            &line_chart("Test-split AUROC (95% bootstrap CI)", "AUROC", &lines, (0.0, 1.0))?,
+            &line_chart("Test-split AUROC (95% bootstrap CI)", "AUROC", &lines, (0.0, 1.0), Some(0.5))?,
             "Latents: activation as the score, positives = the latent's class. Probe and difference of means: fitted on train at resid_pre(L), positives = known.",
         );
     }
@@ -477,7 +494,11 @@ fn page(d: &Discovery) -> Result<Page> {
     p = p.heading("Random latents of the same firing frequency").table(t);
     // Each exported latent (the rank-0 ones at least): the entities that activate it most and
     // least, and its dashboard on corpus text where one was made.
-    for l in d.latent_evals.iter().filter(|l| l.rank == 0 || l.dashboard.is_some()) {
+    // In rank order: known 0, 1, 2, then unknown 0, 1, 2.
+    let mut cards: Vec<&super::LatentEval> =
+        d.latent_evals.iter().filter(|l| l.rank == 0 || l.dashboard.is_some()).collect();
+    cards.sort_by_key(|l| (l.direction != Direction::Known, l.rank));
+    for l in cards {
         let mut t =
             Table::new(&["most active (test)", "activation", "least active (test)", "activation"]).class("index");
         for (a, b) in l.top_entities.iter().zip(&l.bottom_entities) {
@@ -499,15 +520,50 @@ fn page(d: &Discovery) -> Result<Page> {
 
 /// The latents the detection claims rest on: chosen on validation among the train MaxMin top,
 /// tested once on test within type, beside random latents of their frequency and the probe.
+/// The page's result in one paragraph: each selected latent's pooled test AUROC against its
+/// random latents, and whether "across types" can be judged at all.
+fn result_sentence(d: &Discovery) -> String {
+    let mut parts = Vec::new();
+    for s in &d.selected {
+        let best =
+            s.random_tests.iter().filter_map(|r| r.stratified.map(|e| e.value)).fold(f64::NEG_INFINITY, f64::max);
+        let types: Vec<String> = s.test.qualifying().map(|t| t.entity_type.to_string()).collect();
+        parts.push(format!(
+            "the {} latent L{} #{} scores {} on test entities ({}), against {} for the best of {} random latents of its frequency",
+            s.direction.as_str(),
+            s.layer,
+            s.latent,
+            est_text(&s.test.stratified),
+            if types.is_empty() { "no type has enough test entities".into() } else { format!("within {}", types.join(", ")) },
+            if best.is_finite() { format!("{best:.3}") } else { "–".into() },
+            s.random_tests.len()
+        ));
+    }
+    let n_types = d.selected.first().map_or(0, |s| s.test.qualifying().count());
+    format!(
+        "Result: {}. {}",
+        parts.join("; "),
+        if n_types >= 2 {
+            format!("{n_types} types qualify, so the claim across types is judged (see the reproduce page).")
+        } else {
+            format!("{n_types} type qualifies, so a claim across types cannot be judged on these labels.")
+        }
+    )
+}
+
 fn selected_section(mut p: Page, d: &Discovery) -> Page {
     if d.selected.is_empty() {
         return p;
     }
     p = p.heading("The claims' latents: chosen on validation, tested once on test");
+    p = p.paragraph(&result_sentence(d));
     p = p.paragraph(&format!(
-        "Rule: {}. Test AUROC within each type; a type enters the pooled (stratified) figure with at least {} known and \
-         {} unknown test entities. Random latents: same layer, same firing frequency on train entities. Probe: the \
-         validation-chosen probe on the raw residual (the positive control). 0.5 is chance.",
+        "Rule: {}. Test AUROC within each type (cities within one country); a type enters the pooled (stratified) \
+         figure with at least {} known and {} unknown test entities. Random latents: same layer, same firing frequency \
+         on train entities. Probe: the validation-chosen probe on the raw residual (the positive control). 0.5 is \
+         chance. Columns: n = positives + negatives compared (for cities, those in countries with both classes); \
+         pooled = whether the type enters the stratified figure; random latents (max) = the best of the random latents' \
+         AUROCs on the same entities.",
         super::select::RULE,
         super::select::MIN_TYPE_TEST,
         super::select::MIN_TYPE_TEST

@@ -231,6 +231,8 @@ table a { color:#2456c7; text-decoration:none; }
 main > section { background:var(--card); border:1px solid var(--line); border-radius:10px; margin:0 0 22px; padding:16px 20px; }
 main > section h2 { margin:0 0 4px; font-size:17px; }
 main > h2 { font-size:17px; margin:18px 0 8px; }
+nav.toc { font-size:13px; margin:0 0 12px; }
+nav.toc ol { margin:4px 0 0; padding-left:22px; columns:2; }
 .stats { color:var(--muted); font-size:13px; margin-bottom:12px; }
 .stats b { color:var(--ink); font-weight:600; }
 .grid { display:grid; grid-template-columns: 380px 1fr; gap:22px; }
@@ -263,6 +265,10 @@ pub struct Page {
     meta: Html,
     body: Html,
     footer: Html,
+    /// Section headings so far (each `<h2>` gets the id `s{index}`).
+    sections: Vec<String>,
+    /// Whether the page opens with a table of contents of its sections.
+    contents: bool,
 }
 
 impl Page {
@@ -277,9 +283,16 @@ impl Page {
         self
     }
 
-    /// A section heading (escaped).
+    /// A section heading (escaped), with an id the table of contents links to.
     pub fn heading(mut self, text: &str) -> Self {
-        let _ = writeln!(self.body.0, "<h2>{}</h2>", escape(text));
+        let _ = writeln!(self.body.0, "<h2 id=\"s{}\">{}</h2>", self.sections.len(), escape(text));
+        self.sections.push(text.to_string());
+        self
+    }
+
+    /// Opens the page with a table of contents: one link per section heading.
+    pub fn contents(mut self) -> Self {
+        self.contents = true;
         self
     }
 
@@ -331,7 +344,15 @@ impl Page {
         if !self.meta.0.is_empty() {
             let _ = write!(h, "<div class=\"meta\">{}</div>", self.meta.0);
         }
-        let _ = write!(h, "</header>\n<main>\n{}</main>", self.body.0);
+        h.push_str("</header>\n<main>\n");
+        if self.contents && !self.sections.is_empty() {
+            h.push_str("<nav class=\"toc\"><b>Contents</b><ol>");
+            for (i, s) in self.sections.iter().enumerate() {
+                let _ = write!(h, "<li><a href=\"#s{i}\">{}</a></li>", escape(s));
+            }
+            h.push_str("</ol></nav>\n");
+        }
+        let _ = write!(h, "{}</main>", self.body.0);
         if !self.footer.0.is_empty() {
             let _ = write!(h, "<footer>{}</footer>", self.footer.0);
         }

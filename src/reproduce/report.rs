@@ -34,7 +34,8 @@ pub fn write(out: &Path, dirs: &Dirs, stages: &[Stage], claims: &[Claim], info: 
         "Ferrando et al., \"Do I Know This Entity? Knowledge Awareness and Hallucinations in Language Models\" (ICLR 2025). \
          {models}. SAEs: {}. {} · knowlens {} · verdicts recomputed from the stages' JSON outputs (claims.json)",
         info.saes, info.date, info.commit
-    )));
+    )))
+    .contents();
     let count = |v: Verdict| claims.iter().filter(|c| c.verdict == v).count();
     let tally = format!(
         "{} claims: <span class=\"verdict ok\">{} reproduced</span> <span class=\"verdict no\">{} not reproduced</span> \

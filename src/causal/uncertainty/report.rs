@@ -164,7 +164,7 @@ fn page(u: &Uncertainty) -> Result<Page> {
         dashed: true,
     });
     lines.retain(|l| !l.points.is_empty());
-    let svg = line_chart("Will the answer be wrong? Test AUROC per site", "AUROC", &lines, (0.2, 1.0))?;
+    let svg = line_chart("Will the answer be wrong? Test AUROC per site", "AUROC", &lines, (0.2, 1.0), Some(0.5))?;
     p = p
         .figure(&svg, "95% bootstrap intervals; the latents are the rank-0 latent of each direction by train Welch t.");
     let mut t = Table::new(&[
