@@ -439,3 +439,23 @@ fn uncertainty_and_extraction_claims_choose_without_test_and_rank_among_controls
     assert_eq!(extraction_claim(&dir.join("none.json")).verdict, Verdict::NotTestable);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// README's table of the quick preset is the committed `claims.json`, row for row (the table is
+/// written by `tools/claims_table.py`; this keeps the two from drifting apart).
+#[test]
+fn the_readme_table_is_the_committed_quick_claims() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("data/reproduce/quick/claims.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let claims: Vec<knowlens::verdict::Claim> =
+        serde_json::from_value(v.get("claims").cloned().unwrap_or(v)).expect("claims.json holds claims");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(claims.len() >= 10);
+    for c in &claims {
+        let null = c.null.filter(|n| n.draws > 0).map_or("–".to_string(), |n| format!("{}/{}", n.passed, n.draws));
+        let pc = c.positive_control.as_ref().map_or("–", |p| if p.passed { "passed" } else { "failed" });
+        let row =
+            format!("| {} | {} | {} | {null} | {pc} |", c.id, c.verdict.as_str(), c.figure.as_deref().unwrap_or("–"));
+        assert!(readme.contains(&row), "README lacks the row {row}");
+    }
+}
