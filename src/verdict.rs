@@ -156,6 +156,20 @@ pub fn decide(test_passed: bool, positive: Option<&PositiveControl>, controls_br
     }
 }
 
+/// `decide`, with the reason (when there is one) put in front of `evidence`.
+pub fn decide_with(
+    test_passed: bool,
+    positive: Option<&PositiveControl>,
+    controls_broken: &[Broken],
+    evidence: &mut String,
+) -> Verdict {
+    let (v, why) = decide(test_passed, positive, controls_broken);
+    if !why.is_empty() {
+        *evidence = format!("{why}; {evidence}");
+    }
+    v
+}
+
 /// The rule of every direction claim, with the direction as the unit: a candidate's effect
 /// (signed so the claim's expectation is positive) passes when it ranks first enough among the
 /// control directions' effects (rank p ≤ `ALPHA`), its interval over prompts lies above zero

@@ -1130,30 +1130,12 @@ fn page(r: &AttentionReport) -> Page {
             )
             .table(t);
     }
-    if !r.notes.is_empty() {
-        p = p.heading("Notes");
-        for n in &r.notes {
-            p = p.paragraph(n);
-        }
-    }
-    let secs: Vec<String> = r.seconds.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
-    p.footer(Html::text(&format!("knowlens attention; wall time: {}", secs.join(", "))))
+    p.notes(&r.notes).timing_footer("attention", &r.seconds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relations_cover_every_default_attribute_and_fill_the_template() {
-        for t in EntityType::ALL {
-            let rel = relation(t, default_attribute(t)).unwrap();
-            assert!(!rel.is_empty());
-        }
-        assert_eq!(fill(TEMPLATE, EntityType::City, "Paris", "is located in"), "The city 'Paris' is located in");
-        assert_eq!(fill(TEMPLATE, EntityType::City, "{relation}", "x"), "The city '{relation}' x");
-        assert!(relation(EntityType::City, "team").unwrap_err().to_string().contains("country"));
-    }
 
     #[test]
     fn welch_interval_is_the_t_quantile_times_the_standard_error() {

@@ -850,14 +850,7 @@ fn page(r: &PatchReport) -> Page {
         ]);
     }
     p = p.heading("Pairs").table(t);
-    if !r.notes.is_empty() {
-        p = p.heading("Notes");
-        for n in &r.notes {
-            p = p.paragraph(n);
-        }
-    }
-    let secs: Vec<String> = r.seconds.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
-    p.footer(Html::text(&format!("knowlens patch; wall time: {}", secs.join(", "))))
+    p.notes(&r.notes).timing_footer("patch", &r.seconds)
 }
 
 #[cfg(test)]

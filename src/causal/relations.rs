@@ -75,3 +75,20 @@ pub fn sample<T: Clone>(v: &[T], n: usize, seed: u64, stream: u64) -> Vec<T> {
     idx.sort_unstable();
     idx.into_iter().map(|i| v[i].clone()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_cover_every_default_attribute_and_fill_the_template() {
+        for t in EntityType::ALL {
+            let rel = relation(t, default_attribute(t)).unwrap();
+            assert!(!rel.is_empty());
+        }
+        let template = crate::causal::attention::TEMPLATE;
+        assert_eq!(fill(template, EntityType::City, "Paris", "is located in"), "The city 'Paris' is located in");
+        assert_eq!(fill(template, EntityType::City, "{relation}", "x"), "The city '{relation}' x");
+        assert!(relation(EntityType::City, "team").unwrap_err().to_string().contains("country"));
+    }
+}

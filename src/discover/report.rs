@@ -309,13 +309,7 @@ fn page(d: &Discovery) -> Result<Page> {
         d.seconds.get("total").copied().unwrap_or(0.0)
     );
     let mut p = Page::new("Entity-recognition latents").meta(Html::text(&meta)).contents();
-    p = selected_section(p, d);
-    if !d.notes.is_empty() {
-        p = p.heading("Notes");
-        for n in &d.notes {
-            p = p.paragraph(n);
-        }
-    }
+    p = selected_section(p, d).notes(&d.notes);
     // Counts.
     let keys: Vec<String> = {
         let mut k: Vec<String> = d.counts.per_type.values().flat_map(|m| m.keys().cloned()).collect();

@@ -327,6 +327,24 @@ impl Page {
         self
     }
 
+    /// A "Notes" section, one paragraph a note (nothing when there are none).
+    pub fn notes(mut self, notes: &[String]) -> Self {
+        if !notes.is_empty() {
+            self = self.heading("Notes");
+            for n in notes {
+                self = self.paragraph(n);
+            }
+        }
+        self
+    }
+
+    /// The footer naming the command and its wall time per phase ("knowlens patch; wall time:
+    /// pairing 11.8 s, ...").
+    pub fn timing_footer(self, command: &str, seconds: &std::collections::BTreeMap<String, f64>) -> Self {
+        let secs: Vec<String> = seconds.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
+        self.footer(Html::text(&format!("knowlens {command}; wall time: {}", secs.join(", "))))
+    }
+
     /// The footer line (e.g. how to read the page).
     pub fn footer(mut self, line: Html) -> Self {
         self.footer = line;

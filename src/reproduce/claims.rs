@@ -14,7 +14,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use crate::stats::calibrate::{null_rate, rank_p, NullRate};
-use crate::verdict::{decide, Claim, PositiveControl, Selection, TypeFigure, Verdict, ALPHA};
+use crate::verdict::{decide_with, Claim, PositiveControl, Selection, TypeFigure, Verdict, ALPHA};
 
 /// An estimate [value, lo, hi] from `{"value", "lo", "hi"}`.
 pub(super) fn est(v: &Value) -> Option<[f64; 3]> {
@@ -212,11 +212,7 @@ fn detection_claim(sel: &Value, id: &str, paper: &str) -> Claim {
         evidence = format!("{} random latents: a rank test needs 19; {evidence}", randoms.len());
         Verdict::NotTestable
     } else {
-        let (v, why) = decide(passed, Some(&positive), &[]);
-        if !why.is_empty() {
-            evidence = format!("{why}; {evidence}");
-        }
-        v
+        decide_with(passed, Some(&positive), &[], &mut evidence)
     };
     Claim {
         id: id.into(),
@@ -467,11 +463,7 @@ fn attention_steer_claim(s: &Value, id: &str, paper: &str, head: &Selection) -> 
         evidence = format!("{} control directions: a rank test needs 19; {evidence}", controls.len());
         Verdict::NotTestable
     } else {
-        let (v, why) = decide(passed, Some(&positive), &[]);
-        if !why.is_empty() {
-            evidence = format!("{why}; {evidence}");
-        }
-        v
+        decide_with(passed, Some(&positive), &[], &mut evidence)
     };
     let coefs: Vec<String> = s["coef_choice"]
         .as_array()

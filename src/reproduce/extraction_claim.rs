@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::claims::{fmt, read};
 use crate::stats::calibrate::{null_rate, rank_p};
 use crate::stats::{bootstrap, mean};
-use crate::verdict::{decide, Claim, PositiveControl, Selection, TypeFigure, ALPHA};
+use crate::verdict::{decide_with, Claim, PositiveControl, Selection, TypeFigure, ALPHA};
 
 const ID: &str = "attribute-extraction";
 const PAPER: &str = "attention heads at the last position carry the attribute from the entity (§5, Fig. 4a–b, 13)";
@@ -183,10 +183,7 @@ pub fn extraction_claim(path: &Path) -> Claim {
             "the answer moves from the entity's last token to the last position at layer {l}"
         ))
     );
-    let (verdict, why) = decide(passed, Some(&positive), &[]);
-    if !why.is_empty() {
-        evidence = format!("{why}; {evidence}");
-    }
+    let verdict = decide_with(passed, Some(&positive), &[], &mut evidence);
     Claim {
         id: ID.into(),
         paper: PAPER.into(),

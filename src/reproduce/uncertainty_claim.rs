@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::claims::{est, fmt, read};
 use crate::stats::calibrate::{null_rate, rank_p};
-use crate::verdict::{decide, Claim, PositiveControl, Selection, TypeFigure, ALPHA};
+use crate::verdict::{decide_with, Claim, PositiveControl, Selection, TypeFigure, ALPHA};
 
 const ID: &str = "uncertainty-latent";
 const PAPER: &str = "a latent at the last token fires before answers the model gets wrong (§6, Fig. 6)";
@@ -103,11 +103,7 @@ pub fn uncertainty_claim(path: &Path) -> Claim {
         evidence = format!("{} random latents: a rank test needs {MIN_RANDOM}; {evidence}", randoms.len());
         crate::verdict::Verdict::NotTestable
     } else {
-        let (v, why) = decide(passed, Some(&positive), &[]);
-        if !why.is_empty() {
-            evidence = format!("{why}; {evidence}");
-        }
-        v
+        decide_with(passed, Some(&positive), &[], &mut evidence)
     };
     Claim {
         id: ID.into(),
