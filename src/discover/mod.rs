@@ -517,7 +517,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     let t4 = Instant::now();
     let fit_rows: Vec<usize> = train.iter().copied().filter(|&i| rows[i].class != RowClass::Fabricated).collect();
     let y_fit: Vec<bool> = fit_rows.iter().map(|&i| rows[i].class == RowClass::Known).collect();
-    let mut probes: Vec<(usize, f64, crate::stats::LogisticProbe, Vec<usize>, Dom, f64)> = Vec::new();
+    let mut probes: Vec<FittedBaseline> = Vec::new();
     progress.start("probes", Some(probe_layers.len() as u64));
     for &l in &probe_layers {
         let h = acts.hook_index(HookPoint::ResidPre(l))?;
@@ -539,9 +539,14 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
             probe_validation: val(&probe_scores),
             probe_train: ctx.auroc_on(&train, &probe_scores),
         };
-        let pick = b.probe_validation.or(b.probe_train).unwrap_or(f64::NAN);
-        let pick_dom = b.dom_validation.unwrap_or(f64::NAN);
-        probes.push((l, pick, probe, keep, dom, pick_dom));
+        probes.push(FittedBaseline {
+            layer: l,
+            probe_pick: b.probe_validation.or(b.probe_train).unwrap_or(f64::NAN),
+            probe,
+            keep,
+            dom,
+            dom_pick: b.dom_validation.unwrap_or(f64::NAN),
+        });
         match layers.iter_mut().find(|s| s.layer == l) {
             Some(s) => s.baseline = Some(b),
             None => layers.push(LayerSummary {
@@ -567,9 +572,15 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
     let mut probe_evals = Vec::new();
     let mut probe_layer = None;
     let mut probe_scores: Option<Vec<f64>> = None;
-    if let Some(best) = probes.iter().filter(|p| p.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-    {
-        let (l, _, probe, keep, _, _) = best;
+    // The exported probe and difference of means: the layer with the best validation AUROC
+    // (ties to the shallower layer).
+    let best_by = |pick: fn(&FittedBaseline) -> f64| {
+        probes
+            .iter()
+            .filter(|p| pick(p).is_finite())
+            .max_by(|a, b| pick(a).total_cmp(&pick(b)).then(b.layer.cmp(&a.layer)))
+    };
+    if let Some(FittedBaseline { layer: l, probe, keep, .. }) = best_by(|p| p.probe_pick) {
         let h = acts.hook_index(HookPoint::ResidPre(*l))?;
         let s: Vec<f64> = (0..rows.len()).map(|r| baselines::probe_logit(probe, keep, acts.row(r, h))).collect();
         probe_evals = ctx.latent_eval(Direction::Known, 0, *l, 0, &s).evals;
@@ -596,9 +607,7 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
             &s,
         ));
     }
-    if let Some(best) = probes.iter().filter(|p| p.5.is_finite()).max_by(|a, b| a.5.total_cmp(&b.5).then(b.0.cmp(&a.0)))
-    {
-        let (l, _, _, _, dom, _) = best;
+    if let Some(FittedBaseline { layer: l, dom, .. }) = best_by(|p| p.dom_pick) {
         let h = acts.hook_index(HookPoint::ResidPre(*l))?;
         let s: Vec<f64> = (0..rows.len()).map(|r| dom.score(acts.row(r, h))).collect();
         exported.push(ctx.linear_detector(
@@ -747,6 +756,18 @@ pub fn run(inp: &Inputs, opts: &Options, cache: Option<&Path>, progress: &dyn Pr
         seconds,
         detectors,
     })
+}
+
+/// A layer's fitted baselines on the raw residual, and the validation AUROCs they are picked by
+/// (NaN where there is none).
+struct FittedBaseline {
+    layer: usize,
+    probe_pick: f64,
+    probe: crate::stats::LogisticProbe,
+    /// The residual dimensions the probe reads (`baselines::fit_probe`).
+    keep: Vec<usize>,
+    dom: Dom,
+    dom_pick: f64,
 }
 
 fn counts(rows: &[Row], corpus_tokens: usize) -> Counts {
