@@ -371,7 +371,6 @@ pub fn run(
         .map(|c| rows_of(c.known, c.split).len())
         .sum();
     progress.start("steering: test (the verdict's conditions)", Some(total as u64));
-    let rows_for = |c: &Condition| rows_of(c.known, c.split);
     let on_model: Vec<(usize, &Condition, Option<&SteeringDirection>)> = (first_test..conditions.len())
         .filter(|&ci| generated(&conditions[ci]) && !conditions[ci].role.is_weight_edit())
         .map(|ci| (ci, &conditions[ci], directions[ci].as_ref()))
@@ -411,7 +410,7 @@ pub fn run(
     for ci in edits {
         let Some(d) = directions[ci].as_ref() else { continue };
         let mut edited = model.clone();
-        let t = candle_core::Tensor::from_vec(d.unit.clone(), d.unit.len(), &candle_core::Device::Cpu)?;
+        let t = candle_core::Tensor::from_vec(d.unit.clone(), d.unit.len(), model.transformer.device())?;
         edited.transformer.orthogonalize(&t, crate::model::Orthogonalization::NormAware)?;
         run.conditions(&edited, &[(ci, &conditions[ci], None)], &rows_for, progress)?;
     }
