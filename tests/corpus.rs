@@ -391,7 +391,7 @@ fn chunks_pack_documents_with_bos_in_a_seeded_order() {
 
 // ---------------------------------------------------------------- entities
 
-/// Rows in the schema of data/entities/v1 (`entities::dataset::Entity`): one per type, an
+/// Rows in the schema of data/entities/v2 (`entities::dataset::Entity`): one per type, an
 /// attribute the question table does not know (`mood`), empty and blank values, more than three
 /// values, and a fabricated name without attributes (no sentence, so no document).
 const ENTITY_ROWS: &str = r#"{"id": "movie/tt0113277", "type": "movie", "name": "Heat", "attributes": {"director": ["Michael Mann"], "actor": ["Al Pacino", "Robert De Niro", "Val Kilmer", "Jon Voight"], "release_year": ["1995"], "genre": ["Action", "Crime"], "mood": ["tense"]}, "popularity": {"imdb_votes": 400000}, "popularity_score": 5.6, "popularity_rank": 90, "source": "bokeh-sampledata==2024.2"}

@@ -285,7 +285,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add("chat_template", "chatml", chatml.as_bytes().to_vec());
     add("chat_template", "gemma", GEMMA_TEMPLATE.as_bytes().to_vec());
 
-    let entities = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/entities/v1");
+    let entities = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/entities/v2");
     for f in ["city", "movie", "player", "song", "fabricated"] {
         let text = std::fs::read_to_string(entities.join(format!("{f}.jsonl"))).unwrap();
         let head: Vec<&str> = text.lines().take(20).collect();

@@ -16,6 +16,28 @@ fn committed(dir: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/labels/gemma-3-270m").join(dir)
 }
 
+/// v2/estimate/summary.md: 8,355 entities of six types; people and cities have at least 30 known
+/// and 30 unknown test entities each, so a claim across types can be tested on them.
+#[test]
+fn committed_v2_labels_have_two_types_with_known_test_entities() {
+    let set = check_label_outputs(&committed("v2/estimate"));
+    assert_eq!((set.mode, set.known_min), (Some(Mode::Estimate), Some(2)));
+    assert_eq!(set.entities.len(), 8355);
+    assert_eq!(set.class_counts(), [349, 5598, 2408]);
+    let in_test = |t: EntityType, c: Class| {
+        set.by_type()[&t].iter().filter(|e| e.class() == c && e.split == Some(Split::Test)).count()
+    };
+    let counts: Vec<(EntityType, usize, usize)> = [EntityType::Person, EntityType::City, EntityType::Company]
+        .into_iter()
+        .map(|t| (t, in_test(t, Class::Known), in_test(t, Class::Unknown)))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![(EntityType::Person, 75, 249), (EntityType::City, 43, 183), (EntityType::Company, 17, 235)]
+    );
+    assert_eq!(set.fabricated_ids().len(), 2400);
+}
+
 #[test]
 fn committed_estimate_labels_match_their_summary() {
     let set = check_label_outputs(&committed("estimate"));

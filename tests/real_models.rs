@@ -131,10 +131,10 @@ fn smollm2_quantized_matches_llamacpp() {
 #[test]
 fn packed_unembedding_matches_the_matmul_on_labelling_questions() {
     use knowlens::entities::{dataset, label};
-    let files = dataset::discover(&[std::path::PathBuf::from("data/entities/v1")]).unwrap();
+    let files = dataset::discover(&[std::path::PathBuf::from("data/entities/v2")]).unwrap();
     let ds = files.load().unwrap();
     let mut picked: Vec<dataset::Entity> = Vec::new();
-    for t in ["city", "movie", "player", "song"] {
+    for t in ["city", "movie", "player", "song", "person", "company"] {
         picked.extend(ds.entities.iter().filter(|e| e.entity_type.to_string() == t).step_by(97).take(2).cloned());
     }
     for (preset, chat) in [("gemma-3-270m", false), ("smollm2-135m-instruct", true)] {

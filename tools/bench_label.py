@@ -62,8 +62,8 @@ def main():
     first = modes[0]
     recs = [json.loads(l) for l in open(os.path.join(out, first, "completions.jsonl"))]
     ents = {}
-    for f in ["movie", "city", "player", "song"]:
-        for l in open(f"data/entities/v1/{f}.jsonl"):
+    for f in ["movie", "city", "player", "song", "person", "company"]:
+        for l in open(f"data/entities/v2/{f}.jsonl"):
             e = json.loads(l)
             ents[e["id"]] = e
 

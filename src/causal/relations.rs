@@ -28,6 +28,11 @@ pub const RELATIONS: &[(EntityType, &str, &str)] = &[
     (EntityType::Song, "album", "appears in the album"),
     (EntityType::Song, "genre", "has the genre"),
     (EntityType::Song, "release_year", "was released in"),
+    (EntityType::Person, "country", "was born in the country of"),
+    (EntityType::Person, "occupation", "is best known as"),
+    (EntityType::Person, "birth_city", "was born in the city of"),
+    (EntityType::Company, "country", "is headquartered in"),
+    (EntityType::Company, "industry", "operates in the industry of"),
 ];
 
 /// The one attribute (hence relation) each type is asked about: a name attribute that counts
@@ -38,6 +43,7 @@ pub fn default_attribute(t: EntityType) -> &'static str {
         EntityType::Movie => "director",
         EntityType::City => "country",
         EntityType::Song => "artist",
+        EntityType::Person | EntityType::Company => "country",
     }
 }
 

@@ -17,7 +17,7 @@ pub struct CorpusArgs {
     /// Comma-separated source names (default: all; see --list).
     #[arg(long)]
     sources: Option<String>,
-    /// JSON-lines entity files to mix in as short sentences (e.g. data/entities/v1/*.jsonl).
+    /// JSON-lines entity files to mix in as short sentences (e.g. data/entities/v2/*.jsonl).
     #[arg(long, num_args = 1..)]
     entities: Vec<PathBuf>,
     /// A labeling run's splits.json (e.g. data/labels/gemma-3-270m/greedy/splits.json): its

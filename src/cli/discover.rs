@@ -46,13 +46,13 @@ pub struct DiscoverArgs {
     #[arg(long, default_value_t = 128)]
     dashboard_tokens: usize,
     /// The entity dataset's fabricated names (those in the labels' controls are scored apart).
-    #[arg(long, default_value = "data/entities/v1/fabricated.jsonl")]
+    #[arg(long, default_value = "data/entities/v2/fabricated.jsonl")]
     fabricated: PathBuf,
     /// The entity dataset (directory or files) the labels were made from: a type's matching
     /// attribute (a city's country) is read from it, and held-out tests compare known with
     /// unknown entities only within one of its values. A missing path turns matching off, with
     /// a note.
-    #[arg(long, default_value = "data/entities/v1")]
+    #[arg(long, default_value = "data/entities/v2")]
     entities: PathBuf,
     /// Output directory: discovery.json, CSVs, detectors.json, report.html.
     #[arg(long)]

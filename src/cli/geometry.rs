@@ -33,7 +33,7 @@ pub struct GeometryArgs {
     #[arg(long)]
     labels: PathBuf,
     /// The entity dataset the labels were made from (gold values of the steered questions).
-    #[arg(long, default_value = "data/entities/v1")]
+    #[arg(long, default_value = "data/entities/v2")]
     entities: PathBuf,
     /// Detectors written by `knowlens discover` on this model; their directions are steered and
     /// their cosines reported. Without: the known − unknown difference of means at the entity's

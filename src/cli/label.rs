@@ -22,7 +22,7 @@ pub struct LabelArgs {
     model: ModelArgs,
     /// Entity JSONL files, or directories of them (fabricated.jsonl in a directory is read as
     /// the fabricated-name control set, not labeled).
-    #[arg(long, num_args = 1.., default_value = "data/entities/v1")]
+    #[arg(long, num_args = 1.., default_value = "data/entities/v2")]
     entities: Vec<PathBuf>,
     /// Output directory (one subdirectory per mode); rerunning resumes.
     #[arg(long)]

@@ -30,7 +30,7 @@ pub struct PrecisionArgs {
     #[arg(long)]
     prompts: Option<PathBuf>,
     /// Entity JSONL files or directories whose labelling questions are asked (paper templates).
-    #[arg(long, num_args = 1.., default_value = "data/entities/v1")]
+    #[arg(long, num_args = 1.., default_value = "data/entities/v2")]
     entities: Vec<PathBuf>,
     /// Entities per type, spread over the popularity range (0: no questions).
     #[arg(long, default_value_t = 12)]

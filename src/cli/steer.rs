@@ -29,7 +29,7 @@ pub struct SteerArgs {
     #[arg(long)]
     labels: PathBuf,
     /// The entity dataset the labels were made from (gold values of the questions).
-    #[arg(long, default_value = "data/entities/v1")]
+    #[arg(long, default_value = "data/entities/v2")]
     entities: PathBuf,
     /// Detectors written by `knowlens discover` on this model (detectors.json).
     #[arg(long)]

@@ -25,7 +25,7 @@ pub struct UncertaintyArgs {
     labels: PathBuf,
     /// The entity dataset the labels were made from (gold values tell which answers can show
     /// recall).
-    #[arg(long, default_value = "data/entities/v1")]
+    #[arg(long, default_value = "data/entities/v2")]
     entities: PathBuf,
     /// SAEs on the residual stream (any format `Sae::load` reads); repeat or separate with
     /// commas. Without any, only the probes and baselines run.

@@ -7,7 +7,8 @@
 //! * `split`: 50 / 10 / 40 per (type, class), assigning whole groups: every entity sharing a
 //!   normalized name (across types too: the movie and the song "Sunday Bloody Sunday") and every
 //!   movie of one franchise or remake family ("Iron Man", "Iron Man 2"; "Die Hard", "Die Hard
-//!   with a Vengeance"; "Star Wars: Episode V ...") land in one split.
+//!   with a Vengeance"; "Star Wars: Episode V ...") and a person with every entity whose name
+//!   holds the person's full name ("Walt Disney", "The Walt Disney Company") land in one split.
 //! * `controls`: within each split, known and unknown matched one to one on type, name token
 //!   count and popularity band; fabricated names are their own control set, split by seed.
 
@@ -224,7 +225,8 @@ impl Groups {
     }
 }
 
-/// Indices of `labels` that must share a split: same name key (any types), one movie franchise.
+/// Indices of `labels` that must share a split: same name key (any types), one movie franchise,
+/// a person and whatever is named after them.
 pub fn leak_groups(labels: &[&EntityLabel]) -> Vec<Vec<usize>> {
     let mut g = Groups((0..labels.len()).collect());
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -256,6 +258,26 @@ pub fn leak_groups(labels: &[&EntityLabel]) -> Vec<Vec<usize>> {
             }
             if let Some(&j) = by_franchise.get(&prefix) {
                 g.union(i, j);
+            }
+        }
+    }
+    // A person's full name inside another entity's name ("Walt Disney" in "The Walt Disney
+    // Company", "Emile Zola" in "The Life of Emile Zola"): knowing one gives the other away.
+    let people: HashMap<String, usize> = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.entity_type == EntityType::Person)
+        .map(|(i, l)| (name_key(&l.name), i))
+        .filter(|(k, _)| k.split_whitespace().count() >= 2)
+        .collect();
+    for (i, l) in labels.iter().enumerate().filter(|(_, l)| l.entity_type != EntityType::Person) {
+        let key = name_key(&l.name);
+        let words: Vec<&str> = key.split_whitespace().collect();
+        for a in 0..words.len() {
+            for b in a + 2..=words.len() {
+                if let Some(&j) = people.get(&words[a..b].join(" ")) {
+                    g.union(i, j);
+                }
             }
         }
     }
@@ -527,6 +549,12 @@ mod tests {
             },
             named(EntityType::Movie, "movie/f", "Up"),
             named(EntityType::Movie, "movie/g", "Up in the Air"),
+            named(EntityType::Person, "person/a", "Walt Disney"),
+            named(EntityType::Company, "company/a", "The Walt Disney Company"),
+            named(EntityType::Person, "person/b", "Emile Zola"),
+            named(EntityType::Movie, "movie/h", "The Life of Emile Zola"),
+            named(EntityType::Person, "person/c", "Nelson"),
+            named(EntityType::Movie, "movie/i", "Nelson Mandela"),
         ];
         labels.extend((0..40).map(|i| label(EntityType::Movie, i + 100, 3)));
         for seed in 0..20 {
@@ -537,9 +565,13 @@ mod tests {
             assert_eq!(where_is("movie/a"), where_is("movie/b"));
             assert_eq!(where_is("movie/c"), where_is("movie/d"));
             assert_eq!(where_is("movie/e"), where_is("song/e"));
+            assert_eq!(where_is("person/a"), where_is("company/a"));
+            assert_eq!(where_is("person/b"), where_is("movie/h"));
         }
         let s = split(&labels, 0);
         assert!(!s.groups.iter().any(|g| g.contains(&"movie/f".to_string())), "{:?}", s.groups);
+        // A one-word name ("Nelson") is no full name: it joins nothing.
+        assert!(!s.groups.iter().any(|g| g.contains(&"person/c".to_string())), "{:?}", s.groups);
         // Near-duplicates of one type: only the most popular stays.
         let mut dup = vec![
             EntityLabel { popularity_rank: Some(5), ..named(EntityType::Song, "song/1", "Knockin' On Heaven's Door") },

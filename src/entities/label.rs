@@ -442,11 +442,15 @@ pub fn surface_forms(q: &Question, chat: bool, max_forms: usize) -> Vec<String> 
             forms.push(f);
         }
     };
-    let country = q.spec.entity_type == EntityType::City && q.spec.name == "country";
+    let country = q.spec.is_country();
     for value in q.gold() {
         let names = if country { country_names(value) } else { vec![value.clone()] };
         for name in &names {
             push(format!("{lead}{name}"));
+            if q.spec.takes_article() {
+                let article = if name.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+                push(format!("{lead}{article} {name}"));
+            }
             if let Some(rest) = name.strip_prefix("The ").or_else(|| name.strip_prefix("the ")) {
                 push(format!("{lead}the {rest}"));
                 push(format!("{lead}{rest}"));

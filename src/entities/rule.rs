@@ -34,6 +34,11 @@ pub const COUNTING: &[(EntityType, &str)] = &[
     (EntityType::City, "region"),
     (EntityType::Song, "artist"),
     (EntityType::Song, "album"),
+    (EntityType::Person, "country"),
+    (EntityType::Person, "occupation"),
+    (EntityType::Person, "birth_city"),
+    (EntityType::Company, "country"),
+    (EntityType::Company, "industry"),
 ];
 
 pub fn counts(t: EntityType, attribute: &str) -> bool {

@@ -106,9 +106,13 @@ pub fn choose_templates(
                 for q in qs.iter_mut() {
                     q.gold = rule::usable_gold(q.entity, spec, &guessable);
                 }
-                let greedy = LabelOptions { mode: Mode::Greedy, ..cfg.opts.clone() };
+                // Judged by the run's own rule in estimate mode (a template whose greedy answer is
+                // right can still spread its probability over many phrasings, and the estimate
+                // decides "known"); by the greedy answer in the other modes.
+                let dev_mode = if cfg.opts.mode == Mode::Estimate { Mode::Estimate } else { Mode::Greedy };
+                let dev = LabelOptions { mode: dev_mode, ..cfg.opts.clone() };
                 let refs: Vec<&label::Question> = qs.iter().collect();
-                let recs = answer(model, &refs, &greedy)?;
+                let recs = answer(model, &refs, &dev)?;
                 correct.push(recs.iter().filter(|r| r.correct).count());
                 // An answer that repeats the entity's name, right or wrong.
                 echoes.push(

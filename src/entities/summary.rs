@@ -57,10 +57,12 @@ pub fn write(
     seconds: f64,
     asked_now: usize,
 ) -> Result<()> {
+    let counting: Vec<String> = super::rule::COUNTING.iter().map(|(t, a)| format!("{t} {}", a.replace('_', " "))).collect();
     let mut md = format!(
-        "# Labels: {} mode\n\nRule: known if ≥ {} counting attributes (names: director, screenwriter, actor, team, birth city, country, region, artist, album) are reliably correct, unknown if none, dropped otherwise (and dropped when fewer than {} counting attributes have a usable gold value, or the name nearly duplicates a more popular one). Years, genres and populations never count. Answers that echo the entity's name or are fragments are wrong; guessable gold values (shared by ≥ 10% of the type) do not count.{} Attributes asked: {}.\n\n",
+        "# Labels: {} mode\n\nRule: known if ≥ {} counting attributes (names: {}) are reliably correct, unknown if none, dropped otherwise (and dropped when fewer than {} counting attributes have a usable gold value, or the name nearly duplicates a more popular one). Years, genres and populations never count. Answers that echo the entity's name or are fragments are wrong; guessable gold values (shared by ≥ 10% of the type) do not count.{} Attributes asked: {}.\n\n",
         cfg.opts.mode.as_str(),
         cfg.known_min,
+        counting.join(", "),
         cfg.known_min,
         match cfg.opts.mode {
             Mode::Sampled => format!(" An attribute is reliably correct if ≥ {} of {} samples at T = 1 match.", cfg.opts.min_correct_samples, cfg.opts.samples),

@@ -65,6 +65,10 @@ pub struct Base {
     #[serde(default)]
     pub per_type_of: std::collections::BTreeMap<String, usize>,
     pub known_min: usize,
+    /// Types the base labels hold (empty: every type of the dataset). A preset sized for half
+    /// an hour leaves out types the model knows none of, which would only add unknown entities.
+    #[serde(default)]
+    pub types: Vec<String>,
     /// Types the base model's few-shot steering asks about (empty: all); types it knows nothing
     /// of have no known entities to steer and only cost time.
     #[serde(default)]
@@ -222,6 +226,9 @@ impl Config {
         }
         for t in &self.chat.types {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[chat] types".to_string())?;
+        }
+        for t in &self.base.types {
+            t.parse::<crate::entities::questions::EntityType>().with_context(|| "[base] types".to_string())?;
         }
         for t in self.base.per_type_of.keys() {
             t.parse::<crate::entities::questions::EntityType>().with_context(|| "[base] per_type_of".to_string())?;

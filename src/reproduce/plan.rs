@@ -175,6 +175,9 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
         p(&out.join("labels-base")),
     ];
     label.extend(per_type(c.base.per_type));
+    if !c.base.types.is_empty() {
+        label.extend([s("--types"), c.base.types.join(",")]);
+    }
     if !c.base.per_type_of.is_empty() {
         let of: Vec<String> = c.base.per_type_of.iter().map(|(t, n)| format!("{t}={n}")).collect();
         label.extend([s("--per-type-of"), of.join(",")]);
@@ -195,10 +198,10 @@ pub fn stages(c: &Config, out: &Path) -> Vec<Stage> {
             // Sentences about the entities are part of the corpus; those of the base labels'
             // validation and test splits are left out (no held-out entity is seen in training).
             s("--entities"),
-            s("data/entities/v1/player.jsonl"),
-            s("data/entities/v1/movie.jsonl"),
-            s("data/entities/v1/city.jsonl"),
-            s("data/entities/v1/song.jsonl"),
+            s("data/entities/v2/player.jsonl"),
+            s("data/entities/v2/movie.jsonl"),
+            s("data/entities/v2/city.jsonl"),
+            s("data/entities/v2/song.jsonl"),
             s("--exclude-splits"),
             p(&d.labels_base.join("splits.json")),
             s("--json"),
