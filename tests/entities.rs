@@ -353,7 +353,9 @@ fn every_attribute_has_a_template_per_type_and_answers_are_judged() {
 fn no_entity_is_named_in_its_own_types_prompt_examples() {
     let files = dataset::discover(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("data/entities/v2")]).unwrap();
     let ds = files.load().unwrap();
-    let words = |s: &str| -> Vec<String> { s.to_lowercase().split(|c: char| !c.is_alphanumeric()).map(str::to_string).collect() };
+    let words = |s: &str| -> Vec<String> {
+        s.to_lowercase().split(|c: char| !c.is_alphanumeric()).map(str::to_string).collect()
+    };
     for &(t, example) in questions::PROMPT_EXAMPLES {
         assert!(questions::attributes_of(t).any(|a| a.base.iter().any(|b| b.contains(example))), "{example}");
         let last = words(example).pop().unwrap();

@@ -448,7 +448,8 @@ pub fn surface_forms(q: &Question, chat: bool, max_forms: usize) -> Vec<String> 
         for name in &names {
             push(format!("{lead}{name}"));
             if q.spec.takes_article() {
-                let article = if name.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+                let article =
+                    if name.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
                 push(format!("{lead}{article} {name}"));
             }
             if let Some(rest) = name.strip_prefix("The ").or_else(|| name.strip_prefix("the ")) {

@@ -57,7 +57,8 @@ pub fn write(
     seconds: f64,
     asked_now: usize,
 ) -> Result<()> {
-    let counting: Vec<String> = super::rule::COUNTING.iter().map(|(t, a)| format!("{t} {}", a.replace('_', " "))).collect();
+    let counting: Vec<String> =
+        super::rule::COUNTING.iter().map(|(t, a)| format!("{t} {}", a.replace('_', " "))).collect();
     let mut md = format!(
         "# Labels: {} mode\n\nRule: known if ≥ {} counting attributes (names: {}) are reliably correct, unknown if none, dropped otherwise (and dropped when fewer than {} counting attributes have a usable gold value, or the name nearly duplicates a more popular one). Years, genres and populations never count. Answers that echo the entity's name or are fragments are wrong; guessable gold values (shared by ≥ 10% of the type) do not count.{} Attributes asked: {}.\n\n",
         cfg.opts.mode.as_str(),
